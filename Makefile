@@ -1,0 +1,62 @@
+# mlplane's build. `make demo` runs the local cluster demo, `make test` runs
+# every test (lint, unit, end-to-end) and is what CI runs.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+GOFLAGS   ?=
+E2E_FLAGS ?=
+export PATH := $(BIN):$(PATH)
+
+BINARIES := webhook extender node-agent
+
+.PHONY: all build test unit e2e bench lint fmt tools demo demo-down fuzz images clean
+
+all: build
+
+## build: the three binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+## tools: pinned control-plane binaries (etcd, kube-*, kubectl, kwok, kustomize) into bin/, rebuilt only when hack/tools/go.mod changes
+tools:
+	@hack/tools/build.sh $(BIN)
+
+## test: lint, unit tests, then the end-to-end suite on a real local control plane
+test: lint unit e2e
+
+## unit: every package's tests (race detector on)
+unit:
+	$(GO) test -race -count=1 ./internal/... ./cmd/...
+
+## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules
+e2e: tools build
+	$(GO) test -count=1 -timeout 45m ./test/e2e/... -args $(E2E_FLAGS)
+
+## bench: per-package benchmarks that fit in a few minutes
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./internal/...
+
+## lint: go vet and gofmt
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## demo: start a local cluster with fake GPU nodes, deploy mlplane and the examples, print the placement
+demo: tools build
+	$(GO) run ./hack/demo up
+
+## demo-down: stop the demo cluster
+demo-down:
+	$(GO) run ./hack/demo down
+
+## fuzz: run the fuzz targets for a while
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) ./internal/mutate
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,108 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// GPU is one entry of a node's inventory, as published by the node agent in
+// the NodeAnnotationGPUs annotation (a JSON list of GPU).
+type GPU struct {
+	// Index is the GPU's NVML index on the node.
+	Index int `json:"index"`
+	// UUID is the GPU's stable identifier ("GPU-..."), what
+	// NVIDIA_VISIBLE_DEVICES and AnnotationGPUIDs carry.
+	UUID string `json:"uuid"`
+	// Model is the product name, e.g. "NVIDIA H100 80GB HBM3".
+	Model string `json:"model"`
+	// MemoryMiB is the total memory of the GPU.
+	MemoryMiB int64 `json:"memoryMiB"`
+	// UsedMiB is the memory in use as the driver last reported it.
+	UsedMiB int64 `json:"usedMiB"`
+	// Healthy is false when the agent has seen the GPU fail (XID errors, NVML
+	// errors); the extender never places pods on an unhealthy GPU.
+	Healthy bool `json:"healthy"`
+}
+
+// EncodeInventory renders an inventory as the value of NodeAnnotationGPUs.
+func EncodeInventory(gpus []GPU) string {
+	if gpus == nil {
+		gpus = []GPU{}
+	}
+	b, err := json.Marshal(gpus)
+	if err != nil { // a slice of plain structs always marshals
+		panic(err)
+	}
+	return string(b)
+}
+
+// DecodeInventory parses the value of NodeAnnotationGPUs. It rejects entries
+// without a UUID, duplicate UUIDs and negative sizes, so that consumers can
+// trust what they get.
+func DecodeInventory(s string) ([]GPU, error) {
+	var gpus []GPU
+	if err := json.Unmarshal([]byte(s), &gpus); err != nil {
+		return nil, fmt.Errorf("annotation %s: invalid JSON: %w", NodeAnnotationGPUs, err)
+	}
+	seen := make(map[string]struct{}, len(gpus))
+	for i, g := range gpus {
+		switch {
+		case g.UUID == "":
+			return nil, fmt.Errorf("annotation %s: entry %d has no uuid", NodeAnnotationGPUs, i)
+		case g.MemoryMiB < 0 || g.UsedMiB < 0:
+			return nil, fmt.Errorf("annotation %s: entry %d (%s) has negative memory", NodeAnnotationGPUs, i, g.UUID)
+		}
+		if _, dup := seen[g.UUID]; dup {
+			return nil, fmt.Errorf("annotation %s: uuid %s appears twice", NodeAnnotationGPUs, g.UUID)
+		}
+		seen[g.UUID] = struct{}{}
+	}
+	return gpus, nil
+}
+
+// HealthyMemoryMiB is the node's allocatable ResourceGPUMemory: the sum of the
+// memory of its healthy GPUs.
+func HealthyMemoryMiB(gpus []GPU) int64 {
+	var sum int64
+	for _, g := range gpus {
+		if g.Healthy {
+			sum += g.MemoryMiB
+		}
+	}
+	return sum
+}
+
+// FormatGPUIDs renders the value of AnnotationGPUIDs.
+func FormatGPUIDs(uuids []string) string { return strings.Join(uuids, ",") }
+
+// ParseGPUIDs parses the value of AnnotationGPUIDs; an empty value is no GPU.
+func ParseGPUIDs(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	parts := strings.Split(s, ",")
+	out := parts[:0]
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Node agent liveness: one coordination.k8s.io Lease per node, like the
+// kubelet's node leases, in LeaseNamespace and named after the node.
+const (
+	// LeaseNamespace holds the node agents' Leases.
+	LeaseNamespace = DefaultNamespace
+	// LeaseRenewInterval is how often an agent renews its Lease.
+	LeaseRenewInterval = 10 * time.Second
+	// LeaseDuration is the age after which the extender treats a node as
+	// having no schedulable GPUs.
+	LeaseDuration = 40 * time.Second
+)
+
+// LeaseName is the name of the node agent's Lease for a node.
+func LeaseName(nodeName string) string { return "mlplane-gpu-" + nodeName }

@@ -1,0 +1,108 @@
+// Package api is mlplane's one declaration of everything that crosses a process
+// boundary: the labels and annotations users and components write, the extended
+// resource name, the node inventory format the node agent publishes and the
+// extender reads, and the GPU assignment the extender writes to pods.
+//
+// Every binary, test and document uses these constants; a key spelled as a
+// string literal anywhere else is a bug.
+package api
+
+// Opt-in and opt-out labels.
+const (
+	// LabelInject opts a namespace (value NamespaceInjectEnabled) or a pod
+	// (value PodInjectTrue) into mutation; PodInjectFalse on a pod opts it out.
+	LabelInject = "mlplane.io/inject"
+	// NamespaceInjectEnabled is the namespace label value that opts every pod in.
+	NamespaceInjectEnabled = "enabled"
+	// PodInjectTrue is the pod label value that opts a single pod in.
+	PodInjectTrue = "true"
+	// PodInjectFalse is the pod label value that opts a pod out, whatever its
+	// namespace says.
+	PodInjectFalse = "false"
+)
+
+// Pod annotations a user writes.
+const (
+	// AnnotationModelURI says where the model is: s3://, gs://, hf://, https://
+	// or pvc://CLAIM/PATH.
+	AnnotationModelURI = "mlplane.io/model-uri"
+	// AnnotationModelSecret names a Secret in the pod's own namespace holding
+	// storage credentials for the model loader.
+	AnnotationModelSecret = "mlplane.io/model-secret"
+	// AnnotationModelName is the model's name; it defaults to the last path
+	// element of the model URI.
+	AnnotationModelName = "mlplane.io/model-name"
+	// AnnotationModelVersion is the model's version.
+	AnnotationModelVersion = "mlplane.io/model-version"
+	// AnnotationGPUMemory is the GPU memory needed on each GPU, a quantity
+	// such as 20Gi or 16384Mi.
+	AnnotationGPUMemory = "mlplane.io/gpu-memory"
+	// AnnotationGPUCount is how many GPUs the pod needs (default 1).
+	AnnotationGPUCount = "mlplane.io/gpu-count"
+	// AnnotationTemplates is a comma-separated list of admin-defined sidecar
+	// templates.
+	AnnotationTemplates = "mlplane.io/templates"
+	// AnnotationProfile names a resource-default profile (default "default").
+	AnnotationProfile = "mlplane.io/profile"
+	// AnnotationContainer names the container that serves the model (default:
+	// the first container).
+	AnnotationContainer = "mlplane.io/container"
+	// AnnotationPlacement overrides the placement strategy for one pod:
+	// "binpack" or "spread".
+	AnnotationPlacement = "mlplane.io/placement"
+)
+
+// Annotations and labels mlplane writes.
+const (
+	// AnnotationStatus records what the webhook injected; a pod carrying it is
+	// not mutated again.
+	AnnotationStatus = "mlplane.io/status"
+	// AnnotationGPUIDs holds the UUIDs of the GPUs the extender assigned to
+	// the pod, comma-separated, written at bind time.
+	AnnotationGPUIDs = "mlplane.io/gpu-ids"
+	// LabelModel is the model name, set on the pod by the webhook.
+	LabelModel = "mlplane.io/model"
+	// LabelModelVersion is the model version, set on the pod by the webhook.
+	LabelModelVersion = "mlplane.io/model-version"
+	// LabelAppVersion is the well-known version label, set where absent.
+	LabelAppVersion = "app.kubernetes.io/version"
+	// NodeAnnotationGPUs holds the node's GPU inventory, a JSON list of GPU,
+	// written by the node agent.
+	NodeAnnotationGPUs = "mlplane.io/gpus"
+)
+
+// ResourceGPUMemory is the extended resource, in MiB, that GPU pods request
+// and nodes advertise (sum over healthy GPUs).
+const ResourceGPUMemory = "mlplane.io/gpu-memory"
+
+// Environment variables the webhook sets in the serving container.
+const (
+	// EnvNvidiaVisibleDevices is read by the NVIDIA container runtime. The
+	// webhook always sets it, from the downward API field of AnnotationGPUIDs:
+	// an empty value means "no GPU" to the runtime, while an unset one can
+	// mean "all GPUs" for legacy CUDA images.
+	EnvNvidiaVisibleDevices = "NVIDIA_VISIBLE_DEVICES"
+	// EnvGPUMemoryMiB is the per-GPU memory budget in MiB, so servers such as
+	// vLLM can size themselves.
+	EnvGPUMemoryMiB = "MLPLANE_GPU_MEMORY_MIB"
+	// EnvModelURI is the model URI as the user gave it.
+	EnvModelURI = "MODEL_URI"
+	// EnvModelDir is where the model files are inside the container.
+	EnvModelDir = "MODEL_DIR"
+)
+
+// Project-wide names.
+const (
+	// ModelMountPath is where the model volume is mounted.
+	ModelMountPath = "/mnt/models"
+	// DefaultSchedulerName is the scheduler profile that runs the extender.
+	DefaultSchedulerName = "mlplane-scheduler"
+	// DefaultNamespace is the namespace mlplane itself runs in; it is never
+	// mutated.
+	DefaultNamespace = "mlplane-system"
+	// FieldManager is the field manager name mlplane's components write with.
+	FieldManager = "mlplane"
+)
+
+// SystemNamespaces are never mutated, whatever their labels.
+var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}

@@ -1,0 +1,102 @@
+package score
+
+import (
+	"cmp"
+	"slices"
+	"sort"
+)
+
+// MaxScore is the top of every scorer's range, the scheduler's
+// MaxExtenderPriority.
+const MaxScore = 10
+
+// Scorer rates a placement from plain numbers: requested is what the pod adds,
+// used what is already taken, capacity the total, all in MiB. The result is in
+// 0..MaxScore. Scorers are pure functions, like the kube-scheduler's
+// noderesources scorers.
+type Scorer func(requested, used, capacity int64) float64
+
+// MostAllocated is higher the fuller the resource is after placement:
+// (used+requested)/capacity.
+func MostAllocated(requested, used, capacity int64) float64 {
+	if capacity <= 0 {
+		return 0
+	}
+	return clamp(float64(used+requested) * MaxScore / float64(capacity))
+}
+
+// LeastAllocated is higher the emptier the resource is after placement:
+// (capacity-used-requested)/capacity.
+func LeastAllocated(requested, used, capacity int64) float64 {
+	if capacity <= 0 {
+		return 0
+	}
+	return clamp(float64(capacity-used-requested) * MaxScore / float64(capacity))
+}
+
+func clamp(v float64) float64 { return min(max(v, 0), MaxScore) }
+
+// Strategy is one way of placing pods: how it scores a node or GPU, and in
+// which order it tries GPUs.
+type Strategy struct {
+	// Name is the strategy's name in a PlacementPolicy.
+	Name string
+	// Score rates a node or a GPU after placement.
+	Score Scorer
+	// FullestFirst tries the GPUs with the least free memory first (best
+	// fit); otherwise the emptiest first.
+	FullestFirst bool
+	// ProtectsEmpty says whether the policy's protectEmptyGPUs weight
+	// applies; spreading wants empty GPUs.
+	ProtectsEmpty bool
+}
+
+// Strategy names.
+const (
+	Binpack = "binpack"
+	Spread  = "spread"
+)
+
+// Strategies maps a strategy name to its constructor. Unknown names are
+// rejected when a policy is validated, with this list.
+var Strategies = map[string]func() Strategy{
+	Binpack: func() Strategy {
+		return Strategy{Name: Binpack, Score: MostAllocated, FullestFirst: true, ProtectsEmpty: true}
+	},
+	Spread: func() Strategy {
+		return Strategy{Name: Spread, Score: LeastAllocated}
+	},
+}
+
+// StrategyNames lists the valid strategy names, sorted.
+func StrategyNames() []string {
+	names := make([]string, 0, len(Strategies))
+	for n := range Strategies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// pickGPUs returns the indexes (into gpus) of count distinct healthy GPUs with
+// at least mem MiB free each, in the strategy's order, or nil when the node
+// has fewer. Ties go to the lower GPU index, so picks are deterministic.
+func pickGPUs(gpus []GPU, mem int64, count int, fullestFirst bool) []int {
+	var fit []int
+	for i, g := range gpus {
+		if g.Healthy && g.FreeMiB() >= mem {
+			fit = append(fit, i)
+		}
+	}
+	if len(fit) < count {
+		return nil
+	}
+	slices.SortStableFunc(fit, func(a, b int) int {
+		c := cmp.Compare(gpus[a].FreeMiB(), gpus[b].FreeMiB())
+		if !fullestFirst {
+			c = -c
+		}
+		return c
+	})
+	return fit[:count]
+}

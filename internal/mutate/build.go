@@ -1,0 +1,504 @@
+package mutate
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// builder turns a plan into patch operations. Operations that change existing
+// list items come first, with the original indices; insertions come last, so
+// every index in the patch is valid when it is applied in order.
+type builder struct {
+	pod      *corev1.Pod
+	plan     *plan
+	ops      []Op
+	warnings []string
+	status   Status
+
+	newContainers []string
+	newVolumes    []string
+}
+
+// entry is one resource quantity to add.
+type entry struct {
+	name corev1.ResourceName
+	q    resource.Quantity
+}
+
+// envPolicy says what to do with an env var the container already has.
+type envPolicy int
+
+const (
+	envReplace   envPolicy = iota // replace a different value, with a warning
+	envIfMissing                  // leave the user's value
+)
+
+type envAdd struct {
+	v      corev1.EnvVar
+	policy envPolicy
+}
+
+func (b *builder) build(m *Mutator) error {
+	pod, p := b.pod, b.plan
+	serving := &pod.Spec.Containers[p.serving]
+	b.status.Container, b.status.Profile = serving.Name, p.profile.Name
+
+	// Validate what the existing containers allow before emitting anything.
+	if p.model != nil {
+		for _, vm := range serving.VolumeMounts {
+			if path.Clean(vm.MountPath) == api.ModelMountPath {
+				return fmt.Errorf("annotation %s: container %q already mounts volume %q at %s; remove that mount or the annotation", api.AnnotationModelURI, serving.Name, vm.Name, api.ModelMountPath)
+			}
+		}
+	}
+	var gpuReq, gpuLim []entry
+	if p.hasGPU {
+		total := *resource.NewQuantity(p.gpu.TotalMiB(), resource.DecimalSI)
+		for _, l := range []struct {
+			list corev1.ResourceList
+			out  *[]entry
+		}{{serving.Resources.Requests, &gpuReq}, {serving.Resources.Limits, &gpuLim}} {
+			if q, ok := l.list[api.ResourceGPUMemory]; !ok {
+				*l.out = []entry{{api.ResourceGPUMemory, total}}
+			} else if q.Value() != p.gpu.TotalMiB() {
+				return fmt.Errorf("annotation %s: container %q sets resource %s=%s, but %s=%s and %s=%d need %d (MiB); remove the resource from the container or make them agree",
+					api.AnnotationGPUMemory, serving.Name, api.ResourceGPUMemory, q.String(),
+					api.AnnotationGPUMemory, pod.Annotations[api.AnnotationGPUMemory], api.AnnotationGPUCount, p.gpu.Count, p.gpu.TotalMiB())
+			}
+		}
+		b.status.GPUMemoryMiB, b.status.GPUCount = p.gpu.MemoryMiB, p.gpu.Count
+		b.gpuWarnings(p.serving)
+	}
+
+	// Names and injected objects.
+	var modelVol *corev1.Volume
+	var modelMount *corev1.VolumeMount
+	var loader *corev1.Container
+	if p.model != nil {
+		modelVol = &corev1.Volume{Name: b.uniqueVolume(ModelVolumeName)}
+		modelMount = &corev1.VolumeMount{Name: modelVol.Name, MountPath: api.ModelMountPath, ReadOnly: true}
+		b.status.ModelVolume = modelVol.Name
+		if p.model.claim != "" {
+			modelVol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: p.model.claim, ReadOnly: true}
+		} else {
+			modelVol.EmptyDir = &corev1.EmptyDirVolumeSource{SizeLimit: m.cfg.Loader.VolumeSizeLimit}
+			loader = b.loader(m, modelVol.Name)
+			b.status.Loader = loader.Name
+		}
+	}
+	var nativeSidecars, sidecars []*corev1.Container
+	var sidecarVolumes []*corev1.Volume
+	for _, t := range p.templates {
+		c, vols := b.sidecar(t)
+		sidecarVolumes = append(sidecarVolumes, vols...)
+		if t.Native {
+			nativeSidecars = append(nativeSidecars, c)
+		} else {
+			sidecars = append(sidecars, c)
+		}
+		b.status.Sidecars = append(b.status.Sidecars, c.Name)
+	}
+
+	// Metadata.
+	var labels []kv
+	if p.modelName != "" {
+		labels = b.setLabel(labels, api.LabelModel, p.modelName)
+	}
+	if p.modelVersion != "" {
+		labels = b.setLabel(labels, api.LabelModelVersion, p.modelVersion)
+		if _, ok := pod.Labels[api.LabelAppVersion]; !ok {
+			labels = append(labels, kv{api.LabelAppVersion, p.modelVersion})
+		}
+	}
+	b.mapOps("/metadata/labels", pod.Labels, labels)
+	status := statusString(&b.status)
+	if pod.Annotations == nil {
+		b.add("/metadata/annotations", map[string]string{api.AnnotationStatus: status})
+	} else {
+		b.add(pathStatus, status)
+	}
+	if p.hasGPU && m.scheduler != "" && pod.Spec.SchedulerName != m.scheduler {
+		if s := pod.Spec.SchedulerName; s != "" && s != corev1.DefaultSchedulerName {
+			b.warn("spec.schedulerName %q is replaced by %q so that the GPU pod is placed by mlplane's extender", s, m.scheduler)
+		}
+		b.add("/spec/schedulerName", m.scheduler)
+	}
+
+	// Existing containers, in place.
+	var hide []envAdd
+	if p.hasGPU {
+		hide = []envAdd{{visibleDevicesVoid, envIfMissing}}
+	}
+	for i := range pod.Spec.InitContainers {
+		b.containerOps("/spec/initContainers/"+strconv.Itoa(i), &pod.Spec.InitContainers[i], hide, nil, nil, nil)
+	}
+	for i := range pod.Spec.Containers {
+		base := "/spec/containers/" + strconv.Itoa(i)
+		if i != p.serving {
+			b.containerOps(base, &pod.Spec.Containers[i], hide, nil, nil, nil)
+			continue
+		}
+		var env []envAdd
+		if p.model != nil {
+			env = append(env, envAdd{corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri}, envReplace},
+				envAdd{corev1.EnvVar{Name: api.EnvModelDir, Value: p.model.dir()}, envReplace})
+		}
+		if p.hasGPU {
+			env = append(env, envAdd{visibleDevicesFn, envReplace},
+				envAdd{corev1.EnvVar{Name: api.EnvGPUMemoryMiB, Value: strconv.FormatInt(p.gpu.MemoryMiB, 10)}, envReplace})
+		}
+		b.containerOps(base, serving, env, modelMount, gpuReq, gpuLim)
+	}
+
+	// Insertions: native sidecars first (a proxy must be up before the
+	// loader downloads), then the loader, then the user's init containers.
+	inits := nativeSidecars
+	if loader != nil {
+		inits = append(inits, loader)
+	}
+	if len(inits) > 0 {
+		if pod.Spec.InitContainers == nil {
+			b.add("/spec/initContainers", inits)
+		} else {
+			for i, c := range inits {
+				b.add("/spec/initContainers/"+strconv.Itoa(i), c)
+			}
+		}
+	}
+	for _, c := range sidecars {
+		b.add("/spec/containers/-", c)
+	}
+	vols := sidecarVolumes
+	if modelVol != nil {
+		vols = append(vols, modelVol)
+	}
+	if len(vols) > 0 {
+		if pod.Spec.Volumes == nil {
+			b.add("/spec/volumes", vols)
+		} else {
+			for _, v := range vols {
+				b.add("/spec/volumes/-", v)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *builder) add(path string, value any) {
+	b.ops = append(b.ops, Op{Op: "add", Path: path, Value: value})
+}
+
+func (b *builder) warn(format string, args ...any) {
+	b.warnings = append(b.warnings, fmt.Sprintf(format, args...))
+}
+
+// gpuWarnings flags GPU requests the extender would not account for.
+func (b *builder) gpuWarnings(serving int) {
+	for i, c := range b.pod.Spec.Containers {
+		if _, ok := c.Resources.Limits["nvidia.com/gpu"]; ok {
+			b.warn("container %q also requests nvidia.com/gpu; mlplane places pods by %s, and whole-GPU requests from the NVIDIA device plugin are not coordinated with it", c.Name, api.ResourceGPUMemory)
+		}
+		if _, ok := c.Resources.Requests[api.ResourceGPUMemory]; ok && i != serving {
+			b.warn("container %q requests %s itself; only the serving container %q should", c.Name, api.ResourceGPUMemory, b.pod.Spec.Containers[serving].Name)
+		}
+	}
+}
+
+type kv struct{ k, v string }
+
+// setLabel adds a label the webhook owns, warning when it replaces another value.
+func (b *builder) setLabel(out []kv, key, value string) []kv {
+	if old, ok := b.pod.Labels[key]; ok {
+		if old == value {
+			return out
+		}
+		b.warn("label %s=%q is replaced by %q from the pod's annotations", key, old, value)
+	}
+	return append(out, kv{key, value})
+}
+
+func (b *builder) mapOps(base string, m map[string]string, kvs []kv) {
+	if len(kvs) == 0 {
+		return
+	}
+	if m == nil {
+		mm := make(map[string]string, len(kvs))
+		for _, e := range kvs {
+			mm[e.k] = e.v
+		}
+		b.add(base, mm)
+		return
+	}
+	for _, e := range kvs {
+		b.add(base+"/"+jsonPointerEscape.Replace(e.k), e.v)
+	}
+}
+
+// containerOps patches an existing container at base: env, one volume mount,
+// extra resources and the profile's defaults.
+func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, mount *corev1.VolumeMount, extraReq, extraLim []entry) {
+	var add []corev1.EnvVar
+	for _, e := range env {
+		j := -1
+		for k := range c.Env {
+			if c.Env[k].Name == e.v.Name {
+				j = k
+			}
+		}
+		switch {
+		case j < 0:
+			add = append(add, e.v)
+		case e.policy == envIfMissing || equalEnv(&c.Env[j], &e.v):
+		default:
+			b.warn("container %q: env %s is replaced by mlplane's value", c.Name, e.v.Name)
+			b.ops = append(b.ops, Op{Op: "replace", Path: base + "/env/" + strconv.Itoa(j), Value: e.v})
+		}
+	}
+	if len(add) > 0 {
+		if c.Env == nil {
+			b.add(base+"/env", add)
+		} else {
+			for _, e := range add {
+				b.add(base+"/env/-", e)
+			}
+		}
+	}
+	if mount != nil {
+		if c.VolumeMounts == nil {
+			b.add(base+"/volumeMounts", []*corev1.VolumeMount{mount})
+		} else {
+			b.add(base+"/volumeMounts/-", mount)
+		}
+	}
+	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, extraReq, extraLim)
+	if len(reqs) == 0 && len(lims) == 0 {
+		return
+	}
+	r := &c.Resources
+	if r.Requests == nil && r.Limits == nil && r.Claims == nil {
+		b.add(base+"/resources", &corev1.ResourceRequirements{Requests: toList(nil, reqs), Limits: toList(nil, lims)})
+		return
+	}
+	b.resourceOps(base+"/resources/requests", r.Requests, reqs)
+	b.resourceOps(base+"/resources/limits", r.Limits, lims)
+}
+
+func (b *builder) resourceOps(base string, have corev1.ResourceList, add []entry) {
+	if len(add) == 0 {
+		return
+	}
+	if have == nil {
+		b.add(base, toList(nil, add))
+		return
+	}
+	for _, e := range add {
+		name := string(e.name)
+		if e.name == api.ResourceGPUMemory {
+			name = pathGPUResource
+		}
+		b.add(base+"/"+name, e.q)
+	}
+}
+
+func equalEnv(a, b *corev1.EnvVar) bool {
+	if a.Value != b.Value || (a.ValueFrom == nil) != (b.ValueFrom == nil) {
+		return false
+	}
+	if a.ValueFrom == nil {
+		return true
+	}
+	fa, fb := a.ValueFrom.FieldRef, b.ValueFrom.FieldRef
+	return fa != nil && fb != nil && fa.FieldPath == fb.FieldPath && a.ValueFrom.ResourceFieldRef == nil &&
+		a.ValueFrom.ConfigMapKeyRef == nil && a.ValueFrom.SecretKeyRef == nil
+}
+
+// profileDefaults returns the requests and limits to add to r: extra first,
+// then, for cpu, memory and ephemeral-storage, the profile's value where the
+// user set none. A user's value is never changed; a defaulted request is
+// capped by the user's limit and a defaulted limit is raised to the user's
+// request, so a request never ends above its limit.
+func profileDefaults(r *corev1.ResourceRequirements, p *Profile, extraReq, extraLim []entry) (reqs, lims []entry) {
+	reqs, lims = extraReq, extraLim
+	for _, name := range profileResources {
+		ureq, hasReq := r.Requests[name]
+		ulim, hasLim := r.Limits[name]
+		if !hasReq {
+			if q, ok := p.Requests[name]; ok {
+				if hasLim && ulim.Cmp(q) < 0 {
+					q = ulim
+				}
+				reqs = append(reqs, entry{name, q})
+				ureq, hasReq = q, true
+			}
+		}
+		if !hasLim {
+			if q, ok := p.Limits[name]; ok {
+				if hasReq && ureq.Cmp(q) > 0 {
+					q = ureq
+				}
+				lims = append(lims, entry{name, q})
+			}
+		}
+	}
+	return reqs, lims
+}
+
+// toList copies l (which may be nil) and adds entries; nil when both are empty.
+func toList(l corev1.ResourceList, add []entry) corev1.ResourceList {
+	if len(l) == 0 && len(add) == 0 {
+		return l
+	}
+	out := make(corev1.ResourceList, len(l)+len(add))
+	for k, v := range l {
+		out[k] = v
+	}
+	for _, e := range add {
+		out[e.name] = e.q
+	}
+	return out
+}
+
+// withDefaults is an injected container's resources with the profile applied.
+func (b *builder) withDefaults(r corev1.ResourceRequirements) corev1.ResourceRequirements {
+	reqs, lims := profileDefaults(&r, b.plan.profile, nil, nil)
+	if len(reqs) > 0 {
+		r.Requests = toList(r.Requests, reqs)
+	}
+	if len(lims) > 0 {
+		r.Limits = toList(r.Limits, lims)
+	}
+	return r
+}
+
+func (b *builder) loader(m *Mutator, volume string) *corev1.Container {
+	l := &m.cfg.Loader
+	p := b.plan
+	c := &corev1.Container{
+		Name:            b.uniqueContainer(LoaderContainerName),
+		Image:           l.Image,
+		ImagePullPolicy: l.ImagePullPolicy,
+		Command:         l.Command,
+		Args:            l.Args,
+		Env: []corev1.EnvVar{
+			{Name: api.EnvModelURI, Value: p.model.uri},
+			{Name: api.EnvModelDir, Value: api.ModelMountPath},
+		},
+		VolumeMounts:    []corev1.VolumeMount{{Name: volume, MountPath: api.ModelMountPath}},
+		Resources:       b.withDefaults(l.Resources),
+		SecurityContext: l.SecurityContext,
+	}
+	if p.hasGPU {
+		c.Env = append(c.Env, visibleDevicesVoid)
+	}
+	if p.secret != "" {
+		// Not optional: a missing Secret keeps the pod from starting, with
+		// the kubelet's CreateContainerConfigError event naming it.
+		optional := false
+		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: p.secret},
+			Optional:             &optional,
+		}}}
+	}
+	return c
+}
+
+// sidecar instantiates a template with names unique in the pod.
+func (b *builder) sidecar(t *Template) (*corev1.Container, []*corev1.Volume) {
+	c := t.Container.DeepCopy()
+	c.Name = b.uniqueContainer(c.Name)
+	vols := make([]*corev1.Volume, len(t.Volumes))
+	for i := range t.Volumes {
+		v := t.Volumes[i].DeepCopy()
+		if v.Name = b.uniqueVolume(v.Name); v.Name != t.Volumes[i].Name {
+			for j := range c.VolumeMounts {
+				if c.VolumeMounts[j].Name == t.Volumes[i].Name {
+					c.VolumeMounts[j].Name = v.Name
+				}
+			}
+		}
+		vols[i] = v
+	}
+	if t.Native {
+		always := corev1.ContainerRestartPolicyAlways
+		c.RestartPolicy = &always
+	}
+	if b.plan.hasGPU && !hasEnv(c.Env, api.EnvNvidiaVisibleDevices) {
+		c.Env = append(c.Env, visibleDevicesVoid)
+	}
+	c.Resources = b.withDefaults(c.Resources)
+	return c, vols
+}
+
+func hasEnv(env []corev1.EnvVar, name string) bool {
+	for i := range env {
+		if env[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// uniqueContainer returns base, or base-2, base-3, ... whichever no container
+// (init, regular, ephemeral or injected) of the pod has.
+func (b *builder) uniqueContainer(base string) string {
+	s := &b.pod.Spec
+	taken := func(n string) bool {
+		for i := range s.InitContainers {
+			if s.InitContainers[i].Name == n {
+				return true
+			}
+		}
+		for i := range s.Containers {
+			if s.Containers[i].Name == n {
+				return true
+			}
+		}
+		for i := range s.EphemeralContainers {
+			if s.EphemeralContainers[i].Name == n {
+				return true
+			}
+		}
+		return contains(b.newContainers, n)
+	}
+	n := unique(base, taken)
+	b.newContainers = append(b.newContainers, n)
+	return n
+}
+
+// uniqueVolume is uniqueContainer for volumes.
+func (b *builder) uniqueVolume(base string) string {
+	taken := func(n string) bool {
+		for i := range b.pod.Spec.Volumes {
+			if b.pod.Spec.Volumes[i].Name == n {
+				return true
+			}
+		}
+		return contains(b.newVolumes, n)
+	}
+	n := unique(base, taken)
+	b.newVolumes = append(b.newVolumes, n)
+	return n
+}
+
+func unique(base string, taken func(string) bool) string {
+	n := base
+	for i := 2; taken(n); i++ {
+		n = base + "-" + strconv.Itoa(i)
+	}
+	return n
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,177 @@
+package mutate
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// ApplyJSON applies a patch from Mutate to a JSON document.
+func ApplyJSON(doc []byte, ops []Op) ([]byte, error) {
+	raw, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	p, err := jsonpatch.DecodePatch(raw)
+	if err != nil {
+		return nil, err
+	}
+	return p.Apply(doc)
+}
+
+// Apply returns a copy of pod with the patch applied.
+func Apply(pod *corev1.Pod, ops []Op) (*corev1.Pod, error) {
+	doc, err := json.Marshal(pod)
+	if err != nil {
+		return nil, err
+	}
+	if doc, err = ApplyJSON(doc, ops); err != nil {
+		return nil, err
+	}
+	out := &corev1.Pod{}
+	return out, json.Unmarshal(doc, out)
+}
+
+// templatePaths says where each supported kind keeps its pod template; an
+// empty path is the object itself (a Pod). Keys are "group/Kind".
+var templatePaths = map[string][]string{
+	"/Pod":                  nil,
+	"apps/Deployment":       {"spec", "template"},
+	"apps/StatefulSet":      {"spec", "template"},
+	"apps/DaemonSet":        {"spec", "template"},
+	"apps/ReplicaSet":       {"spec", "template"},
+	"batch/Job":             {"spec", "template"},
+	"batch/CronJob":         {"spec", "jobTemplate", "spec", "template"},
+	"extensions/Deployment": {"spec", "template"},
+}
+
+// DefaultNamespaceName is the namespace Inject assumes for objects without
+// metadata.namespace, as kubectl does.
+const DefaultNamespaceName = "default"
+
+// Inject reads multi-document YAML from r and writes it to w with every pod
+// template mutated exactly as the webhook would mutate the pods created from
+// it. Other kinds, and pods left alone, are written unchanged. labels gives
+// the labels of a namespace; warn receives the admission warnings. A pod the
+// webhook would deny stops the stream with the webhook's message.
+func (m *Mutator) Inject(r io.Reader, w io.Writer, labels func(namespace string) map[string]string, warn func(string)) error {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	first := true
+	for i := 0; ; i++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading document %d: %w", i+1, err)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
+			continue
+		}
+		out, err := m.injectDocument(raw, labels, warn)
+		if err != nil {
+			return fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if out == nil {
+			continue
+		}
+		if !first {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+		}
+		first = false
+		if len(out) > 0 && out[len(out)-1] != '\n' {
+			out = append(out, '\n')
+		}
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]string, warn func(string)) ([]byte, error) {
+	j, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil || obj == nil {
+		return raw, nil // not an object (a comment-only document, a list): pass through
+	}
+	kind, _ := obj["kind"].(string)
+	apiVersion, _ := obj["apiVersion"].(string)
+	group, _, _ := strings.Cut(apiVersion, "/")
+	if !strings.Contains(apiVersion, "/") {
+		group = ""
+	}
+	tpath, ok := templatePaths[group+"/"+kind]
+	if !ok {
+		return raw, nil
+	}
+	meta, _ := obj["metadata"].(map[string]any)
+	namespace, _ := meta["namespace"].(string)
+	if namespace == "" {
+		namespace = DefaultNamespaceName
+	}
+	name, _ := meta["name"].(string)
+	if name == "" {
+		name, _ = meta["generateName"].(string)
+	}
+	id := fmt.Sprintf("%s %s/%s", kind, namespace, name)
+
+	tmpl := obj
+	for _, k := range tpath {
+		next, ok := tmpl[k].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: %s has no %s", id, kind, strings.Join(tpath, "."))
+		}
+		tmpl = next
+	}
+	sub := map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]}
+	if sub["metadata"] == nil {
+		sub["metadata"] = map[string]any{}
+	}
+	subJSON, err := json.Marshal(sub)
+	if err != nil {
+		return nil, err
+	}
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(subJSON, pod); err != nil {
+		return nil, fmt.Errorf("%s: decoding the pod template: %w", id, err)
+	}
+	pod.Namespace = namespace
+	res, err := m.Mutate(pod, Namespace{Name: namespace, Labels: labels(namespace)})
+	for _, w := range res.Warnings {
+		warn(id + ": " + w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", id, err)
+	}
+	if len(res.Patch) == 0 {
+		return raw, nil
+	}
+	patched, err := ApplyJSON(subJSON, res.Patch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: applying the patch: %w", id, err)
+	}
+	dec = json.NewDecoder(bytes.NewReader(patched))
+	dec.UseNumber()
+	var newSub map[string]any
+	if err := dec.Decode(&newSub); err != nil {
+		return nil, err
+	}
+	tmpl["metadata"], tmpl["spec"] = newSub["metadata"], newSub["spec"]
+	return yaml.Marshal(obj)
+}

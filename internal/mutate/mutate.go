@@ -1,0 +1,428 @@
+// Package mutate decides what an ML pod becomes: it turns a pod's mlplane.io
+// annotations and the admin's InjectionConfig into a JSON patch (model loader,
+// model volume, GPU wiring, sidecars, resource defaults). It is pure: no
+// clients, no clocks, no globals set from configuration; the webhook server
+// and the `webhook inject` command both call it.
+package mutate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// Names of what the webhook adds; a numeric suffix makes them unique in a pod.
+const (
+	// LoaderContainerName is the model-loader init container's base name.
+	LoaderContainerName = "mlplane-model-loader"
+	// ModelVolumeName is the model volume's base name.
+	ModelVolumeName = "mlplane-models"
+	// VisibleDevicesNone is what non-serving containers of a GPU pod get in
+	// NVIDIA_VISIBLE_DEVICES: the NVIDIA runtime then treats them as
+	// non-GPU containers, even on legacy CUDA images.
+	VisibleDevicesNone = "void"
+)
+
+// Why a pod was left alone (Result.Skipped).
+const (
+	SkipExcludedNamespace = "namespace is excluded"
+	SkipOptedOut          = "pod opted out"
+	SkipNotOptedIn        = "pod is not opted in"
+	SkipAlreadyMutated    = "pod is already mutated"
+	SkipNoContainers      = "pod has no containers"
+)
+
+// Namespace is what the mutator needs to know of the pod's namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Options configure a Mutator.
+type Options struct {
+	// Namespace is the webhook's own namespace, never mutated. Default
+	// api.DefaultNamespace.
+	Namespace string
+}
+
+// Op is one RFC 6902 JSON patch operation. The mutator only adds and
+// replaces.
+type Op struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// Result is the outcome of a mutation that was not denied.
+type Result struct {
+	// Patch turns the pod into the mutated pod; empty when Skipped is set.
+	Patch []Op
+	// Warnings are for questionable but legal input; they are returned to
+	// the client as admission warnings.
+	Warnings []string
+	// Injected summarises what was done; nil when Skipped is set. It is also
+	// recorded in the api.AnnotationStatus annotation.
+	Injected *Status
+	// Skipped says why the pod was left alone, or is empty.
+	Skipped string
+}
+
+// Status is the value of api.AnnotationStatus (as JSON).
+type Status struct {
+	Container    string   `json:"container"`
+	Profile      string   `json:"profile"`
+	Loader       string   `json:"loader,omitempty"`
+	ModelVolume  string   `json:"modelVolume,omitempty"`
+	GPUMemoryMiB int64    `json:"gpuMemoryMiB,omitempty"`
+	GPUCount     int      `json:"gpuCount,omitempty"`
+	Sidecars     []string `json:"sidecars,omitempty"`
+}
+
+// Mutator applies one validated InjectionConfig. It is immutable and safe for
+// concurrent use; a config reload builds a new one.
+type Mutator struct {
+	cfg           *InjectionConfig
+	excluded      sets.Set[string]
+	profiles      map[string]*Profile
+	profileNames  string
+	templates     map[string]*Template
+	templateNames string
+	scheduler     string
+}
+
+// New builds a Mutator from a defaulted config (nil means DefaultConfig) and
+// rejects an invalid one with every problem listed.
+func New(cfg *InjectionConfig, o Options) (*Mutator, error) {
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	if errs := Validate(cfg); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid %s: %w", ConfigKind, errs.ToAggregate())
+	}
+	if o.Namespace == "" {
+		o.Namespace = api.DefaultNamespace
+	}
+	m := &Mutator{
+		cfg:       cfg,
+		excluded:  sets.New(api.SystemNamespaces...).Insert(o.Namespace).Insert(cfg.ExcludedNamespaces...),
+		profiles:  make(map[string]*Profile, len(cfg.Profiles)),
+		templates: make(map[string]*Template, len(cfg.Templates)),
+	}
+	if cfg.SchedulerName != nil {
+		m.scheduler = *cfg.SchedulerName
+	}
+	for i := range cfg.Profiles {
+		m.profiles[cfg.Profiles[i].Name] = &cfg.Profiles[i]
+	}
+	for i := range cfg.Templates {
+		m.templates[cfg.Templates[i].Name] = &cfg.Templates[i]
+	}
+	m.profileNames = strings.Join(sets.List(sets.KeySet(m.profiles)), ", ")
+	m.templateNames = strings.Join(sets.List(sets.KeySet(m.templates)), ", ")
+	if m.templateNames == "" {
+		m.templateNames = "(none configured)"
+	}
+	return m, nil
+}
+
+// Config is the configuration the Mutator applies; callers must not modify it.
+func (m *Mutator) Config() *InjectionConfig { return m.cfg }
+
+// Excluded reports whether pods in the namespace are never mutated.
+func (m *Mutator) Excluded(namespace string) bool { return m.excluded.Has(namespace) }
+
+// Mutate computes the patch for a pod being created in ns. An error means the
+// pod must be denied; its message names the annotation, the value and what
+// is accepted.
+func (m *Mutator) Mutate(pod *corev1.Pod, ns Namespace) (Result, error) {
+	var res Result
+	if res.Skipped = m.skip(pod, ns, &res.Warnings); res.Skipped != "" {
+		return res, nil
+	}
+	p, err := m.plan(pod, ns, &res.Warnings)
+	if err != nil {
+		return Result{Warnings: res.Warnings}, err
+	}
+	b := builder{pod: pod, plan: p, ops: make([]Op, 0, 24), warnings: res.Warnings}
+	if err := b.build(m); err != nil {
+		return Result{Warnings: b.warnings}, err
+	}
+	res.Patch, res.Warnings, res.Injected = b.ops, b.warnings, &b.status
+	return res, nil
+}
+
+func (m *Mutator) skip(pod *corev1.Pod, ns Namespace, warnings *[]string) string {
+	if m.Excluded(ns.Name) {
+		return SkipExcludedNamespace
+	}
+	v, has := pod.Labels[api.LabelInject]
+	switch {
+	case has && v == api.PodInjectFalse:
+		return SkipOptedOut
+	case has && v == api.PodInjectTrue:
+	default:
+		if has {
+			*warnings = append(*warnings, fmt.Sprintf("label %s=%q is ignored: want %q or %q", api.LabelInject, v, api.PodInjectTrue, api.PodInjectFalse))
+		}
+		nv, nsHas := ns.Labels[api.LabelInject]
+		if nv != api.NamespaceInjectEnabled {
+			if nsHas {
+				*warnings = append(*warnings, fmt.Sprintf("namespace %s has label %s=%q, which does not enable injection: want %q", ns.Name, api.LabelInject, nv, api.NamespaceInjectEnabled))
+			}
+			return SkipNotOptedIn
+		}
+	}
+	if _, done := pod.Annotations[api.AnnotationStatus]; done {
+		return SkipAlreadyMutated
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return SkipNoContainers
+	}
+	return ""
+}
+
+// plan is what a pod's annotations ask for, validated.
+type plan struct {
+	serving      int
+	profile      *Profile
+	model        *modelSource
+	secret       string
+	modelName    string
+	modelVersion string
+	gpu          api.GPURequest
+	hasGPU       bool
+	templates    []*Template
+}
+
+// plan reads and validates every annotation; all problems are reported at once.
+func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan, error) {
+	ann := pod.Annotations
+	p := &plan{}
+	var errs []error
+
+	if name, ok := ann[api.AnnotationContainer]; ok {
+		p.serving = slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
+		if p.serving < 0 {
+			names := make([]string, len(pod.Spec.Containers))
+			for i, c := range pod.Spec.Containers {
+				names[i] = c.Name
+			}
+			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: no such container; want one of %s", api.AnnotationContainer, name, strings.Join(names, ", ")))
+			p.serving = 0
+		}
+	}
+
+	profile, ok := ann[api.AnnotationProfile]
+	if !ok {
+		profile = m.cfg.DefaultProfile
+	}
+	if p.profile = m.profiles[profile]; p.profile == nil {
+		errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: no such profile; want one of %s", api.AnnotationProfile, profile, m.profileNames))
+	}
+
+	uri, hasURI := ann[api.AnnotationModelURI]
+	if hasURI {
+		src, err := parseModelURI(uri)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			p.model = &src
+		}
+	}
+
+	if secret, ok := ann[api.AnnotationModelSecret]; ok {
+		name, err := parseSecret(secret, ns.Name)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !hasURI:
+			*warnings = append(*warnings, fmt.Sprintf("annotation %s is ignored: the pod has no %s", api.AnnotationModelSecret, api.AnnotationModelURI))
+		case p.model != nil && p.model.claim != "":
+			*warnings = append(*warnings, fmt.Sprintf("annotation %s is ignored: a pvc:// model needs no loader credentials", api.AnnotationModelSecret))
+		default:
+			p.secret = name
+			*warnings = append(*warnings, fmt.Sprintf("annotation %s: the webhook does not check that Secret %q exists in namespace %s; if it does not, the %s init container stays in CreateContainerConfigError", api.AnnotationModelSecret, name, ns.Name, LoaderContainerName))
+		}
+	}
+
+	if v, ok := ann[api.AnnotationModelName]; ok {
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 || v == "" {
+			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: want a non-empty label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)", api.AnnotationModelName, v))
+		}
+		p.modelName = v
+	} else if p.model != nil {
+		p.modelName = p.model.defaultName()
+	}
+	if v, ok := ann[api.AnnotationModelVersion]; ok {
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 || v == "" {
+			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: want a non-empty label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)", api.AnnotationModelVersion, v))
+		}
+		p.modelVersion = v
+	}
+
+	gpu, hasGPU, err := api.GPURequestFromAnnotations(ann)
+	if err != nil {
+		errs = append(errs, err)
+	} else if hasGPU {
+		p.gpu, p.hasGPU = gpu, true
+		if q, err := resource.ParseQuantity(strings.TrimSpace(ann[api.AnnotationGPUMemory])); err == nil && q.Value()%(1<<20) != 0 {
+			*warnings = append(*warnings, fmt.Sprintf("annotation %s: %q is not a whole number of MiB; rounded up to %dMi", api.AnnotationGPUMemory, ann[api.AnnotationGPUMemory], gpu.MemoryMiB))
+		}
+	}
+
+	if v, ok := ann[api.AnnotationTemplates]; ok {
+		seen := make(map[string]bool)
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			switch t := m.templates[name]; {
+			case name == "":
+			case t == nil:
+				errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: no template %q; want a comma-separated list of %s", api.AnnotationTemplates, v, name, m.templateNames))
+			case seen[name]:
+				*warnings = append(*warnings, fmt.Sprintf("annotation %s: template %q is listed twice; added once", api.AnnotationTemplates, name))
+			default:
+				seen[name] = true
+				p.templates = append(p.templates, t)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// modelSource is a parsed api.AnnotationModelURI.
+type modelSource struct {
+	uri    string
+	scheme string
+	rest   string
+	// claim and subPath are set for pvc://CLAIM/PATH.
+	claim   string
+	subPath string
+}
+
+const acceptedURIs = "want s3://BUCKET/PATH, gs://BUCKET/PATH, hf://ORG/MODEL, https://HOST/PATH or pvc://CLAIM/PATH"
+
+func parseModelURI(v string) (modelSource, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("annotation %s: invalid value %q: %s; %s", api.AnnotationModelURI, v, why, acceptedURIs)
+	}
+	scheme, rest, ok := strings.Cut(v, "://")
+	if !ok {
+		return modelSource{}, bad("no scheme")
+	}
+	if strings.ContainsAny(v, " \t\r\n") {
+		return modelSource{}, bad("it contains white space")
+	}
+	src := modelSource{uri: v, scheme: scheme, rest: rest}
+	switch scheme {
+	case "s3", "gs", "hf", "https":
+		if rest == "" || rest[0] == '/' {
+			return modelSource{}, bad("no bucket, repository or host")
+		}
+	case "pvc":
+		claim, p, _ := strings.Cut(rest, "/")
+		if msgs := validation.IsDNS1123Subdomain(claim); len(msgs) > 0 {
+			return modelSource{}, bad(fmt.Sprintf("claim name %q is not a valid PersistentVolumeClaim name", claim))
+		}
+		if slices.Contains(strings.Split(p, "/"), "..") {
+			return modelSource{}, bad("the path may not contain ..")
+		}
+		src.claim = claim
+		if p = strings.Trim(path.Clean("/"+p), "/"); p != "" {
+			src.subPath = p
+		}
+	default:
+		return modelSource{}, bad(fmt.Sprintf("unsupported scheme %q", scheme))
+	}
+	return src, nil
+}
+
+// dir is MODEL_DIR in the serving container.
+func (s *modelSource) dir() string {
+	if s.subPath != "" {
+		return api.ModelMountPath + "/" + s.subPath
+	}
+	return api.ModelMountPath
+}
+
+// defaultName is the model label when api.AnnotationModelName is absent: the
+// URI's last path element, made a valid label value.
+func (s *modelSource) defaultName() string {
+	r := s.rest
+	if i := strings.IndexAny(r, "?#"); i >= 0 {
+		r = r[:i]
+	}
+	r = strings.TrimRight(r, "/")
+	if i := strings.LastIndexByte(r, '/'); i >= 0 {
+		r = r[i+1:]
+	}
+	return sanitizeLabelValue(r)
+}
+
+func sanitizeLabelValue(s string) string {
+	if len(validation.IsValidLabelValue(s)) == 0 {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > validation.LabelValueMaxLength {
+		b = b[:validation.LabelValueMaxLength]
+	}
+	isAlnum := func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') }
+	return strings.TrimFunc(string(b), isAlnum)
+}
+
+func parseSecret(v, namespace string) (string, error) {
+	name := v
+	if ns, n, ok := strings.Cut(v, "/"); ok {
+		if ns != namespace {
+			return "", fmt.Errorf("annotation %s: invalid value %q: the Secret must be in the pod's own namespace %s; want a Secret name such as %q", api.AnnotationModelSecret, v, namespace, n)
+		}
+		name = n
+	}
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return "", fmt.Errorf("annotation %s: invalid value %q: want the name of a Secret in namespace %s (%s)", api.AnnotationModelSecret, v, namespace, msgs[0])
+	}
+	return name, nil
+}
+
+// jsonPointerEscape escapes a map key for a JSON pointer (RFC 6901).
+var jsonPointerEscape = strings.NewReplacer("~", "~0", "/", "~1")
+
+// Paths of the keys the mutator writes, escaped once.
+var (
+	pathStatus       = "/metadata/annotations/" + jsonPointerEscape.Replace(api.AnnotationStatus)
+	pathGPUResource  = jsonPointerEscape.Replace(api.ResourceGPUMemory)
+	visibleDevicesFn = corev1.EnvVar{
+		Name: api.EnvNvidiaVisibleDevices,
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{
+			APIVersion: "v1",
+			FieldPath:  "metadata.annotations['" + api.AnnotationGPUIDs + "']",
+		}},
+	}
+	visibleDevicesVoid = corev1.EnvVar{Name: api.EnvNvidiaVisibleDevices, Value: VisibleDevicesNone}
+)
+
+func statusString(s *Status) string {
+	b, err := json.Marshal(s)
+	if err != nil { // plain strings and numbers always marshal
+		panic(err)
+	}
+	return string(b)
+}

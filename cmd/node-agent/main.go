@@ -1,0 +1,157 @@
+// Command node-agent publishes a node's GPUs to the API server: the
+// mlplane.io/gpus annotation, the mlplane.io/gpu-memory capacity and a
+// liveness Lease. See docs/node-agent.md.
+//
+//	node-agent [run] --node-name NODE [--backend nvml|fake] [--fake-spec 8x80Gi|FILE] ...
+//	node-agent inventory [--backend nvml|fake] [--fake-spec ...]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/mlplane/mlplane/internal/gpu"
+)
+
+// options are the command-line flags (docs/CONTRACTS.md).
+type options struct {
+	nodeName       string
+	kubeconfig     string
+	backend        string
+	fakeSpec       string
+	pollInterval   time.Duration
+	reportInterval time.Duration
+	usedThreshold  int64
+	metricsAddr    string
+	healthAddr     string
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "node-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && (args[0] == "run" || args[0] == "inventory") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("node-agent "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME); fake GPU UUIDs derive from it")
+	fs.StringVar(&o.backend, "backend", gpu.BackendNVML, "what reads the GPUs: nvml or fake")
+	fs.StringVar(&o.fakeSpec, "fake-spec", "", "fake GPUs: e.g. 8x80Gi, 2x80Gi,2x40Gi, or a YAML file re-read at every poll")
+	if cmd == "run" {
+		fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster configuration when empty)")
+		fs.DurationVar(&o.pollInterval, "poll-interval", time.Second, "how often to read the GPUs")
+		fs.DurationVar(&o.reportInterval, "report-interval", 30*time.Second, "least time between annotation writes caused by used memory alone")
+		fs.Int64Var(&o.usedThreshold, "used-threshold-mib", 1024, "how far used memory must move (MiB) before it is worth a write")
+		fs.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics (empty: off)")
+		fs.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (empty: off)")
+		klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+		klog.InitFlags(klogFlags)
+		fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cmd == "inventory" {
+		return inventory(o, stdout, stderr)
+	}
+	return serve(o)
+}
+
+// inventory prints the node's GPUs as JSON (the annotation's format) once.
+func inventory(o options, stdout, stderr io.Writer) error {
+	if o.nodeName == "" {
+		o.nodeName, _ = os.Hostname()
+	}
+	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, logr.Discard())
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if name == gpu.BackendNone {
+		fmt.Fprintln(stderr, "node-agent: no GPUs:", reason)
+	}
+	devs, err := b.Devices()
+	if err != nil {
+		return fmt.Errorf("reading the GPUs: %w", err)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(gpu.Inventory(devs))
+}
+
+func serve(o options) error {
+	log := klog.NewKlogr()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "mlplane-node-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, log)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if name == gpu.BackendNone {
+		log.Info("NVML unavailable: reporting zero GPUs", "reason", reason)
+	}
+	reg := gpu.Registry()
+	agent, err := gpu.NewAgent(gpu.Options{
+		NodeName: o.nodeName, Client: client, Backend: b, BackendName: name, BackendReason: reason,
+		PollInterval: o.pollInterval, ReportInterval: o.reportInterval, UsedThresholdMiB: o.usedThreshold,
+		Registerer: reg, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- gpu.Serve(ctx, o.metricsAddr, o.healthAddr, reg, agent) }()
+	go func() { errc <- agent.Run(ctx) }()
+	err = <-errc
+	stop()
+	return err
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,489 @@
+package gpu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// Options configure an Agent. Zero values take the stated defaults, applied
+// once in NewAgent.
+type Options struct {
+	// NodeName is the node the agent runs on (required).
+	NodeName string
+	// Client talks to the API server (required).
+	Client kubernetes.Interface
+	// Backend reads the GPUs (required; None on a node without NVML).
+	Backend Backend
+	// BackendName ("nvml", "fake") and BackendReason (why it is None) are
+	// exported as metrics.
+	BackendName   string
+	BackendReason string
+	// PollInterval is how often the GPUs are read (default 1s).
+	PollInterval time.Duration
+	// ReportInterval is the least time between two annotation writes caused
+	// by used memory alone (default 30s). Membership and health changes are
+	// written at once.
+	ReportInterval time.Duration
+	// UsedThresholdMiB is how far a GPU's used memory must move from the
+	// published value before it is worth a write (default 1024).
+	UsedThresholdMiB int64
+	// LeaseRenewInterval (default api.LeaseRenewInterval) and LeaseDuration
+	// (default api.LeaseDuration) shape the liveness Lease.
+	LeaseRenewInterval time.Duration
+	LeaseDuration      time.Duration
+	// Clock is the time source (default the real clock); tests inject a fake.
+	Clock clock.WithTicker
+	// Nodes supplies the agent's own Node without a GET per poll (default an
+	// informer on that one Node, started by Run).
+	Nodes NodeSource
+	// PodUIDs maps GPU process IDs to pod UIDs (default ProcPodUIDs).
+	PodUIDs interface{ PodUID(pid uint32) (string, bool) }
+	// Pods names pods by UID (default a field-selected list of this node's
+	// pods, refreshed on a miss at most every ReportInterval).
+	Pods PodNamer
+	// Registerer receives the metrics (default none).
+	Registerer prometheus.Registerer
+	// Log is the logger (default discard).
+	Log logr.Logger
+}
+
+// NodeSource returns the freshest copy of a Node the caller has; ok is false
+// when it has none yet.
+type NodeSource interface {
+	Node() (node *corev1.Node, ok bool)
+}
+
+// NodeSourceFunc adapts a function to NodeSource.
+type NodeSourceFunc func() (*corev1.Node, bool)
+
+// Node calls f.
+func (f NodeSourceFunc) Node() (*corev1.Node, bool) { return f() }
+
+var _ NodeSource = NodeSourceFunc(nil)
+
+// PodNamer names the pod with a UID.
+type PodNamer interface {
+	PodName(ctx context.Context, uid string) (namespace, name string, ok bool)
+}
+
+// Agent publishes one node's GPUs. Step does one poll; Run repeats it.
+type Agent struct {
+	opts    Options
+	log     logr.Logger
+	metrics *metrics
+	nodes   *nodeInformer // nil when Options.Nodes was given
+
+	// Only the goroutine running Step touches the fields below.
+
+	// lastPatched is the Node as our last patch returned it; it stands in
+	// for the informer's copy until the informer has caught up.
+	lastPatched    *corev1.Node
+	lastAnnotation time.Time // when the annotation was last written
+	lease          *coordinationv1.Lease
+	lastRenew      time.Time
+
+	mu       sync.Mutex
+	lastStep time.Time
+	ready    bool
+}
+
+// NewAgent checks opts and applies the defaults.
+func NewAgent(opts Options) (*Agent, error) {
+	var errs []error
+	if opts.NodeName == "" {
+		errs = append(errs, errors.New("node name is required (--node-name or NODE_NAME)"))
+	}
+	if opts.Client == nil {
+		errs = append(errs, errors.New("a Kubernetes client is required"))
+	}
+	if opts.Backend == nil {
+		errs = append(errs, errors.New("a GPU backend is required"))
+	}
+	for name, d := range map[string]time.Duration{"poll interval": opts.PollInterval, "report interval": opts.ReportInterval,
+		"lease renew interval": opts.LeaseRenewInterval, "lease duration": opts.LeaseDuration} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
+		}
+	}
+	if opts.UsedThresholdMiB < 0 {
+		errs = append(errs, fmt.Errorf("used-memory threshold %d MiB is negative", opts.UsedThresholdMiB))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.ReportInterval == 0 {
+		opts.ReportInterval = 30 * time.Second
+	}
+	if opts.UsedThresholdMiB == 0 {
+		opts.UsedThresholdMiB = 1024
+	}
+	if opts.LeaseRenewInterval == 0 {
+		opts.LeaseRenewInterval = api.LeaseRenewInterval
+	}
+	if opts.LeaseDuration == 0 {
+		opts.LeaseDuration = api.LeaseDuration
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.PodUIDs == nil {
+		opts.PodUIDs = ProcPodUIDs{}
+	}
+	if opts.Pods == nil {
+		opts.Pods = newPodLister(opts.Client, opts.NodeName, opts.Clock, opts.ReportInterval)
+	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = logr.Discard()
+	}
+	a := &Agent{opts: opts, log: opts.Log.WithValues("node", opts.NodeName)}
+	if opts.Nodes == nil {
+		a.nodes = newNodeInformer(opts.Client, opts.NodeName)
+		a.opts.Nodes = a.nodes
+	}
+	a.metrics = newMetrics(opts.NodeName, opts.BackendName, opts.BackendReason)
+	if opts.Registerer != nil {
+		if err := a.metrics.register(opts.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Run polls until ctx ends. It leaves the Lease to expire on its own, so
+// that a stopped agent looks exactly like a dead one.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.nodes != nil {
+		if err := a.nodes.start(ctx); err != nil {
+			return err
+		}
+	}
+	a.log.Info("Node agent started", "backend", a.opts.BackendName, "pollInterval", a.opts.PollInterval,
+		"reportInterval", a.opts.ReportInterval, "usedThresholdMiB", a.opts.UsedThresholdMiB)
+	t := a.opts.Clock.NewTicker(a.opts.PollInterval)
+	defer t.Stop()
+	for {
+		a.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// apiTimeout bounds every API call of a step, so that a hung API server
+// cannot stall the loop forever.
+const apiTimeout = 10 * time.Second
+
+// Step reads the GPUs once, updates the metrics, writes the annotation and
+// the capacity if they need it, and renews the Lease when it is due.
+func (a *Agent) Step(ctx context.Context) {
+	now := a.opts.Clock.Now()
+	inv, devs := a.readInventory()
+	a.metrics.observe(devs, a.podUsage(ctx, devs))
+
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	published := a.publish(actx, inv, now)
+	renewed := a.renewLeaseIfDue(actx, now)
+
+	a.mu.Lock()
+	a.lastStep = now
+	a.ready = a.ready || (published && renewed)
+	a.mu.Unlock()
+}
+
+// readInventory reads the backend. When it fails, every GPU published so far
+// is reported unhealthy: the agent cannot vouch for GPUs it cannot see.
+func (a *Agent) readInventory() ([]api.GPU, []Device) {
+	devs, err := a.opts.Backend.Devices()
+	if err == nil {
+		a.metrics.backendUp.Set(1)
+		return Inventory(devs), devs
+	}
+	a.metrics.backendUp.Set(0)
+	a.metrics.backendErrors.Inc()
+	a.log.Error(err, "Reading the GPUs failed; reporting every known GPU unhealthy")
+	var inv []api.GPU
+	if node, ok := a.node(); ok {
+		inv, _ = api.DecodeInventory(node.Annotations[api.NodeAnnotationGPUs])
+	}
+	for i := range inv {
+		inv[i].Healthy = false
+	}
+	return inv, nil
+}
+
+// node returns the freshest copy of the agent's Node: the informer's, or the
+// one our last patch returned when the informer has not caught up with it.
+func (a *Agent) node() (*corev1.Node, bool) {
+	cached, ok := a.opts.Nodes.Node()
+	if a.lastPatched == nil {
+		return cached, ok
+	}
+	if !ok || olderThan(cached, a.lastPatched) {
+		return a.lastPatched, true
+	}
+	a.lastPatched = nil // the informer has caught up
+	return cached, true
+}
+
+// olderThan says whether a's resourceVersion is older than b's. Resource
+// versions are etcd revisions; when one does not parse, a is taken as fresh.
+func olderThan(a, b *corev1.Node) bool {
+	ra, errA := strconv.ParseUint(a.ResourceVersion, 10, 64)
+	rb, errB := strconv.ParseUint(b.ResourceVersion, 10, 64)
+	return errA == nil && errB == nil && ra < rb
+}
+
+// change classifies how far an inventory is from the published one.
+type change int
+
+const (
+	// unchanged: nothing worth a write (used memory may have moved a little).
+	unchanged change = iota
+	// usedMoved: some GPU's used memory moved by more than the threshold;
+	// written at most once per ReportInterval.
+	usedMoved
+	// changed: membership, model, size or health differ, or nothing valid is
+	// published; written at once.
+	changed
+)
+
+// compareInventory compares the published inventory with the current one.
+func compareInventory(published []api.GPU, publishedOK bool, cur []api.GPU, thresholdMiB int64) change {
+	if !publishedOK || len(published) != len(cur) {
+		return changed
+	}
+	c := unchanged
+	for i := range cur {
+		p, g := published[i], cur[i]
+		if p.Index != g.Index || p.UUID != g.UUID || p.Model != g.Model || p.MemoryMiB != g.MemoryMiB || p.Healthy != g.Healthy {
+			return changed
+		}
+		if d := p.UsedMiB - g.UsedMiB; d > thresholdMiB || -d > thresholdMiB {
+			c = usedMoved
+		}
+	}
+	return c
+}
+
+// publish brings the node's annotation and capacity in line with inv. It
+// reports whether the node is now up to date.
+func (a *Agent) publish(ctx context.Context, inv []api.GPU, now time.Time) bool {
+	node, ok := a.node()
+	if !ok {
+		a.log.V(1).Info("Own Node not seen yet; not publishing")
+		return false
+	}
+	upToDate := true
+
+	raw, has := node.Annotations[api.NodeAnnotationGPUs]
+	published, err := api.DecodeInventory(raw)
+	c := compareInventory(published, has && err == nil, inv, a.opts.UsedThresholdMiB)
+	if c == changed || (c == usedMoved && now.Sub(a.lastAnnotation) >= a.opts.ReportInterval) {
+		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{api.NodeAnnotationGPUs: api.EncodeInventory(inv)}}}
+		if n, err := a.patchNode(ctx, writeAnnotation, patch); err != nil {
+			a.log.Error(err, "Publishing the GPU inventory failed")
+			upToDate = false
+		} else {
+			a.lastAnnotation, node = now, n
+			a.log.V(2).Info("Published the GPU inventory", "gpus", len(inv), "reason", c.String())
+		}
+	}
+
+	want := *resource.NewQuantity(api.HealthyMemoryMiB(inv), resource.DecimalSI)
+	capacity, hasCap := node.Status.Capacity[api.ResourceGPUMemory]
+	alloc, hasAlloc := node.Status.Allocatable[api.ResourceGPUMemory]
+	if !hasCap || !hasAlloc || capacity.Cmp(want) != 0 || alloc.Cmp(want) != 0 {
+		v := want.String()
+		patch := map[string]any{"status": map[string]any{
+			"capacity":    map[string]string{api.ResourceGPUMemory: v},
+			"allocatable": map[string]string{api.ResourceGPUMemory: v},
+		}}
+		if _, err := a.patchNode(ctx, writeStatus, patch, "status"); err != nil {
+			a.log.Error(err, "Publishing the GPU memory capacity failed")
+			upToDate = false
+		} else if hasCap {
+			a.log.Info("Set the GPU memory capacity", "resource", api.ResourceGPUMemory, "from", capacity.String(), "to", v)
+		} else {
+			a.log.Info("Set the GPU memory capacity", "resource", api.ResourceGPUMemory, "to", v)
+		}
+	}
+	return upToDate
+}
+
+func (c change) String() string {
+	switch c {
+	case usedMoved:
+		return "used memory moved"
+	case changed:
+		return "inventory changed"
+	}
+	return "unchanged"
+}
+
+// Kinds of API write, as counted in mlplane_node_agent_api_writes_total.
+const (
+	writeAnnotation = "node_annotation"
+	writeStatus     = "node_status"
+	writeLease      = "lease"
+)
+
+// patchNode sends a JSON merge patch and remembers the Node it returns.
+func (a *Agent) patchNode(ctx context.Context, kind string, patch any, subresource ...string) (*corev1.Node, error) {
+	body, err := json.Marshal(patch)
+	if err != nil {
+		panic(err) // maps of strings always marshal
+	}
+	n, err := a.opts.Client.CoreV1().Nodes().Patch(ctx, a.opts.NodeName, types.MergePatchType, body,
+		metav1.PatchOptions{FieldManager: api.FieldManager}, subresource...)
+	a.metrics.write(kind, err)
+	if err != nil {
+		return nil, err
+	}
+	a.lastPatched = n
+	return n, nil
+}
+
+// renewLeaseIfDue creates or renews the node's Lease every
+// LeaseRenewInterval; after a failure it retries at the next poll. It
+// reports whether the Lease is current.
+func (a *Agent) renewLeaseIfDue(ctx context.Context, now time.Time) bool {
+	if a.lease != nil && now.Sub(a.lastRenew) < a.opts.LeaseRenewInterval {
+		return true
+	}
+	if err := a.renewLease(ctx, now); err != nil {
+		a.log.Error(err, "Renewing the Lease failed", "lease", api.LeaseNamespace+"/"+api.LeaseName(a.opts.NodeName))
+		a.lease = nil // read it afresh next time
+		return false
+	}
+	a.lastRenew = now
+	return true
+}
+
+func (a *Agent) renewLease(ctx context.Context, now time.Time) error {
+	leases := a.opts.Client.CoordinationV1().Leases(api.LeaseNamespace)
+	name := api.LeaseName(a.opts.NodeName)
+	renew := metav1.NewMicroTime(now)
+	if a.lease == nil {
+		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			l = &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: api.LeaseNamespace},
+				Spec: coordinationv1.LeaseSpec{
+					HolderIdentity:       ptr.To(a.opts.NodeName),
+					LeaseDurationSeconds: ptr.To(int32(a.opts.LeaseDuration / time.Second)),
+					AcquireTime:          &renew,
+					RenewTime:            &renew,
+				},
+			}
+			a.setLeaseOwner(l)
+			l, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: api.FieldManager})
+			a.metrics.write(writeLease, err)
+			if err != nil {
+				return err
+			}
+			a.lease = l
+			return nil
+		case err != nil:
+			return err
+		}
+		a.lease = l
+	}
+	l := a.lease.DeepCopy()
+	l.Spec.HolderIdentity = ptr.To(a.opts.NodeName)
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(a.opts.LeaseDuration / time.Second))
+	l.Spec.RenewTime = &renew
+	a.setLeaseOwner(l)
+	l, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: api.FieldManager})
+	a.metrics.write(writeLease, err)
+	if err != nil {
+		return err
+	}
+	a.lease = l
+	return nil
+}
+
+// setLeaseOwner makes the Node own its Lease, as the kubelet does, so that
+// deleting the Node garbage-collects the Lease.
+func (a *Agent) setLeaseOwner(l *coordinationv1.Lease) {
+	node, ok := a.node()
+	if !ok || node.UID == "" {
+		return
+	}
+	l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+}
+
+// podUsage sums, per pod and GPU, the memory of the GPUs' processes.
+func (a *Agent) podUsage(ctx context.Context, devs []Device) []podUsage {
+	var out []podUsage
+	idx := map[[2]string]int{}
+	for _, d := range devs {
+		for _, p := range d.Processes {
+			uid := p.PodUID
+			if uid == "" {
+				var ok bool
+				if uid, ok = a.opts.PodUIDs.PodUID(p.PID); !ok {
+					continue // not in a pod (a host process, or gone)
+				}
+			}
+			k := [2]string{uid, d.UUID}
+			i, seen := idx[k]
+			if !seen {
+				ns, name, _ := a.opts.Pods.PodName(ctx, uid)
+				i = len(out)
+				idx[k] = i
+				out = append(out, podUsage{uid: uid, namespace: ns, name: name, gpu: d.Index, uuid: d.UUID})
+			}
+			out[i].usedMiB += p.UsedMiB
+		}
+	}
+	return out
+}
+
+// Healthy reports an error when no step has completed for a while: a stuck
+// loop should be restarted.
+func (a *Agent) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	limit := 3*a.opts.PollInterval + 2*apiTimeout
+	if since := a.opts.Clock.Since(a.lastStep); !a.lastStep.IsZero() && since > limit {
+		return fmt.Errorf("no poll completed for %s", since.Round(time.Second))
+	}
+	return nil
+}
+
+// Ready reports an error until the node and the Lease have been published
+// once.
+func (a *Agent) Ready() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ready {
+		return errors.New("not published yet")
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+//go:build cgo
+
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// nvmlBackend is the thin adapter from NVML to Backend. go-nvml dlopens
+// libnvidia-ml.so.1 at Init, so the agent builds and starts without a GPU.
+type nvmlBackend struct {
+	lib nvml.Interface
+
+	mu sync.Mutex
+	// events receives critical XID events; nil when the driver does not
+	// support them.
+	events nvml.EventSet
+	// xid holds the last critical XID seen per UUID; such a GPU stays
+	// unhealthy until the agent restarts, as with NVIDIA's device plugin.
+	xid map[string]uint64
+}
+
+// OpenNVML initialises NVML. Every failure wraps ErrNoNVML.
+func OpenNVML() (Backend, error) {
+	lib := nvml.New()
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
+			return nil, fmt.Errorf("%w: libnvidia-ml.so.1 not found (no NVIDIA driver on this node?)", ErrNoNVML)
+		}
+		return nil, fmt.Errorf("%w: nvmlInit: %v", ErrNoNVML, ret)
+	}
+	b := &nvmlBackend{lib: lib, xid: map[string]uint64{}}
+	b.registerEvents()
+	return b, nil
+}
+
+// registerEvents asks NVML for critical XID events on every GPU, the
+// signal NVIDIA's device plugin uses to mark a GPU unhealthy. Failure is not
+// fatal: the agent still sees GPUs whose queries fail.
+func (b *nvmlBackend) registerEvents() {
+	set, ret := b.lib.EventSetCreate()
+	if ret != nvml.SUCCESS {
+		return
+	}
+	n, ret := b.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		_ = set.Free()
+		return
+	}
+	for i := 0; i < n; i++ {
+		d, ret := b.lib.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			continue
+		}
+		_ = d.RegisterEvents(nvml.EventTypeXidCriticalError, set) // NOT_SUPPORTED on some GPUs
+	}
+	b.events = set
+}
+
+// applicationXIDs are errors caused by a user's program, not the GPU; the
+// device plugin ignores the same list.
+var applicationXIDs = map[uint64]bool{13: true, 31: true, 43: true, 45: true, 68: true, 109: true}
+
+// drainEvents records pending critical XIDs without blocking.
+func (b *nvmlBackend) drainEvents() {
+	if b.events == nil {
+		return
+	}
+	for {
+		e, ret := b.events.Wait(0)
+		if ret != nvml.SUCCESS { // ERROR_TIMEOUT: nothing pending
+			return
+		}
+		if e.EventType != nvml.EventTypeXidCriticalError || applicationXIDs[e.EventData] {
+			continue
+		}
+		if e.Device == nil {
+			continue
+		}
+		if uuid, ret := e.Device.GetUUID(); ret == nvml.SUCCESS {
+			b.xid[uuid] = e.EventData
+		}
+	}
+}
+
+func (b *nvmlBackend) Devices() ([]Device, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.drainEvents()
+	n, ret := b.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return nil, fmt.Errorf("nvmlDeviceGetCount: %w", nvmlError(ret))
+	}
+	devs := make([]Device, 0, n)
+	for i := 0; i < n; i++ {
+		devs = append(devs, b.device(i))
+	}
+	return devs, nil
+}
+
+// device queries one GPU; a failed essential query makes it unhealthy.
+func (b *nvmlBackend) device(i int) Device {
+	d := Device{Index: i, Healthy: true}
+	fail := func(what string, ret nvml.Return) {
+		if d.Healthy {
+			d.Healthy = false
+			d.Reason = fmt.Sprintf("%s: %v", what, nvmlError(ret))
+		}
+	}
+	h, ret := b.lib.DeviceGetHandleByIndex(i)
+	if ret != nvml.SUCCESS {
+		fail("nvmlDeviceGetHandleByIndex", ret)
+		d.UUID = fmt.Sprintf("GPU-unknown-index-%d", i)
+		return d
+	}
+	if d.UUID, ret = h.GetUUID(); ret != nvml.SUCCESS {
+		fail("nvmlDeviceGetUUID", ret)
+		d.UUID = fmt.Sprintf("GPU-unknown-index-%d", i)
+	}
+	if d.Model, ret = h.GetName(); ret != nvml.SUCCESS {
+		fail("nvmlDeviceGetName", ret)
+	}
+	// v2 reports used memory without the driver's reservation, as
+	// nvidia-smi does; older drivers only have v1.
+	if m, ret := h.GetMemoryInfo_v2(); ret == nvml.SUCCESS {
+		d.MemoryMiB, d.UsedMiB = mib(m.Total), mib(m.Used)
+	} else if m, ret := h.GetMemoryInfo(); ret == nvml.SUCCESS {
+		d.MemoryMiB, d.UsedMiB = mib(m.Total), mib(m.Used)
+	} else {
+		fail("nvmlDeviceGetMemoryInfo", ret)
+	}
+	if u, ret := h.GetUtilizationRates(); ret == nvml.SUCCESS {
+		d.UtilizationPercent = int(u.Gpu)
+	} else if ret != nvml.ERROR_NOT_SUPPORTED {
+		fail("nvmlDeviceGetUtilizationRates", ret)
+	}
+	for _, get := range []func() ([]nvml.ProcessInfo, nvml.Return){h.GetComputeRunningProcesses, h.GetGraphicsRunningProcesses} {
+		ps, ret := get()
+		if ret != nvml.SUCCESS {
+			continue // NOT_SUPPORTED on some GPUs, NO_PERMISSION in some containers
+		}
+		for _, p := range ps {
+			d.Processes = append(d.Processes, Process{PID: p.Pid, UsedMiB: mib(p.UsedGpuMemory)})
+		}
+	}
+	if x, ok := b.xid[d.UUID]; ok && d.Healthy {
+		d.Healthy = false
+		d.Reason = fmt.Sprintf("critical XID %d", x)
+	}
+	return d
+}
+
+func (b *nvmlBackend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.events != nil {
+		_ = b.events.Free()
+		b.events = nil
+	}
+	if ret := b.lib.Shutdown(); ret != nvml.SUCCESS {
+		return fmt.Errorf("nvmlShutdown: %w", nvmlError(ret))
+	}
+	return nil
+}
+
+func nvmlError(ret nvml.Return) error { return errors.New(ret.Error()) }
+
+// mib converts bytes to whole MiB, rounding down as nvidia-smi does.
+func mib(bytes uint64) int64 { return int64(bytes >> 20) }

@@ -1,0 +1,109 @@
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+)
+
+// nodeInformer watches the agent's own Node, and only it, so each poll can
+// compare against a cached copy without a GET.
+type nodeInformer struct {
+	name     string
+	informer cache.SharedIndexInformer
+}
+
+func newNodeInformer(client kubernetes.Interface, name string) *nodeInformer {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return client.CoreV1().Nodes().List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return client.CoreV1().Nodes().Watch(ctx, o)
+		},
+	}
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	// The agent reads annotations and status; the managed fields and the
+	// image list are most of a real Node's size.
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if n, ok := obj.(*corev1.Node); ok {
+			n.ManagedFields = nil
+			n.Status.Images = nil
+		}
+		return obj, nil
+	})
+	return &nodeInformer{name: name, informer: inf}
+}
+
+func (n *nodeInformer) start(ctx context.Context) error {
+	go n.informer.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), n.informer.HasSynced) {
+		return fmt.Errorf("watching node %s: %w", n.name, ctx.Err())
+	}
+	return nil
+}
+
+func (n *nodeInformer) Node() (*corev1.Node, bool) {
+	obj, ok, err := n.informer.GetStore().GetByKey(n.name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	node, ok := obj.(*corev1.Node)
+	return node, ok
+}
+
+// podLister names pods by UID from a list of this node's pods, selected by
+// spec.nodeName. It lists only when asked for a UID it does not know, at
+// most once per interval, so a node without GPU processes never lists.
+type podLister struct {
+	client   kubernetes.Interface
+	node     string
+	clock    clock.Clock
+	interval time.Duration
+
+	mu       sync.Mutex
+	names    map[string][2]string // uid -> namespace, name
+	lastList time.Time
+}
+
+func newPodLister(client kubernetes.Interface, node string, c clock.Clock, interval time.Duration) *podLister {
+	return &podLister{client: client, node: node, clock: c, interval: interval}
+}
+
+func (p *podLister) PodName(ctx context.Context, uid string) (string, string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n, ok := p.names[uid]; ok {
+		return n[0], n[1], true
+	}
+	if !p.lastList.IsZero() && p.clock.Since(p.lastList) < p.interval {
+		return "", "", false
+	}
+	p.lastList = p.clock.Now()
+	list, err := p.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("spec.nodeName", p.node).String(),
+		ResourceVersion: "0", // served from the API server's cache
+	})
+	if err != nil {
+		return "", "", false
+	}
+	p.names = make(map[string][2]string, len(list.Items))
+	for _, pod := range list.Items {
+		p.names[string(pod.UID)] = [2]string{pod.Namespace, pod.Name}
+	}
+	n, ok := p.names[uid]
+	return n[0], n[1], ok
+}

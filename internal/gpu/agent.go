@@ -56,7 +56,9 @@ type Options struct {
 	// informer on that one Node, started by Run).
 	Nodes NodeSource
 	// PodUIDs maps GPU process IDs to pod UIDs (default ProcPodUIDs).
-	PodUIDs interface{ PodUID(pid uint32) (string, bool) }
+	PodUIDs interface {
+		PodUID(pid uint32) (string, bool)
+	}
 	// Pods names pods by UID (default a field-selected list of this node's
 	// pods, refreshed on a miss at most every ReportInterval).
 	Pods PodNamer

@@ -1,0 +1,93 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// ExtenderOptions configures StartExtender and StartMlplaneScheduler.
+type ExtenderOptions struct {
+	// PolicyFile is a PlacementPolicy passed as --policy. Default: the
+	// extender's built-in policy.
+	PolicyFile string
+	// SchedulerConfig is a KubeSchedulerConfiguration file (such as the one
+	// in config/scheduler/) for the mlplane-scheduler process; its
+	// extenders' urlPrefix is pointed at the local extender and its client
+	// connection at the local cluster. Default: a generated one, with one
+	// profile api.DefaultSchedulerName and the extender on filter,
+	// prioritize and bind.
+	SchedulerConfig string
+	// Args are extra extender flags.
+	Args []string
+}
+
+// StartExtender starts bin/extender, waits until it is ready, then starts
+// the mlplane-scheduler (a second kube-scheduler whose profile
+// api.DefaultSchedulerName calls the extender).
+func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error {
+	if !c.HasBin("extender") {
+		return fmt.Errorf("%s not found: run make build", c.Bin("extender"))
+	}
+	port, err := c.port(Extender)
+	if err != nil {
+		return err
+	}
+	health, _ := c.port(Extender + "-health")
+	metrics, _ := c.port(Extender + "-metrics")
+	args := []string{"serve",
+		fmt.Sprintf("--addr=127.0.0.1:%d", port),
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
+		"--kubeconfig=" + c.Kubeconfig(),
+		"--namespace=" + api.DefaultNamespace,
+		"--leader-elect=false",
+	}
+	if opts.PolicyFile != "" {
+		args = append(args, "--policy="+opts.PolicyFile)
+	}
+	comp := c.newComponent(Extender, "extender", append(args, opts.Args...)...)
+	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	if err := c.run(ctx, comp); err != nil {
+		return err
+	}
+	// A mlplane-scheduler started without the extender (StartMlplaneScheduler
+	// with no URL) is replaced by one that calls it.
+	if c.Running(MlplaneScheduler) {
+		if err := c.StopComponent(MlplaneScheduler); err != nil {
+			return err
+		}
+	}
+	return c.StartMlplaneScheduler(ctx, fmt.Sprintf("http://127.0.0.1:%d", port), opts.SchedulerConfig)
+}
+
+// StartMlplaneScheduler starts the second kube-scheduler, serving the
+// profile api.DefaultSchedulerName. With extenderURL empty it runs that
+// profile without an extender, so that the pods the webhook sends to
+// mlplane-scheduler are still scheduled before the extender exists (the
+// demo does this). configFile is as ExtenderOptions.SchedulerConfig.
+func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, configFile string) error {
+	var base []byte
+	if configFile != "" {
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			return err
+		}
+		base = b
+	}
+	kc := c.path("config", "kube-scheduler.kubeconfig")
+	b, err := schedulerConfig(base, kc, api.DefaultSchedulerName, extenderURL)
+	if err != nil {
+		return err
+	}
+	cfgPath := c.path("config", "mlplane-scheduler.yaml")
+	if err := writeFileAtomic(cfgPath, b, 0o644); err != nil {
+		return err
+	}
+	if _, err := c.port(MlplaneScheduler); err != nil {
+		return err
+	}
+	return c.run(ctx, c.schedulerComponent(MlplaneScheduler, cfgPath, c.addr(MlplaneScheduler)))
+}

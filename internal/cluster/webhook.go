@@ -1,0 +1,242 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// WebhookConfigurationName is the MutatingWebhookConfiguration the cluster
+// registers for the webhook.
+const WebhookConfigurationName = "mlplane-webhook"
+
+// WebhookPath is where the webhook serves admission reviews (CONTRACTS.md).
+const WebhookPath = "/mutate-pods"
+
+// WebhookOptions configures StartWebhook.
+type WebhookOptions struct {
+	// ConfigFile is an InjectionConfig file passed as --config. Default: the
+	// webhook's built-in configuration.
+	ConfigFile string
+	// Args are extra flags.
+	Args []string
+}
+
+type webhookState struct {
+	ca      *CA
+	certDir string
+	addr    string
+}
+
+// StartWebhook generates a CA and a serving certificate for 127.0.0.1,
+// starts bin/webhook with them, waits until it is ready, and registers the
+// MutatingWebhookConfiguration (see WebhookConfiguration).
+func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
+	if !c.HasBin("webhook") {
+		return fmt.Errorf("%s not found: run make build", c.Bin("webhook"))
+	}
+	ca, err := NewCA("mlplane-webhook-ca")
+	if err != nil {
+		return err
+	}
+	st := &webhookState{ca: ca, certDir: c.path("webhook-certs")}
+	if err := os.MkdirAll(st.certDir, 0o755); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(st.certDir+"/ca.crt", ca.CertPEM, 0o644); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.webhook = st
+	c.mu.Unlock()
+	if _, err := c.RotateWebhookCert(); err != nil {
+		return err
+	}
+	port, err := c.port(Webhook)
+	if err != nil {
+		return err
+	}
+	health, _ := c.port(Webhook + "-health")
+	metrics, _ := c.port(Webhook + "-metrics")
+	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{"serve",
+		"--host=127.0.0.1",
+		fmt.Sprintf("--port=%d", port),
+		"--cert-dir=" + st.certDir,
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
+		"--kubeconfig=" + c.Kubeconfig(),
+		"--namespace=" + api.DefaultNamespace,
+	}
+	if opts.ConfigFile != "" {
+		args = append(args, "--config="+opts.ConfigFile)
+	}
+	comp := c.newComponent(Webhook, "webhook", append(args, opts.Args...)...)
+	readyz := httpProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false)
+	comp.ready = func(ctx context.Context) error {
+		if err := readyz(ctx); err != nil {
+			return err
+		}
+		_, err := c.WebhookServingCert(ctx)
+		return err
+	}
+	comp.after = func(ctx context.Context) error {
+		return applyWebhookConfiguration(ctx, c, WebhookConfiguration("https://"+st.addr+WebhookPath, ca.CertPEM))
+	}
+	return c.run(ctx, comp)
+}
+
+// WebhookAddr is the webhook's host:port.
+func (c *Cluster) WebhookAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.webhook == nil {
+		return ""
+	}
+	return c.webhook.addr
+}
+
+// WebhookCertDir is the directory holding the webhook's tls.crt, tls.key
+// and ca.crt.
+func (c *Cluster) WebhookCertDir() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.webhook == nil {
+		return ""
+	}
+	return c.webhook.certDir
+}
+
+// RotateWebhookCert issues a new serving certificate from the webhook's CA
+// (so the registered caBundle stays valid) and replaces tls.crt and tls.key,
+// each by an atomic rename, as a Secret volume update would. It returns the
+// new certificate; WebhookServingCert tells when the webhook serves it.
+func (c *Cluster) RotateWebhookCert() (*x509.Certificate, error) {
+	c.mu.Lock()
+	st := c.webhook
+	c.mu.Unlock()
+	if st == nil {
+		return nil, errors.New("webhook not started")
+	}
+	kp, err := st.ca.Issue(CertRequest{CommonName: "mlplane-webhook", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		return nil, err
+	}
+	if err := kp.WriteFiles(st.certDir+"/tls.crt", st.certDir+"/tls.key"); err != nil {
+		return nil, err
+	}
+	return kp.Cert, nil
+}
+
+// WebhookServingCert connects to the webhook, verifying it against the
+// webhook CA as the API server does, and returns the certificate it serves.
+func (c *Cluster) WebhookServingCert(ctx context.Context) (*x509.Certificate, error) {
+	c.mu.Lock()
+	st := c.webhook
+	c.mu.Unlock()
+	if st == nil || st.addr == "" {
+		return nil, errors.New("webhook not started")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(st.ca.Cert)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}
+	conn, err := d.DialContext(ctx, "tcp", st.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return nil, errors.New("webhook served no certificate")
+	}
+	return certs[0], nil
+}
+
+// WebhookConfiguration is the MutatingWebhookConfiguration for a webhook at
+// url. Two entries, because a label selector cannot express "namespace
+// opted in OR pod opted in":
+//   - namespaces labelled api.LabelInject=api.NamespaceInjectEnabled, for
+//     every pod not labelled api.LabelInject=api.PodInjectFalse;
+//   - other namespaces, for pods labelled api.LabelInject=api.PodInjectTrue.
+//
+// Both exclude api.SystemNamespaces and api.DefaultNamespace, fail closed,
+// declare no side effects (so dry-run requests reach the webhook) and ask
+// to be reinvoked if another webhook changes the pod.
+func WebhookConfiguration(url string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	excluded := append(append([]string(nil), api.SystemNamespaces...), api.DefaultNamespace)
+	notExcluded := metav1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: excluded}
+	entry := func(name string, ns, obj *metav1.LabelSelector) admissionregistrationv1.MutatingWebhook {
+		fail := admissionregistrationv1.Fail
+		none := admissionregistrationv1.SideEffectClassNone
+		ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
+		scope := admissionregistrationv1.NamespacedScope
+		timeout := int32(10)
+		u := url
+		return admissionregistrationv1.MutatingWebhook{
+			Name:                    name,
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: caBundle},
+			AdmissionReviewVersions: []string{"v1"},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			ReinvocationPolicy:      &ifNeeded,
+			TimeoutSeconds:          &timeout,
+			NamespaceSelector:       ns,
+			ObjectSelector:          obj,
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups:   []string{""},
+					APIVersions: []string{"v1"},
+					Resources:   []string{"pods"},
+					Scope:       &scope,
+				},
+			}},
+		}
+	}
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigurationName},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			entry("namespace.inject.mlplane.io",
+				&metav1.LabelSelector{
+					MatchLabels:      map[string]string{api.LabelInject: api.NamespaceInjectEnabled},
+					MatchExpressions: []metav1.LabelSelectorRequirement{notExcluded},
+				},
+				&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: api.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{api.PodInjectFalse}},
+				}}),
+			entry("pod.inject.mlplane.io",
+				&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: api.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{api.NamespaceInjectEnabled}},
+					notExcluded,
+				}},
+				&metav1.LabelSelector{MatchLabels: map[string]string{api.LabelInject: api.PodInjectTrue}}),
+		},
+	}
+}
+
+func applyWebhookConfiguration(ctx context.Context, c *Cluster, cfg *admissionregistrationv1.MutatingWebhookConfiguration) error {
+	cli := c.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cur, err := cli.Get(ctx, cfg.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = cli.Create(ctx, cfg, metav1.CreateOptions{FieldManager: api.FieldManager})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	cfg.ResourceVersion = cur.ResourceVersion
+	_, err = cli.Update(ctx, cfg, metav1.UpdateOptions{FieldManager: api.FieldManager})
+	return err
+}

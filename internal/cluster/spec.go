@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/gpu"
 )
 
 // NodeGroup is one term of a node spec: Count nodes, each with GPUs GPUs of
@@ -70,32 +70,16 @@ func ParseNodeSpec(spec string) ([]NodeGroup, error) {
 	return groups, nil
 }
 
-// FakeGPUs is the inventory the cluster publishes for a fake node: GPUs
-// with UUIDs derived from the node name and index, so the same node always
-// has the same GPUs.
+// FakeGPUs is the inventory a node agent with the fake backend
+// (--fake-spec g.GPUSpec()) publishes for nodeName: the same code computes
+// it, so UUIDs and sizes match whether the cluster or a real agent
+// publishes. UUIDs derive from the node name and index.
 func FakeGPUs(nodeName string, g NodeGroup) []api.GPU {
-	gpus := make([]api.GPU, g.GPUs)
-	for i := range gpus {
-		gpus[i] = api.GPU{
-			Index:     i,
-			UUID:      FakeGPUUUID(nodeName, i),
-			Model:     fakeModel(g.MemoryMiB),
-			MemoryMiB: g.MemoryMiB,
-			Healthy:   true,
-		}
+	spec, err := gpu.ParseFakeSpec(g.GPUSpec())
+	if err != nil { // ParseNodeSpec accepted the group, so this cannot happen
+		panic(fmt.Sprintf("fake GPU spec %q: %v", g.GPUSpec(), err))
 	}
-	return gpus
-}
-
-// FakeGPUUUID is the deterministic UUID of GPU index on a fake node, in
-// NVIDIA's "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" form.
-func FakeGPUUUID(nodeName string, index int) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", nodeName, index)))
-	return fmt.Sprintf("GPU-%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
-}
-
-func fakeModel(mib int64) string {
-	return fmt.Sprintf("Fake GPU %s", formatMiB(mib))
+	return gpu.Inventory(spec.Devices(nodeName))
 }
 
 // formatMiB renders MiB as the shortest exact quantity: 81920 -> "80Gi".

@@ -1,0 +1,186 @@
+package extender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score"
+	"github.com/mlplane/mlplane/internal/score/state"
+)
+
+// Bind results, the label of the binds counter.
+const (
+	BindBound     = "bound"
+	BindRetried   = "already_bound"
+	BindNoGPU     = "bound_no_gpu"
+	BindNoFit     = "no_fit"
+	BindConflict  = "conflict"
+	BindError     = "error"
+	BindNotLeader = "not_leader"
+)
+
+// patchAttempts bounds the retries of the annotation patch on a conflict
+// (another writer changed the pod between our read and our write).
+const patchAttempts = 3
+
+// Bind picks GPUs for the pod on the chosen node, reserves them, writes
+// AnnotationGPUIDs with a resourceVersion precondition and creates the
+// Binding. On any failure the reservation and the annotation are rolled back.
+// A retried bind of a pod already bound to that node succeeds.
+func (e *Extender) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) *extenderv1.ExtenderBindingResult {
+	result, err := e.bind(ctx, args)
+	e.o.Metrics.binds.WithLabelValues(result).Inc()
+	log := e.o.Logger.WithValues("pod", args.PodNamespace+"/"+args.PodName, "node", args.Node, "result", result)
+	if err != nil {
+		log.Info("bind failed", "err", err.Error())
+		return &extenderv1.ExtenderBindingResult{Error: err.Error()}
+	}
+	log.V(2).Info("bound")
+	return &extenderv1.ExtenderBindingResult{}
+}
+
+func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (string, error) {
+	if !e.o.Leader() {
+		return BindNotLeader, errors.New(notReadyMessage)
+	}
+	pods := e.o.Client.CoreV1().Pods(args.PodNamespace)
+	pod, err := pods.Get(ctx, args.PodName, metav1.GetOptions{})
+	if err != nil {
+		return BindError, fmt.Errorf("reading pod: %w", err)
+	}
+	if done, result, err := checkPod(pod, args); done {
+		return result, err
+	}
+	req, ok, err := score.PodRequest(pod)
+	if err != nil {
+		return BindError, err
+	}
+	if !ok {
+		if err := e.createBinding(ctx, pod, args.Node); err != nil {
+			return BindError, err
+		}
+		return BindNoGPU, nil
+	}
+
+	// Pick and reserve under the write lock: no other bind in this process
+	// sees the memory as free from here on.
+	var ids []string
+	err = e.o.State.Update(func(t state.Txn, now int64) error {
+		c := t.Cluster()
+		f, err := e.o.Policy.Placer().Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+		if err != nil {
+			return err
+		}
+		n := c.Node(args.Node)
+		if fit, why := f.Fit(args.Node, n, now); !fit {
+			return fmt.Errorf("pod no longer fits node %s: %s", args.Node, why.Message)
+		}
+		ids = f.Pick(n)
+		t.Reserve(pod.UID, score.Assignment{Node: args.Node, GPUs: ids, MemoryMiB: req.MemoryMiB})
+		return nil
+	})
+	if err != nil {
+		return BindNoFit, err
+	}
+	value := api.FormatGPUIDs(ids)
+
+	patched, err := e.annotate(ctx, pod, args, value)
+	if err != nil {
+		e.o.State.Release(pod.UID)
+		if apierrors.IsConflict(err) {
+			return BindConflict, err
+		}
+		return BindError, err
+	}
+	if err := e.createBinding(ctx, patched, args.Node); err != nil {
+		// A lost response to an earlier, successful Binding looks like
+		// a failure here: check before undoing anything.
+		if cur, gerr := pods.Get(ctx, args.PodName, metav1.GetOptions{}); gerr == nil && cur.UID == pod.UID && cur.Spec.NodeName == args.Node {
+			return BindRetried, nil
+		}
+		e.rollback(ctx, pod, value)
+		return BindError, err
+	}
+	return BindBound, nil
+}
+
+// checkPod handles the pods that need no placement: done is true when the
+// bind is decided already.
+func checkPod(pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs) (done bool, result string, err error) {
+	switch {
+	case args.PodUID != "" && pod.UID != args.PodUID:
+		return true, BindError, fmt.Errorf("pod %s/%s was replaced (uid %s, scheduler asked for %s)", pod.Namespace, pod.Name, pod.UID, args.PodUID)
+	case pod.Spec.NodeName == args.Node:
+		return true, BindRetried, nil
+	case pod.Spec.NodeName != "":
+		return true, BindError, fmt.Errorf("pod %s/%s is already bound to node %s", pod.Namespace, pod.Name, pod.Spec.NodeName)
+	}
+	return false, "", nil
+}
+
+// annotate writes AnnotationGPUIDs with the pod's resourceVersion as a
+// precondition; on a conflict it re-reads the pod and tries again while the
+// pod is still unbound and the same pod.
+func (e *Extender) annotate(ctx context.Context, pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs, value string) (*corev1.Pod, error) {
+	pods := e.o.Client.CoreV1().Pods(pod.Namespace)
+	cur := pod
+	var err error
+	for range patchAttempts {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"resourceVersion": cur.ResourceVersion,
+			"annotations":     map[string]string{api.AnnotationGPUIDs: value},
+		}})
+		var out *corev1.Pod
+		out, err = pods.Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
+		if err == nil {
+			return out, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, err)
+		}
+		if cur, err = pods.Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
+			return nil, fmt.Errorf("re-reading pod after a conflict: %w", err)
+		}
+		if cur.UID != pod.UID || cur.Spec.NodeName != "" {
+			return nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("pod changed while being bound"))
+		}
+	}
+	return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, err)
+}
+
+func (e *Extender) createBinding(ctx context.Context, pod *corev1.Pod, node string) error {
+	err := e.o.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}, metav1.CreateOptions{FieldManager: api.FieldManager})
+	if err != nil {
+		return fmt.Errorf("creating binding: %w", err)
+	}
+	return nil
+}
+
+// rollback removes the annotation this bind wrote (only if it still holds
+// that value) and drops the reservation.
+func (e *Extender) rollback(ctx context.Context, pod *corev1.Pod, value string) {
+	path := "/metadata/annotations/" + strings.ReplaceAll(strings.ReplaceAll(api.AnnotationGPUIDs, "~", "~0"), "/", "~1")
+	patch, _ := json.Marshal([]map[string]any{
+		{"op": "test", "path": path, "value": value},
+		{"op": "remove", "path": path},
+	})
+	if _, err := e.o.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+		// The annotation stays and keeps the GPUs booked until the
+		// scheduler's retry re-picks them: safe, only wasteful.
+		e.o.Logger.Info("rolling back the GPU annotation failed", "pod", pod.Namespace+"/"+pod.Name, "err", err.Error())
+	}
+	e.o.State.Release(pod.UID)
+}

@@ -1,0 +1,307 @@
+// Package extender serves the kube-scheduler extender verbs (filter,
+// prioritize, bind) over the placement core of package score and the
+// informer-fed state of package state.
+package extender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score"
+	"github.com/mlplane/mlplane/internal/score/state"
+)
+
+// Paths of the verbs; the scheduler configuration names them.
+const (
+	PathFilter     = "/filter"
+	PathPrioritize = "/prioritize"
+	PathBind       = "/bind"
+)
+
+// PlacerSource hands out the current placement policy; a reload swaps it.
+type PlacerSource interface {
+	Placer() *score.Placer
+}
+
+// PlacerFunc adapts a function to PlacerSource.
+type PlacerFunc func() *score.Placer
+
+// Placer calls f.
+func (f PlacerFunc) Placer() *score.Placer { return f() }
+
+var _ PlacerSource = PlacerFunc(nil)
+
+// Options configure an Extender.
+type Options struct {
+	// Client writes pod annotations and Bindings (required).
+	Client kubernetes.Interface
+	// State is the cluster picture (required).
+	State *state.State
+	// Policy is the placement policy (default: score.DefaultPolicy()).
+	Policy PlacerSource
+	// Ready gates every verb: until it returns true the extender answers
+	// with an error and the scheduler retries later (default: always ready).
+	Ready func() bool
+	// Leader gates bind: a replica that is not the leader refuses to bind
+	// (default: always the leader).
+	Leader func() bool
+	// Metrics (default: a set registered nowhere).
+	Metrics *Metrics
+	// Logger (default: discard).
+	Logger logr.Logger
+	// MaxBodyBytes bounds a request body (default 64 MiB, room for a filter
+	// call with Node objects of a large cluster).
+	MaxBodyBytes int64
+}
+
+// Extender implements the verbs.
+type Extender struct {
+	o Options
+}
+
+// New builds an Extender; a missing Client or State is a programmer error.
+func New(o Options) *Extender {
+	if o.Client == nil || o.State == nil {
+		panic("extender: Client and State are required")
+	}
+	if o.Policy == nil {
+		p, err := score.NewPlacer(score.DefaultPolicy())
+		if err != nil {
+			panic(err)
+		}
+		o.Policy = PlacerFunc(func() *score.Placer { return p })
+	}
+	if o.Ready == nil {
+		o.Ready = func() bool { return true }
+	}
+	if o.Leader == nil {
+		o.Leader = func() bool { return true }
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+	return &Extender{o: o}
+}
+
+// Handler serves the three verbs.
+func (e *Extender) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathFilter, e.serve("filter", func(ctx context.Context, body []byte) (any, error) {
+		var args extenderv1.ExtenderArgs
+		if err := decode(body, &args); err != nil {
+			return nil, err
+		}
+		return e.Filter(&args), nil
+	}))
+	mux.HandleFunc("POST "+PathPrioritize, e.serve("prioritize", func(ctx context.Context, body []byte) (any, error) {
+		var args extenderv1.ExtenderArgs
+		if err := decode(body, &args); err != nil {
+			return nil, err
+		}
+		return e.Prioritize(&args), nil
+	}))
+	mux.HandleFunc("POST "+PathBind, e.serve("bind", func(ctx context.Context, body []byte) (any, error) {
+		var args extenderv1.ExtenderBindingArgs
+		if err := decode(body, &args); err != nil {
+			return nil, err
+		}
+		if args.PodName == "" || args.PodNamespace == "" || args.Node == "" {
+			return nil, badRequest{errors.New("bind needs PodName, PodNamespace and Node")}
+		}
+		return e.Bind(ctx, &args), nil
+	}))
+	return mux
+}
+
+// badRequest is a body the extender cannot read: HTTP 400.
+type badRequest struct{ error }
+
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return badRequest{fmt.Errorf("malformed request body: %w", err)}
+	}
+	return nil
+}
+
+func (e *Extender) serve(verb string, fn func(context.Context, []byte) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		defer func() { e.o.Metrics.latency.WithLabelValues(verb).Observe(time.Since(start).Seconds()) }()
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.o.MaxBodyBytes))
+		if err != nil {
+			http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		var out any
+		if !e.o.Ready() {
+			out = notReady(verb)
+		} else if out, err = fn(r.Context(), body); err != nil {
+			var br badRequest
+			if errors.As(err, &br) {
+				e.o.Metrics.badRequests.WithLabelValues(verb).Inc()
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(out); err != nil {
+			e.o.Logger.V(1).Info("writing response", "verb", verb, "err", err)
+		}
+	}
+}
+
+// notReadyMessage is the answer of a replica that is not ready (caches not
+// synced, or not the leader); the scheduler retries the pod later.
+const notReadyMessage = "mlplane extender is not ready (starting up, or not the leader)"
+
+func notReady(verb string) any {
+	switch verb {
+	case "bind":
+		return &extenderv1.ExtenderBindingResult{Error: notReadyMessage}
+	case "prioritize":
+		return &extenderv1.HostPriorityList{}
+	default:
+		return &extenderv1.ExtenderFilterResult{Error: notReadyMessage}
+	}
+}
+
+// candidates are the node names of a filter or prioritize call, whichever
+// way the scheduler sent them.
+func candidates(args *extenderv1.ExtenderArgs) []string {
+	if args.NodeNames != nil {
+		return *args.NodeNames
+	}
+	if args.Nodes != nil {
+		names := make([]string, len(args.Nodes.Items))
+		for i := range args.Nodes.Items {
+			names[i] = args.Nodes.Items[i].Name
+		}
+		return names
+	}
+	return nil
+}
+
+// podFacts computes the per-pod facts once per call; ok is false for a pod
+// that needs no GPU.
+func (e *Extender) podFacts(c *score.Cluster, pod *corev1.Pod) (f *score.Facts, ok bool, err error) {
+	req, ok, err := score.PodRequest(pod)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	f, err = e.o.Policy.Placer().Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+	return f, true, err
+}
+
+// Filter keeps the nodes with enough free GPU memory for the pod; a pod that
+// needs no GPU passes untouched.
+func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
+	names := candidates(args)
+	if args.Pod == nil {
+		return &extenderv1.ExtenderFilterResult{Error: "filter request has no Pod"}
+	}
+	res := &extenderv1.ExtenderFilterResult{}
+	var passed []string
+	e.o.State.View(func(c *score.Cluster, now int64) {
+		f, ok, err := e.podFacts(c, args.Pod)
+		if err != nil {
+			res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, len(names))
+			for _, n := range names {
+				res.FailedAndUnresolvableNodes[n] = err.Error()
+			}
+			e.o.Metrics.filterFailures.WithLabelValues(score.ReasonInvalidPodReq).Add(float64(len(names)))
+			return
+		}
+		if !ok {
+			passed = names
+			return
+		}
+		passed = make([]string, 0, len(names))
+		counts := map[string]int{}
+		for _, name := range names {
+			fit, why := f.Fit(name, c.Node(name), now)
+			if fit {
+				passed = append(passed, name)
+				continue
+			}
+			counts[why.Code]++
+			if why.Resolvable {
+				if res.FailedNodes == nil {
+					res.FailedNodes = extenderv1.FailedNodesMap{}
+				}
+				res.FailedNodes[name] = why.Message
+			} else {
+				if res.FailedAndUnresolvableNodes == nil {
+					res.FailedAndUnresolvableNodes = extenderv1.FailedNodesMap{}
+				}
+				res.FailedAndUnresolvableNodes[name] = why.Message
+			}
+		}
+		for code, n := range counts {
+			e.o.Metrics.filterFailures.WithLabelValues(code).Add(float64(n))
+		}
+	})
+	if args.NodeNames == nil && args.Nodes != nil {
+		keep := map[string]bool{}
+		for _, n := range passed {
+			keep[n] = true
+		}
+		out := &corev1.NodeList{}
+		for _, n := range args.Nodes.Items {
+			if keep[n.Name] {
+				out.Items = append(out.Items, n)
+			}
+		}
+		res.Nodes = out
+		return res
+	}
+	res.NodeNames = &passed
+	return res
+}
+
+// Prioritize scores each candidate 0..10 under the placement policy; the
+// best placement, and only it, gets 10. Nodes the pod does not fit get 0.
+func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPriorityList {
+	names := candidates(args)
+	out := make(extenderv1.HostPriorityList, len(names))
+	for i, n := range names {
+		out[i].Host = n
+	}
+	if args.Pod == nil {
+		return &out
+	}
+	e.o.State.View(func(c *score.Cluster, now int64) {
+		f, ok, err := e.podFacts(c, args.Pod)
+		if !ok || err != nil {
+			return
+		}
+		raw := make([]float64, 0, len(names))
+		idx := make([]int, 0, len(names))
+		for i, name := range names {
+			n := c.Node(name)
+			if fit, _ := f.Fit(name, n, now); fit {
+				raw = append(raw, f.Score(n))
+				idx = append(idx, i)
+			}
+		}
+		for j, s := range score.Normalize(raw) {
+			out[idx[j]].Score = s
+		}
+	})
+	return &out
+}

@@ -1,0 +1,294 @@
+// Package state keeps the extender's picture of the cluster: the placement
+// bookkeeping of package score, fed by informers on Nodes (inventory), node
+// agent Leases and Pods (assignments), plus short-lived reservations for pods
+// the extender has bound but the informer has not yet seen.
+//
+// The informer-fed record is the truth that survives restarts: a pod's
+// assignment is its AnnotationGPUIDs plus its GPU request, and it counts until
+// the pod is deleted or terminal, whether or not it is bound yet (a pod whose
+// bind failed half way keeps its GPUs until the retry re-picks them).
+package state
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score"
+)
+
+// DefaultReservationTTL bounds how long a reservation outlives its bind when
+// the informer never confirms it (the pod vanished between two watches).
+const DefaultReservationTTL = 2 * time.Minute
+
+// State is safe for concurrent use. Readers (filter, prioritize) share a read
+// lock; a bind picks and reserves under the write lock, so two binds never
+// pick the same free memory.
+type State struct {
+	mu       sync.RWMutex
+	cluster  *score.Cluster
+	seen     map[types.UID]score.Assignment
+	reserved map[types.UID]reservation
+	now      func() time.Time
+	ttl      time.Duration
+	log      logr.Logger
+}
+
+type reservation struct {
+	a       score.Assignment
+	expires time.Time
+}
+
+// Options configure a State.
+type Options struct {
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// ReservationTTL (default DefaultReservationTTL).
+	ReservationTTL time.Duration
+	// Logger (default: discard).
+	Logger logr.Logger
+}
+
+// New returns an empty State.
+func New(o Options) *State {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ReservationTTL == 0 {
+		o.ReservationTTL = DefaultReservationTTL
+	}
+	return &State{
+		cluster: score.NewCluster(), seen: map[types.UID]score.Assignment{},
+		reserved: map[types.UID]reservation{}, now: o.Now, ttl: o.ReservationTTL, log: o.Logger,
+	}
+}
+
+// View runs fn with the cluster under the read lock; now is the current time
+// in Unix nanoseconds, for Lease freshness. fn must not keep the cluster.
+func (s *State) View(fn func(c *score.Cluster, now int64)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	fn(s.cluster, s.now().UnixNano())
+}
+
+// Txn is the write-locked state during Update.
+type Txn struct{ s *State }
+
+// Cluster is the bookkeeping; valid only inside Update.
+func (t Txn) Cluster() *score.Cluster { return t.s.cluster }
+
+// Reserve records a's claim for pod uid until the informer sees the pod
+// carrying it, Release is called, or the reservation expires.
+func (t Txn) Reserve(uid types.UID, a score.Assignment) {
+	t.s.reserved[uid] = reservation{a: a, expires: t.s.now().Add(t.s.ttl)}
+	t.s.apply(uid)
+}
+
+// Update runs fn under the write lock; now as in View.
+func (s *State) Update(fn func(t Txn, now int64) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fn(Txn{s}, s.now().UnixNano())
+}
+
+// Release drops pod uid's reservation (a bind that failed); what the
+// informer last saw of the pod counts again.
+func (s *State) Release(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reserved, uid)
+	s.apply(uid)
+}
+
+// Reservations is the number of pending reservations.
+func (s *State) Reservations() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.reserved)
+}
+
+// Sweep drops expired reservations.
+func (s *State) Sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for uid, r := range s.reserved {
+		if now.After(r.expires) {
+			s.log.V(1).Info("reservation expired unconfirmed", "podUID", uid, "gpus", r.a.GPUs)
+			delete(s.reserved, uid)
+			s.apply(uid)
+		}
+	}
+}
+
+// apply makes the cluster hold pod uid's effective assignment: its
+// reservation if any, else what the informer saw.
+func (s *State) apply(uid types.UID) {
+	key := string(uid)
+	if r, ok := s.reserved[uid]; ok {
+		s.cluster.Assign(key, r.a)
+	} else if a, ok := s.seen[uid]; ok {
+		s.cluster.Assign(key, a)
+	} else {
+		s.cluster.Unassign(key)
+	}
+}
+
+// Assignment reads a pod's recorded assignment from the object: ok is false
+// for a pod that holds no GPU (none assigned, or terminal).
+func Assignment(pod *corev1.Pod) (score.Assignment, bool) {
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return score.Assignment{}, false
+	}
+	ids := api.ParseGPUIDs(pod.Annotations[api.AnnotationGPUIDs])
+	if len(ids) == 0 {
+		return score.Assignment{}, false
+	}
+	req, ok, err := score.PodRequest(pod)
+	if !ok || err != nil {
+		return score.Assignment{}, false
+	}
+	return score.Assignment{Node: pod.Spec.NodeName, GPUs: ids, MemoryMiB: req.MemoryMiB}, true
+}
+
+// OnPod records a pod as the informer sees it.
+func (s *State) OnPod(pod *corev1.Pod) {
+	a, ok := Assignment(pod)
+	if !ok && pod.Annotations[api.AnnotationGPUIDs] != "" && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+		s.log.Info("pod has GPUs assigned but no valid GPU request; not counted", "pod", klogRef(pod))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	terminal := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	switch {
+	case ok:
+		s.seen[pod.UID] = a
+		if r, has := s.reserved[pod.UID]; has && slices.Equal(r.a.GPUs, a.GPUs) {
+			delete(s.reserved, pod.UID) // confirmed
+		}
+	case terminal:
+		delete(s.seen, pod.UID)
+		delete(s.reserved, pod.UID)
+	default:
+		// No annotation (yet): an older version of a pod being bound
+		// must not drop its reservation.
+		delete(s.seen, pod.UID)
+	}
+	s.apply(pod.UID)
+}
+
+// OnPodDelete forgets a pod.
+func (s *State) OnPodDelete(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.seen, uid)
+	delete(s.reserved, uid)
+	s.apply(uid)
+}
+
+// Seed adds reservations for assignments a fresh, consistent list of pods
+// shows and the informer has not delivered yet, so that a new leader or a
+// restarted process never books GPUs its predecessor booked last.
+func (s *State) Seed(pods []corev1.Pod) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for i := range pods {
+		p := &pods[i]
+		a, ok := Assignment(p)
+		if !ok {
+			continue
+		}
+		if cur, has := s.seen[p.UID]; has && slices.Equal(cur.GPUs, a.GPUs) {
+			continue
+		}
+		if _, has := s.reserved[p.UID]; has {
+			continue
+		}
+		s.reserved[p.UID] = reservation{a: a, expires: s.now().Add(s.ttl)}
+		s.apply(p.UID)
+		n++
+	}
+	return n
+}
+
+// NodeProblemNoInventory is the filter reason for a node the agent has not
+// annotated.
+var NodeProblemNoInventory = fmt.Sprintf("node has no %s annotation (is the mlplane node agent running there?)", api.NodeAnnotationGPUs)
+
+// OnNode records a node's inventory.
+func (s *State) OnNode(node *corev1.Node) {
+	var gpus []api.GPU
+	problem := NodeProblemNoInventory
+	if v, ok := node.Annotations[api.NodeAnnotationGPUs]; ok {
+		var err error
+		if gpus, err = api.DecodeInventory(v); err != nil {
+			problem = err.Error()
+		} else {
+			problem = ""
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster.SetNode(node.Name, gpus, problem)
+}
+
+// OnNodeDelete forgets a node.
+func (s *State) OnNodeDelete(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster.DeleteNode(name)
+}
+
+// leasePrefix is what api.LeaseName puts before the node name.
+var leasePrefix = api.LeaseName("")
+
+// LeaseNode is the node whose agent holds lease, or "" for another Lease.
+func LeaseNode(lease *coordinationv1.Lease) string {
+	if lease.Namespace != api.LeaseNamespace || !strings.HasPrefix(lease.Name, leasePrefix) {
+		return ""
+	}
+	return strings.TrimPrefix(lease.Name, leasePrefix)
+}
+
+// OnLease records a node agent's Lease: the node's GPUs are schedulable until
+// api.LeaseDuration after its last renewal.
+func (s *State) OnLease(lease *coordinationv1.Lease) {
+	node := LeaseNode(lease)
+	if node == "" {
+		return
+	}
+	var renewed *metav1.MicroTime
+	if lease.Spec.RenewTime != nil {
+		renewed = lease.Spec.RenewTime
+	} else if lease.Spec.AcquireTime != nil {
+		renewed = lease.Spec.AcquireTime
+	}
+	expiry := score.NoLease
+	if renewed != nil {
+		expiry = renewed.Add(api.LeaseDuration).UnixNano()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cluster.SetLease(node, expiry)
+}
+
+// OnLeaseDelete records that a node's agent Lease is gone.
+func (s *State) OnLeaseDelete(lease *coordinationv1.Lease) {
+	if node := LeaseNode(lease); node != "" {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.cluster.SetLease(node, score.NoLease)
+	}
+}
+
+func klogRef(pod *corev1.Pod) string { return pod.Namespace + "/" + pod.Name }

@@ -102,6 +102,9 @@ const (
 	DefaultNamespace = "mlplane-system"
 	// FieldManager is the field manager name mlplane's components write with.
 	FieldManager = "mlplane"
+	// WebhookPath is the URL path the API server sends pod AdmissionReviews
+	// to (the MutatingWebhookConfiguration's clientConfig path).
+	WebhookPath = "/mutate-pods"
 )
 
 // SystemNamespaces are never mutated, whatever their labels.

@@ -1,0 +1,198 @@
+// Package webhook serves internal/mutate as a Kubernetes mutating admission
+// webhook: the HTTP handler for AdmissionReviews, the namespace label lookup,
+// the InjectionConfig reload, metrics, and the server that wires them with
+// controller-runtime's webhook server.
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mlplane/mlplane/internal/mutate"
+)
+
+// DefaultMaxBodyBytes bounds a request body: an AdmissionReview holds at most
+// two objects of at most 3 MiB each (etcd's request limit, doubled for JSON)
+// plus some metadata, as controller-runtime reasons.
+const DefaultMaxBodyBytes = 7 << 20
+
+// HandlerOptions configure a Handler.
+type HandlerOptions struct {
+	// MaxBodyBytes refuses larger request bodies with HTTP 413. Default
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Metrics records requests. Default: unregistered metrics.
+	Metrics *Metrics
+	// Log receives one line per denied or failed request (verbosity 0) and
+	// per mutated pod (verbosity 2). Default: discard.
+	Log logr.Logger
+}
+
+// Handler answers AdmissionReviews for pods on /mutate-pods.
+type Handler struct {
+	mutators   MutatorSource
+	namespaces NamespaceLister
+	maxBody    int64
+	metrics    *Metrics
+	log        logr.Logger
+	bufs       sync.Pool
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler builds a Handler; it panics on nil sources (a programming error).
+func NewHandler(mutators MutatorSource, namespaces NamespaceLister, o HandlerOptions) *Handler {
+	if mutators == nil || namespaces == nil {
+		panic("webhook.NewHandler: nil MutatorSource or NamespaceLister")
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	if o.Log.GetSink() == nil {
+		o.Log = logr.Discard()
+	}
+	return &Handler{
+		mutators: mutators, namespaces: namespaces, maxBody: o.MaxBodyBytes, metrics: o.Metrics, log: o.Log,
+		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+}
+
+// httpError is a request the handler cannot answer with an AdmissionReview.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	buf := h.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	result, err := h.serve(w, r, buf)
+	if buf.Cap() <= 1<<20 {
+		h.bufs.Put(buf)
+	}
+	if herr := (*httpError)(nil); errors.As(err, &herr) {
+		result = ResultBadRequest
+		h.log.Info("Bad admission request", "code", herr.code, "error", herr.msg, "remote", r.RemoteAddr)
+		http.Error(w, herr.msg, herr.code)
+	}
+	h.metrics.observe(result, time.Since(start))
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (string, error) {
+	if r.Method != http.MethodPost {
+		return "", &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed: want POST", r.Method)}
+	}
+	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+		return "", &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: want application/json", r.Header.Get("Content-Type"))}
+	}
+	if r.ContentLength > h.maxBody {
+		return "", tooLarge(h.maxBody)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, h.maxBody+1)); err != nil {
+		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("reading the request body: %v", err)}
+	}
+	if int64(buf.Len()) > h.maxBody {
+		return "", tooLarge(h.maxBody)
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(buf.Bytes(), &review); err != nil {
+		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: %v", err)}
+	}
+	req := review.Request
+	if req == nil {
+		return "", &httpError{http.StatusBadRequest, "malformed AdmissionReview: no request"}
+	}
+	if review.APIVersion == "" {
+		review.APIVersion = admissionv1.SchemeGroupVersion.String()
+	}
+	if review.Kind == "" {
+		review.Kind = "AdmissionReview"
+	}
+	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+	result, err := h.admit(r, req, resp)
+	if err != nil {
+		return "", err
+	}
+	buf.Reset()
+	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+	if err := json.NewEncoder(buf).Encode(&out); err != nil {
+		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf.Bytes())
+	return result, nil
+}
+
+func tooLarge(limit int64) error {
+	return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large: the limit is %d bytes", limit)}
+}
+
+// admit fills resp for one AdmissionRequest.
+func (h *Handler) admit(r *http.Request, req *admissionv1.AdmissionRequest, resp *admissionv1.AdmissionResponse) (string, error) {
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
+		return ResultSkipped, nil
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
+	}
+	m := h.mutators.Mutator()
+	if m.Excluded(req.Namespace) {
+		return ResultSkipped, nil
+	}
+	labels, err := h.namespaces.NamespaceLabels(r.Context(), req.Namespace)
+	if err != nil {
+		h.log.Error(err, "Cannot decide on a pod", "namespace", req.Namespace, "uid", req.UID)
+		resp.Allowed = false
+		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusInternalServerError,
+			Reason: metav1.StatusReasonInternalError, Message: "mlplane webhook: " + err.Error()}
+		return ResultError, nil
+	}
+	res, err := m.Mutate(&pod, mutate.Namespace{Name: req.Namespace, Labels: labels})
+	resp.Warnings = res.Warnings
+	if err != nil {
+		h.log.Info("Denied pod", "namespace", req.Namespace, "name", podName(&pod), "error", err.Error())
+		resp.Allowed = false
+		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest,
+			Reason: metav1.StatusReasonBadRequest, Message: err.Error()}
+		return ResultDenied, nil
+	}
+	if len(res.Patch) == 0 {
+		return ResultSkipped, nil
+	}
+	patch, err := json.Marshal(res.Patch)
+	if err != nil {
+		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the patch: %v", err)}
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	resp.Patch, resp.PatchType = patch, &pt
+	if v := h.log.V(2); v.Enabled() {
+		v.Info("Mutated pod", "namespace", req.Namespace, "name", podName(&pod), "injected", res.Injected)
+	}
+	return ResultMutated, nil
+}
+
+func podName(p *corev1.Pod) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.GenerateName
+}

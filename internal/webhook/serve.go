@@ -1,0 +1,136 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// Path is where the API server sends pod AdmissionReviews.
+const Path = api.WebhookPath
+
+// Options configure the webhook server; the command line's flags fill them.
+type Options struct {
+	// Host is the address the webhook listens on. Default "" (all).
+	Host string
+	// Port is the webhook's HTTPS port. Default 9443.
+	Port int
+	// CertDir holds tls.crt and tls.key, reloaded when they change. Default
+	// controller-runtime's ($TMPDIR/k8s-webhook-server/serving-certs).
+	CertDir string
+	// HealthAddr serves /healthz and /readyz. Default ":8081".
+	HealthAddr string
+	// MetricsAddr serves Prometheus /metrics. Default ":8080"; "0" disables.
+	MetricsAddr string
+	// ConfigFile is the InjectionConfig; default "" (the built-in config).
+	ConfigFile string
+	// Kubeconfig is used to read namespace labels; default "" (in-cluster).
+	Kubeconfig string
+	// Namespace is the webhook's own namespace, never mutated. Default
+	// api.DefaultNamespace.
+	Namespace string
+	// MaxBodyBytes bounds request bodies. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds the graceful shutdown. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Port == 0 {
+		o.Port = 9443
+	}
+	if o.HealthAddr == "" {
+		o.HealthAddr = ":8081"
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = ":8080"
+	}
+	if o.Namespace == "" {
+		o.Namespace = api.DefaultNamespace
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+}
+
+// RestConfig is the API server connection: from kubeconfig, or in-cluster
+// when it is empty.
+func RestConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+// Run serves the webhook until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, o Options, log logr.Logger) error {
+	o.setDefaults()
+	cfg, err := RestConfig(o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("connecting to the API server: %w", err)
+	}
+	metrics := NewMetrics(crmetrics.Registry)
+	configs, err := NewConfigSource(o.ConfigFile, o.Namespace, metrics, log.WithName("config"))
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	server := crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir})
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.HealthAddr,
+		WebhookServer:           server,
+		GracefulShutdownTimeout: &o.ShutdownTimeout,
+		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	// Start the namespace informer with the manager, not on the first request.
+	if _, err := mgr.GetCache().GetInformer(ctx, namespaceMeta()); err != nil {
+		return fmt.Errorf("watching namespaces: %w", err)
+	}
+	namespaces := &clusterNamespaces{cache: mgr.GetCache(), direct: mgr.GetAPIReader()}
+	server.Register(Path, NewHandler(configs, namespaces, HandlerOptions{
+		MaxBodyBytes: o.MaxBodyBytes, Metrics: metrics, Log: log.WithName("admission"),
+	}))
+	if err := mgr.Add(configs); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", server.StartedChecker()); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("namespaces", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return fmt.Errorf("namespace cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	log.Info("Starting mlplane webhook", "port", o.Port, "path", Path, "config", o.ConfigFile, "namespace", o.Namespace)
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,289 @@
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+// Names shared by config/certmanager, the self-signed overlay and the
+// webhook's self-signed mode.
+const (
+	// ServiceName is the webhook's Service; the serving certificate is for
+	// its DNS names.
+	ServiceName = "mlplane-webhook"
+	// SecretName holds the serving certificate (cert-manager's Secret in
+	// config/default; the webhook's own, with the CA's key, in self-signed
+	// mode).
+	SecretName = "mlplane-webhook-tls"
+	// CASecretName holds the CA that cert-manager's CA Issuer signs with.
+	CASecretName = "mlplane-webhook-ca"
+	// CACertificateName and ServingCertificateName are the cert-manager
+	// Certificates of config/certmanager.
+	CACertificateName      = "mlplane-webhook-ca"
+	ServingCertificateName = "mlplane-webhook-serving"
+	// SelfSignedIssuerName and CAIssuerName are the Issuers of
+	// config/certmanager.
+	SelfSignedIssuerName = "mlplane-selfsigned"
+	CAIssuerName         = "mlplane-webhook-ca"
+	// WebhookConfigurationName is the MutatingWebhookConfiguration whose
+	// caBundle the self-signed mode keeps current.
+	WebhookConfigurationName = "mlplane-webhook"
+	// LeaseName is the Lease the webhook replicas elect the one writer of
+	// SecretName with.
+	LeaseName = "mlplane-webhook-certs"
+)
+
+// Secret keys: tls.crt, tls.key and ca.crt as cert-manager writes them, and,
+// in self-signed mode only, the CA's private key.
+const (
+	KeyCert  = corev1.TLSCertKey
+	KeyKey   = corev1.TLSPrivateKeyKey
+	KeyCA    = cmmeta.TLSCAKey
+	KeyCAKey = "ca.key"
+)
+
+// Lifetimes, as in config/certmanager: the CA 5 years, the serving
+// certificate 90 days (cert-manager's default), each renewed 2/3 through.
+const (
+	caDurHrs  = 5 * 365 * 24
+	srvDurHrs = 90 * 24
+)
+
+// CACertificate is the Certificate of the webhook's CA, as
+// config/certmanager/certificates.yaml declares it.
+func CACertificate(namespace string) *cmapi.Certificate {
+	return &cmapi.Certificate{
+		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: cmapi.CertificateKind},
+		ObjectMeta: metav1.ObjectMeta{Name: CACertificateName, Namespace: namespace},
+		Spec: cmapi.CertificateSpec{
+			IsCA:       true,
+			CommonName: CACertificateName,
+			SecretName: CASecretName,
+			Duration:   &metav1.Duration{Duration: caDurHrs * time.Hour},
+			PrivateKey: ecdsaKey(),
+			IssuerRef:  cmmeta.IssuerReference{Group: "cert-manager.io", Kind: cmapi.IssuerKind, Name: SelfSignedIssuerName},
+		},
+	}
+}
+
+// ServingCertificate is the Certificate of the webhook's serving
+// certificate for Service service in namespace, as
+// config/certmanager/certificates.yaml declares it for the defaults.
+// extraHosts (DNS names or IP addresses) are added to its names: the local
+// test cluster reaches the webhook at 127.0.0.1.
+func ServingCertificate(namespace, service string, extraHosts ...string) *cmapi.Certificate {
+	svc := service + "." + namespace + ".svc"
+	crt := &cmapi.Certificate{
+		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: cmapi.CertificateKind},
+		ObjectMeta: metav1.ObjectMeta{Name: ServingCertificateName, Namespace: namespace},
+		Spec: cmapi.CertificateSpec{
+			SecretName: SecretName,
+			CommonName: svc,
+			DNSNames:   []string{service, service + "." + namespace, svc, svc + ".cluster.local"},
+			Duration:   &metav1.Duration{Duration: srvDurHrs * time.Hour},
+			Usages:     []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+			PrivateKey: ecdsaKey(),
+			IssuerRef:  cmmeta.IssuerReference{Group: "cert-manager.io", Kind: cmapi.IssuerKind, Name: CAIssuerName},
+		},
+	}
+	AddHosts(crt, extraHosts...)
+	return crt
+}
+
+// AddHosts adds DNS names and IP addresses to a Certificate's names, once.
+func AddHosts(crt *cmapi.Certificate, hosts ...string) {
+	for _, h := range hosts {
+		if net.ParseIP(h) != nil {
+			if !slices.Contains(crt.Spec.IPAddresses, h) {
+				crt.Spec.IPAddresses = append(crt.Spec.IPAddresses, h)
+			}
+		} else if h != "" && !slices.Contains(crt.Spec.DNSNames, h) {
+			crt.Spec.DNSNames = append(crt.Spec.DNSNames, h)
+		}
+	}
+}
+
+func ecdsaKey() *cmapi.CertificatePrivateKey {
+	return &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways}
+}
+
+// KeyPair is an issued certificate with its private key and the CA that
+// signed it, PEM-encoded as in a cert-manager Secret.
+type KeyPair struct {
+	// Cert is the leaf certificate (the CA itself for a self-signed CA).
+	Cert *x509.Certificate
+	// Key is Cert's private key.
+	Key crypto.Signer
+	// CertPEM, KeyPEM and CAPEM are tls.crt, tls.key and ca.crt.
+	CertPEM, KeyPEM, CAPEM []byte
+}
+
+// SecretData is the data of the Secret cert-manager would write for kp.
+func (kp *KeyPair) SecretData() map[string][]byte {
+	return map[string][]byte{KeyCert: kp.CertPEM, KeyKey: kp.KeyPEM, KeyCA: kp.CAPEM}
+}
+
+// Issue issues crt the way cert-manager's controller does: a private key
+// from spec.privateKey, a CSR signed with it, the certificate template from
+// the CertificateRequest (duration, usages, isCA), signed by issuer, or
+// self-signed when issuer is nil (cert-manager's SelfSigned issuer, which
+// writes the certificate itself as ca.crt).
+func Issue(crt *cmapi.Certificate, issuer *KeyPair) (*KeyPair, error) {
+	key, err := pki.GeneratePrivateKeyForCertificate(crt)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: private key: %w", crt.Name, err)
+	}
+	csr, err := pki.GenerateCSR(crt)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: CSR: %w", crt.Name, err)
+	}
+	csrDER, err := pki.EncodeCSR(csr, key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: CSR: %w", crt.Name, err)
+	}
+	cr := &cmapi.CertificateRequest{Spec: cmapi.CertificateRequestSpec{
+		Request:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
+		Duration:  crt.Spec.Duration,
+		Usages:    crt.Spec.Usages,
+		IsCA:      crt.Spec.IsCA,
+		IssuerRef: crt.Spec.IssuerRef,
+	}}
+	tmpl, err := pki.CertificateTemplateFromCertificateRequest(cr)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: template: %w", crt.Name, err)
+	}
+	var enc cmapi.PrivateKeyEncoding
+	if crt.Spec.PrivateKey != nil {
+		enc = crt.Spec.PrivateKey.Encoding
+	}
+	keyPEM, err := pki.EncodePrivateKey(key, enc)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: encode key: %w", crt.Name, err)
+	}
+	if issuer == nil {
+		certPEM, cert, err := pki.SignCertificate(tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: self-sign: %w", crt.Name, err)
+		}
+		return &KeyPair{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM, CAPEM: certPEM}, nil
+	}
+	bundle, err := pki.SignCSRTemplate([]*x509.Certificate{issuer.Cert}, issuer.Key, tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: sign with %s: %w", crt.Name, issuer.Cert.Subject.CommonName, err)
+	}
+	cert, err := pki.DecodeX509CertificateBytes(bundle.ChainPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{Cert: cert, Key: key, CertPEM: bundle.ChainPEM, KeyPEM: keyPEM, CAPEM: bundle.CAPEM}, nil
+}
+
+// ParseKeyPair reads a certificate and its key (tls.crt and tls.key, or a
+// CA's certificate and key) and checks that they belong together. caPEM may
+// be nil.
+func ParseKeyPair(certPEM, keyPEM, caPEM []byte) (*KeyPair, error) {
+	if len(certPEM) == 0 || len(keyPEM) == 0 {
+		return nil, errors.New("certificate or key missing")
+	}
+	cert, err := pki.DecodeX509CertificateBytes(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.DecodePrivateKeyBytes(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := pki.PublicKeyMatchesCertificate(key.Public(), cert); err != nil || !ok {
+		return nil, fmt.Errorf("key does not match certificate %s", cert.Subject.CommonName)
+	}
+	return &KeyPair{Cert: cert, Key: key, CertPEM: certPEM, KeyPEM: keyPEM, CAPEM: caPEM}, nil
+}
+
+// RenewalTime is when cert-manager would renew kp's certificate issued for
+// crt: spec.renewBefore or spec.renewBeforePercentage, else 2/3 through its
+// lifetime.
+func RenewalTime(crt *cmapi.Certificate, kp *KeyPair) (time.Time, error) {
+	t, err := pki.RenewalTime(kp.Cert.NotBefore, kp.Cert.NotAfter, crt.Spec.RenewBefore, crt.Spec.RenewBeforePercentage, nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if t == nil {
+		return kp.Cert.NotAfter, nil
+	}
+	return t.Time, nil
+}
+
+// NamesMatch reports whether cert carries exactly the DNS names and IP
+// addresses crt asks for.
+func NamesMatch(crt *cmapi.Certificate, cert *x509.Certificate) bool {
+	ips := make([]string, 0, len(cert.IPAddresses))
+	for _, ip := range cert.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	wantIPs := make([]string, 0, len(crt.Spec.IPAddresses))
+	for _, s := range crt.Spec.IPAddresses {
+		if ip := net.ParseIP(s); ip != nil {
+			wantIPs = append(wantIPs, ip.String())
+		}
+	}
+	return sets.New(cert.DNSNames...).Equal(sets.New(crt.Spec.DNSNames...)) && sets.New(ips...).Equal(sets.New(wantIPs...))
+}
+
+// WriteFiles writes tls.crt, tls.key and ca.crt from a cert-manager style
+// Secret's data into dir, each file replaced by an atomic rename, key first:
+// controller-runtime's certwatcher reloads the pair once both have changed
+// (a mismatched pair in between fails to load and the old one stays).
+// Files whose content is unchanged are not touched. It reports whether
+// anything changed.
+func WriteFiles(dir string, data map[string][]byte) (bool, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, err
+	}
+	changed := false
+	for _, name := range []string{KeyKey, KeyCert, KeyCA} {
+		b, ok := data[name]
+		if !ok {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+			continue
+		}
+		mode := os.FileMode(0o644)
+		if name == KeyKey {
+			mode = 0o600
+		}
+		tmp, err := os.CreateTemp(dir, "."+name+".*")
+		if err != nil {
+			return changed, err
+		}
+		_, werr := tmp.Write(b)
+		cerr := tmp.Close()
+		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), mode)); err != nil {
+			os.Remove(tmp.Name())
+			return changed, err
+		}
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			os.Remove(tmp.Name())
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}

@@ -1,0 +1,383 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/cert-manager/cert-manager/pkg/util/pki"
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// maxTrustedCAs bounds the caBundle: the current CA and the ones it
+// replaced, newest first, while they are still valid, so that a replica
+// still serving a certificate from the previous CA stays trusted.
+const maxTrustedCAs = 3
+
+// SelfSignedOptions configures SelfSigned.
+type SelfSignedOptions struct {
+	// Client reads and writes the Secret, the Lease and the webhook
+	// configuration. Required.
+	Client kubernetes.Interface
+	// CertDir receives tls.crt, tls.key and ca.crt. Required.
+	CertDir string
+	// Namespace holds the Secret and the Lease and names the Service.
+	// Default api.DefaultNamespace.
+	Namespace string
+	// ServiceName is the webhook's Service. Default ServiceName.
+	ServiceName string
+	// ExtraHosts are DNS names or IP addresses added to the serving
+	// certificate. Default none.
+	ExtraHosts []string
+	// SecretName holds the CA and serving certificate. Default SecretName.
+	SecretName string
+	// WebhookConfigurationName is the MutatingWebhookConfiguration whose
+	// caBundle is kept current. Default WebhookConfigurationName.
+	WebhookConfigurationName string
+	// LeaseName elects the one replica that writes. Default LeaseName.
+	LeaseName string
+	// Identity is this replica's name in the Lease. Default hostname plus a
+	// random suffix.
+	Identity string
+	// SyncInterval is how often every replica reads the Secret and the
+	// leader checks renewal and the caBundle. Default 30s.
+	SyncInterval time.Duration
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election.
+	// Defaults 15s, 10s, 2s (client-go's usual values).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Now is the clock renewal is judged by. Default time.Now.
+	Now func() time.Time
+	// Logger default logr.Discard().
+	Logger logr.Logger
+}
+
+// SelfSigned is the webhook's own certificate authority: it keeps a CA and
+// a serving certificate (the Certificates CACertificate and
+// ServingCertificate describe) in one Secret, in cert-manager's layout plus
+// the CA's key, renews them at cert-manager's renewal time, patches the
+// CA into the webhook configuration and writes the serving files into
+// CertDir. Every replica writes its own CertDir from the Secret; only the
+// leader of the Lease issues and patches.
+type SelfSigned struct {
+	opts    SelfSignedOptions
+	ca      *cmapi.Certificate
+	serving *cmapi.Certificate
+	log     logr.Logger
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// NewSelfSigned applies the defaults of opts.
+func NewSelfSigned(opts SelfSignedOptions) (*SelfSigned, error) {
+	if opts.Client == nil || opts.CertDir == "" {
+		return nil, errors.New("certs: SelfSignedOptions needs Client and CertDir")
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = api.DefaultNamespace
+	}
+	if opts.ServiceName == "" {
+		opts.ServiceName = ServiceName
+	}
+	if opts.SecretName == "" {
+		opts.SecretName = SecretName
+	}
+	if opts.WebhookConfigurationName == "" {
+		opts.WebhookConfigurationName = WebhookConfigurationName
+	}
+	if opts.LeaseName == "" {
+		opts.LeaseName = LeaseName
+	}
+	if opts.Identity == "" {
+		host, _ := os.Hostname()
+		opts.Identity = host + "_" + uuid.NewString()
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 30 * time.Second
+	}
+	if opts.LeaseDuration <= 0 {
+		opts.LeaseDuration = 15 * time.Second
+	}
+	if opts.RenewDeadline <= 0 {
+		opts.RenewDeadline = 10 * time.Second
+	}
+	if opts.RetryPeriod <= 0 {
+		opts.RetryPeriod = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
+	}
+	ca := CACertificate(opts.Namespace)
+	serving := ServingCertificate(opts.Namespace, opts.ServiceName, opts.ExtraHosts...)
+	serving.Spec.SecretName = opts.SecretName
+	return &SelfSigned{
+		opts: opts, ca: ca, serving: serving,
+		log:   opts.Logger.WithName("certs"),
+		ready: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once CertDir holds a serving certificate.
+func (s *SelfSigned) Ready() <-chan struct{} { return s.ready }
+
+// Run elects a leader among the replicas and keeps the certificate current
+// until ctx ends: the leader issues and renews, every replica (the leader
+// too) follows the Secret into CertDir.
+func (s *SelfSigned) Run(ctx context.Context) error {
+	go s.follow(ctx)
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: s.opts.LeaseName, Namespace: s.opts.Namespace},
+		Client:     s.opts.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: s.opts.Identity},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   s.opts.LeaseDuration,
+			RenewDeadline:   s.opts.RenewDeadline,
+			RetryPeriod:     s.opts.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            s.opts.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: s.lead,
+				OnStoppedLeading: func() { s.log.Info("no longer the certificate writer", "identity", s.opts.Identity) },
+			},
+		})
+		if err != nil {
+			return err
+		}
+		le.Run(ctx)
+	}
+	return nil
+}
+
+// lead reconciles at once and then every SyncInterval while leading.
+func (s *SelfSigned) lead(ctx context.Context) {
+	s.log.Info("leading: this replica issues and renews the webhook certificate", "identity", s.opts.Identity)
+	for {
+		wait := s.opts.SyncInterval
+		if err := s.Reconcile(ctx); err != nil {
+			s.log.Error(err, "reconciling the webhook certificate; retrying")
+			wait = s.opts.RetryPeriod
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// follow copies the Secret into CertDir at once and then every
+// SyncInterval (every RetryPeriod until the first success).
+func (s *SelfSigned) follow(ctx context.Context) {
+	for {
+		wait := s.opts.SyncInterval
+		if err := s.Sync(ctx); err != nil {
+			s.log.V(1).Info("webhook certificate not available yet", "err", err.Error())
+			wait = s.opts.RetryPeriod
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Sync writes the serving certificate of the Secret into CertDir.
+func (s *SelfSigned) Sync(ctx context.Context) error {
+	sec, err := s.opts.Client.CoreV1().Secrets(s.opts.Namespace).Get(ctx, s.opts.SecretName, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if _, err := ParseKeyPair(sec.Data[KeyCert], sec.Data[KeyKey], nil); err != nil {
+		return fmt.Errorf("secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+	}
+	return s.writeFiles(sec.Data)
+}
+
+func (s *SelfSigned) writeFiles(data map[string][]byte) error {
+	changed, err := WriteFiles(s.opts.CertDir, map[string][]byte{KeyCert: data[KeyCert], KeyKey: data[KeyKey], KeyCA: data[KeyCA]})
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.log.Info("wrote the webhook certificate", "dir", s.opts.CertDir)
+	}
+	s.readyOnce.Do(func() { close(s.ready) })
+	return nil
+}
+
+// Reconcile is one pass of the leader: issue a new CA when there is none
+// or it is due for renewal, a new serving certificate when it is missing,
+// due, for other names or from another CA; put the CA into the webhook
+// configuration's caBundle before any certificate it signed is served;
+// then store the Secret and write CertDir.
+func (s *SelfSigned) Reconcile(ctx context.Context) error {
+	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
+	sec, err := secrets.Get(ctx, s.opts.SecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		sec = nil
+	case err != nil:
+		return err
+	}
+	var data map[string][]byte
+	if sec != nil {
+		data = sec.Data
+	}
+	now := s.opts.Now()
+
+	ca, caReason := s.currentCA(data, now)
+	if caReason != "" {
+		if ca, err = Issue(s.ca, nil); err != nil {
+			return err
+		}
+		s.log.Info("issued a new webhook CA", "reason", caReason, "notAfter", ca.Cert.NotAfter)
+	}
+	serving, servingReason := s.currentServing(data, ca, now)
+	if servingReason != "" {
+		if serving, err = Issue(s.serving, ca); err != nil {
+			return err
+		}
+		s.log.Info("issued a new webhook serving certificate", "reason", servingReason, "notAfter", serving.Cert.NotAfter)
+	}
+	// Trust first, serve second.
+	if err := s.ensureCABundle(ctx, ca.Cert, now); err != nil {
+		return err
+	}
+	want := serving.SecretData()
+	want[KeyCAKey] = ca.KeyPEM
+	if caReason != "" || servingReason != "" {
+		if sec == nil {
+			sec = &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: s.opts.SecretName, Namespace: s.opts.Namespace,
+					Labels: map[string]string{"app.kubernetes.io/name": ServiceName, "app.kubernetes.io/part-of": "mlplane"}},
+				Type: corev1.SecretTypeTLS,
+				Data: want,
+			}
+			if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
+				return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+			}
+		} else {
+			sec = sec.DeepCopy()
+			sec.Data = want
+			if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
+				return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+			}
+		}
+	}
+	return s.writeFiles(want)
+}
+
+// currentCA returns the Secret's CA, or why a new one is needed.
+func (s *SelfSigned) currentCA(data map[string][]byte, now time.Time) (*KeyPair, string) {
+	if data == nil {
+		return nil, "no secret"
+	}
+	ca, err := ParseKeyPair(data[KeyCA], data[KeyCAKey], data[KeyCA])
+	if err != nil {
+		return nil, "no valid CA: " + err.Error()
+	}
+	if !ca.Cert.IsCA {
+		return nil, "ca.crt is not a CA"
+	}
+	if due, err := RenewalTime(s.ca, ca); err != nil || !now.Before(due) {
+		return nil, "CA due for renewal"
+	}
+	return ca, ""
+}
+
+// currentServing returns the Secret's serving certificate, or why a new one
+// is needed.
+func (s *SelfSigned) currentServing(data map[string][]byte, ca *KeyPair, now time.Time) (*KeyPair, string) {
+	if data == nil {
+		return nil, "no secret"
+	}
+	kp, err := ParseKeyPair(data[KeyCert], data[KeyKey], data[KeyCA])
+	if err != nil {
+		return nil, "no valid serving certificate: " + err.Error()
+	}
+	if !bytes.Equal(data[KeyCA], ca.CertPEM) || kp.Cert.CheckSignatureFrom(ca.Cert) != nil {
+		return nil, "signed by another CA"
+	}
+	if !NamesMatch(s.serving, kp.Cert) {
+		return nil, "names changed"
+	}
+	if due, err := RenewalTime(s.serving, kp); err != nil || !now.Before(due) {
+		return nil, "due for renewal"
+	}
+	kp.CAPEM = ca.CertPEM
+	return kp, ""
+}
+
+// ensureCABundle makes every entry of the webhook configuration trust ca,
+// keeping the CAs it trusted before while they are valid (newest first, at
+// most maxTrustedCAs), so that replicas still serving the previous
+// certificate keep working during a CA rotation.
+func (s *SelfSigned) ensureCABundle(ctx context.Context, ca *x509.Certificate, now time.Time) error {
+	cli := s.opts.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cfg, err := cli.Get(ctx, s.opts.WebhookConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("webhook configuration %s: %w", s.opts.WebhookConfigurationName, err)
+	}
+	changed := false
+	for i := range cfg.Webhooks {
+		cc := &cfg.Webhooks[i].ClientConfig
+		bundle := TrustBundle(ca, cc.CABundle, now)
+		if !bytes.Equal(bundle, cc.CABundle) {
+			cc.CABundle = bundle
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := cli.Update(ctx, cfg, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
+		return fmt.Errorf("update caBundle of %s: %w", s.opts.WebhookConfigurationName, err)
+	}
+	s.log.Info("updated the caBundle", "webhookConfiguration", s.opts.WebhookConfigurationName)
+	return nil
+}
+
+// TrustBundle is ca followed by the CA certificates of old that are still
+// valid at now, without repeats, at most maxTrustedCAs in all.
+func TrustBundle(ca *x509.Certificate, old []byte, now time.Time) []byte {
+	keep := []*x509.Certificate{ca}
+	if prev, err := pki.DecodeX509CertificateSetBytes(old); err == nil {
+		for _, c := range prev {
+			if len(keep) == maxTrustedCAs {
+				break
+			}
+			if c.IsCA && now.Before(c.NotAfter) && !slices.ContainsFunc(keep, func(k *x509.Certificate) bool { return k.Equal(c) }) {
+				keep = append(keep, c)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	for _, c := range keep {
+		b, _ := pki.EncodeX509(c)
+		buf.Write(b)
+	}
+	return buf.Bytes()
+}

@@ -67,8 +67,8 @@ func (b *builder) build(m *Mutator) error {
 			if q, ok := l.list[api.ResourceGPUMemory]; !ok {
 				*l.out = []entry{{api.ResourceGPUMemory, total}}
 			} else if q.Value() != p.gpu.TotalMiB() {
-				return fmt.Errorf("annotation %s: container %q sets resource %s=%s, but %s=%s and %s=%d need %d (MiB); remove the resource from the container or make them agree",
-					api.AnnotationGPUMemory, serving.Name, api.ResourceGPUMemory, q.String(),
+				return fmt.Errorf("annotation %s: container %q sets resource %s=%d, but %s=%s and %s=%d need %d (MiB); remove the resource from the container or make them agree",
+					api.AnnotationGPUMemory, serving.Name, api.ResourceGPUMemory, q.Value(),
 					api.AnnotationGPUMemory, pod.Annotations[api.AnnotationGPUMemory], api.AnnotationGPUCount, p.gpu.Count, p.gpu.TotalMiB())
 			}
 		}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
@@ -22,17 +24,22 @@ import (
 // registers for the webhook.
 const WebhookConfigurationName = "mlplane-webhook"
 
-// WebhookPath is where the webhook serves admission reviews (CONTRACTS.md).
-const WebhookPath = "/mutate-pods"
-
 // WebhookOptions configures StartWebhook.
 type WebhookOptions struct {
 	// ConfigFile is an InjectionConfig file passed as --config. Default: the
 	// webhook's built-in configuration.
 	ConfigFile string
+	// Registration is a MutatingWebhookConfiguration file to register, with
+	// each entry's clientConfig replaced by the local URL and CA. Default:
+	// config/webhook/mutatingwebhookconfiguration.yaml of the module (the
+	// manifest users install) when it exists, else WebhookConfiguration.
+	Registration string
 	// Args are extra flags.
 	Args []string
 }
+
+// shippedRegistration is the manifest StartWebhook registers by default.
+const shippedRegistration = "config/webhook/mutatingwebhookconfiguration.yaml"
 
 type webhookState struct {
 	ca      *CA
@@ -92,9 +99,11 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 		_, err := c.WebhookServingCert(ctx)
 		return err
 	}
-	comp.after = func(ctx context.Context) error {
-		return applyWebhookConfiguration(ctx, c, WebhookConfiguration("https://"+st.addr+WebhookPath, ca.CertPEM))
+	reg, err := webhookRegistration(opts.Registration, "https://"+st.addr+api.WebhookPath, ca.CertPEM)
+	if err != nil {
+		return err
 	}
+	comp.after = func(ctx context.Context) error { return applyWebhookConfiguration(ctx, c, reg) }
 	return c.run(ctx, comp)
 }
 
@@ -224,6 +233,37 @@ func WebhookConfiguration(url string, caBundle []byte) *admissionregistrationv1.
 				&metav1.LabelSelector{MatchLabels: map[string]string{api.LabelInject: api.PodInjectTrue}}),
 		},
 	}
+}
+
+// webhookRegistration loads file (or the shipped manifest, or falls back to
+// WebhookConfiguration) and points every entry at url with caBundle.
+func webhookRegistration(file, url string, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	if file == "" {
+		if root, err := ModuleRoot(); err == nil {
+			if _, err := os.Stat(filepath.Join(root, shippedRegistration)); err == nil {
+				file = filepath.Join(root, shippedRegistration)
+			}
+		}
+	}
+	if file == "" {
+		return WebhookConfiguration(url, caBundle), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var cfg admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if cfg.Kind != "MutatingWebhookConfiguration" || len(cfg.Webhooks) == 0 {
+		return nil, fmt.Errorf("%s: want a MutatingWebhookConfiguration with webhooks, got kind %q with %d", file, cfg.Kind, len(cfg.Webhooks))
+	}
+	for i := range cfg.Webhooks {
+		u := url
+		cfg.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &u, CABundle: caBundle}
+	}
+	return &cfg, nil
 }
 
 func applyWebhookConfiguration(ctx context.Context, c *Cluster, cfg *admissionregistrationv1.MutatingWebhookConfiguration) error {

@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"path/filepath"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,7 +15,22 @@ import (
 // TestWebhookConfigurationSelectors checks which (namespace, pod) label
 // combinations reach the webhook, and that none reaches it twice.
 func TestWebhookConfigurationSelectors(t *testing.T) {
-	cfg := WebhookConfiguration("https://127.0.0.1:1/mutate-pods", []byte("ca"))
+	cfgs := map[string]*admissionregistrationv1.MutatingWebhookConfiguration{
+		"generated": WebhookConfiguration("https://127.0.0.1:1/mutate-pods", []byte("ca")),
+	}
+	if root, err := ModuleRoot(); err == nil {
+		shipped, err := webhookRegistration(filepath.Join(root, shippedRegistration), "https://127.0.0.1:1/mutate-pods", []byte("ca"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs["shipped"] = shipped
+	}
+	for name, cfg := range cfgs {
+		t.Run(name, func(t *testing.T) { testSelectors(t, cfg) })
+	}
+}
+
+func testSelectors(t *testing.T, cfg *admissionregistrationv1.MutatingWebhookConfiguration) {
 	nsLabels := func(name string, l map[string]string) labels.Set {
 		s := labels.Set{"kubernetes.io/metadata.name": name}
 		for k, v := range l {
@@ -64,4 +82,30 @@ func matches(t *testing.T, sel *metav1.LabelSelector, set labels.Set) bool {
 		t.Fatal(err)
 	}
 	return s.Matches(set)
+}
+
+// TestShippedRegistration checks that the manifest users install selects
+// the same pods as WebhookConfiguration, and that loading it points every
+// entry at the local URL.
+func TestShippedRegistration(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	reg, err := webhookRegistration(filepath.Join(root, shippedRegistration), "https://127.0.0.1:1/x", []byte("ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := WebhookConfiguration("https://127.0.0.1:1/x", []byte("ca"))
+	if len(reg.Webhooks) != len(want.Webhooks) {
+		t.Fatalf("%d entries, want %d", len(reg.Webhooks), len(want.Webhooks))
+	}
+	for i, w := range reg.Webhooks {
+		if w.ClientConfig.Service != nil || *w.ClientConfig.URL != "https://127.0.0.1:1/x" || string(w.ClientConfig.CABundle) != "ca" {
+			t.Errorf("entry %s: clientConfig not replaced: %+v", w.Name, w.ClientConfig)
+		}
+		if w.Name != want.Webhooks[i].Name {
+			t.Errorf("entry %d: name %q, want %q", i, w.Name, want.Webhooks[i].Name)
+		}
+	}
 }

@@ -1,0 +1,256 @@
+package manifests
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+// A grant is one atomic permission of a ServiceAccount:
+// "SCOPE GROUP/RESOURCE[NAME] VERB", where SCOPE is "cluster" (a
+// ClusterRoleBinding) or the namespace of a RoleBinding, and [NAME] appears
+// only when the rule is limited to resourceNames. Roles this repository
+// does not define (Kubernetes' built-in ones) appear as "SCOPE role:NAME".
+func grant(scope, group, resource, name, verb string) string {
+	if group == "" {
+		group = "core"
+	}
+	if name != "" {
+		resource += "[" + name + "]"
+	}
+	return fmt.Sprintf("%s %s/%s %s", scope, group, resource, verb)
+}
+
+// expected is every grant each component uses, and no more: a verb it does
+// not use fails the test, and so does a verb it uses but lacks.
+var expected = map[string]map[string][]string{
+	"default": {
+		"mlplane-webhook":   webhookGrants,
+		"mlplane-scheduler": schedulerGrants,
+	},
+	"overlays/self-signed": {
+		"mlplane-webhook": append(slices.Clone(webhookGrants),
+			// Its own Secret, created once, then read and renewed.
+			grant("mlplane-system", "", "secrets", "", "create"),
+			grant("mlplane-system", "", "secrets", "mlplane-webhook-tls", "get"),
+			grant("mlplane-system", "", "secrets", "mlplane-webhook-tls", "update"),
+			// One writer at a time.
+			grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
+			grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-webhook-certs", "get"),
+			grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-webhook-certs", "update"),
+			// The caBundle.
+			grant("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "mlplane-webhook", "get"),
+			grant("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "mlplane-webhook", "update"),
+		),
+		"mlplane-scheduler": schedulerGrants,
+	},
+}
+
+func init() { expected["overlays/prometheus"] = expected["default"] }
+
+var (
+	// The webhook's namespace informer.
+	webhookGrants = []string{
+		grant("cluster", "", "namespaces", "", "get"),
+		grant("cluster", "", "namespaces", "", "list"),
+		grant("cluster", "", "namespaces", "", "watch"),
+	}
+	// The upstream kube-scheduler: what the default scheduler has, plus its
+	// own leader-election Lease.
+	schedulerGrants = []string{
+		"cluster role:system:kube-scheduler",
+		"cluster role:system:volume-scheduler",
+		"kube-system role:extension-apiserver-authentication-reader",
+		grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
+		grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-scheduler", "get"),
+		grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-scheduler", "update"),
+	}
+)
+
+// builtinRoles are the Kubernetes roles a binding may name without this
+// repository defining them; none of them reads Secrets.
+var builtinRoles = sets.New("system:kube-scheduler", "system:volume-scheduler", "extension-apiserver-authentication-reader")
+
+// grants computes every ServiceAccount's grants from the rendered Roles,
+// ClusterRoles and their bindings.
+func grants(t *testing.T, objs []*unstructured.Unstructured) map[string][]string {
+	t.Helper()
+	roles := map[string][]rbacv1.PolicyRule{} // "Kind ns/name"
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Role", "ClusterRole":
+			var r rbacv1.ClusterRole // Role has the same fields
+			if err := Into(withKind(o, "ClusterRole"), &r); err != nil {
+				t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+			if r.AggregationRule != nil {
+				t.Errorf("%s %s aggregates other roles; declare its rules instead", o.GetKind(), o.GetName())
+			}
+			roles[o.GetKind()+" "+o.GetNamespace()+"/"+o.GetName()] = r.Rules
+		}
+	}
+	out := map[string][]string{}
+	for _, o := range objs {
+		if o.GetKind() != "RoleBinding" && o.GetKind() != "ClusterRoleBinding" {
+			continue
+		}
+		var b rbacv1.ClusterRoleBinding
+		if err := Into(withKind(o, "ClusterRoleBinding"), &b); err != nil {
+			t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+		scope := "cluster"
+		if o.GetKind() == "RoleBinding" {
+			scope = o.GetNamespace()
+		}
+		key := b.RoleRef.Kind + " /" + b.RoleRef.Name
+		if b.RoleRef.Kind == "Role" {
+			key = "Role " + o.GetNamespace() + "/" + b.RoleRef.Name
+		}
+		rules, defined := roles[key]
+		for _, s := range b.Subjects {
+			if s.Kind != rbacv1.ServiceAccountKind {
+				t.Errorf("%s %s binds %s %s: only mlplane's ServiceAccounts may be bound", o.GetKind(), o.GetName(), s.Kind, s.Name)
+				continue
+			}
+			if s.Namespace != "mlplane-system" {
+				t.Errorf("%s %s binds ServiceAccount %s/%s outside mlplane-system", o.GetKind(), o.GetName(), s.Namespace, s.Name)
+			}
+			if !defined {
+				if !builtinRoles.Has(b.RoleRef.Name) {
+					t.Errorf("%s %s refers to %s, which is neither in config/ nor a known built-in role", o.GetKind(), o.GetName(), key)
+				}
+				out[s.Name] = append(out[s.Name], scope+" role:"+b.RoleRef.Name)
+				continue
+			}
+			for _, r := range rules {
+				if len(r.NonResourceURLs) > 0 {
+					t.Errorf("%s grants non-resource URLs %v", key, r.NonResourceURLs)
+				}
+				names := r.ResourceNames
+				if len(names) == 0 {
+					names = []string{""}
+				}
+				for _, g := range r.APIGroups {
+					for _, res := range r.Resources {
+						for _, v := range r.Verbs {
+							for _, n := range names {
+								out[s.Name] = append(out[s.Name], grant(scope, g, res, n, v))
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func withKind(o *unstructured.Unstructured, kind string) *unstructured.Unstructured {
+	c := o.DeepCopy()
+	c.SetKind(kind)
+	return c
+}
+
+func TestRBACLeastPrivilege(t *testing.T) {
+	root, err := ConfigDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, overlay := range Overlays {
+		t.Run(overlay, func(t *testing.T) {
+			objs, err := Objects(filepath.Join(root, overlay))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := grants(t, objs)
+			want, ok := expected[overlay]
+			if !ok {
+				t.Fatalf("no expected grants declared for overlay %s", overlay)
+			}
+			// Every ServiceAccount of the overlay has declared grants.
+			for _, o := range objs {
+				if o.GetKind() == "ServiceAccount" {
+					if _, ok := want[o.GetName()]; !ok {
+						t.Errorf("ServiceAccount %s has no expected grants in this test: declare the verbs it uses", o.GetName())
+					}
+				}
+			}
+			for _, e := range violations(want, got) {
+				t.Error(e)
+			}
+		})
+	}
+}
+
+// violations compares granted with wanted, per ServiceAccount: a
+// cluster-wide Secret permission, a wildcard, a grant not used or a use not
+// granted is a violation.
+func violations(want, got map[string][]string) []string {
+	var out []string
+	for sa, g := range got {
+		for _, x := range g {
+			f := strings.Fields(x)
+			if f[0] == "cluster" && strings.HasPrefix(f[1], "core/secrets") {
+				out = append(out, fmt.Sprintf("%s can %s Secrets cluster-wide", sa, f[len(f)-1]))
+			}
+			if strings.Contains(x, "*") {
+				out = append(out, fmt.Sprintf("%s has a wildcard grant: %s", sa, x))
+			}
+		}
+		if d := cmp.Diff(sortedSet(want[sa]), sortedSet(g)); d != "" {
+			out = append(out, fmt.Sprintf("ServiceAccount %s: grants differ from what it uses (-used +granted):\n%s", sa, d))
+		}
+	}
+	for sa := range want {
+		if _, ok := got[sa]; !ok {
+			out = append(out, fmt.Sprintf("ServiceAccount %s is granted nothing; it needs %v", sa, want[sa]))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedSet(s []string) []string {
+	out := sets.List(sets.New(s...))
+	sort.Strings(out)
+	return out
+}
+
+// The rules this test applies catch what they should: a cluster-wide
+// Secret read, a wildcard, an unused verb.
+func TestGrantsDetectsViolations(t *testing.T) {
+	role := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+		"metadata": map[string]any{"name": "r"},
+		"rules":    []any{map[string]any{"apiGroups": []any{""}, "resources": []any{"secrets"}, "verbs": []any{"get", "*"}}},
+	}}
+	binding := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+		"metadata": map[string]any{"name": "b"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "sa", "namespace": "mlplane-system"}},
+	}}
+	got := grants(t, []*unstructured.Unstructured{role, binding})
+	if d := cmp.Diff([]string{"cluster core/secrets *", "cluster core/secrets get"}, sortedSet(got["sa"])); d != "" {
+		t.Fatalf("grants (-want +got):\n%s", d)
+	}
+	v := strings.Join(violations(map[string][]string{"sa": {"cluster core/secrets get"}, "other": {"x"}}, got), "\n")
+	for _, want := range []string{
+		"sa can get Secrets cluster-wide",
+		"sa has a wildcard grant: cluster core/secrets *",
+		"ServiceAccount sa: grants differ",
+		"ServiceAccount other is granted nothing",
+	} {
+		if !strings.Contains(v, want) {
+			t.Errorf("violations miss %q; got:\n%s", want, v)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+// Command demo runs mlplane on a local cluster (make demo): it builds
+// mlplane's binaries, starts the control plane from bin/ (make tools) with
+// fake GPU nodes, deploys mlplane and the examples/, waits for them, prints
+// where each pod landed, per GPU, and leaves everything running in the
+// background. `demo down` (make demo-down) stops it.
+//
+//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m]
+//	demo down [--dir .cache/demo]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/mlplane/mlplane/internal/cluster"
+)
+
+// DefaultNodes: three 8-GPU 80Gi nodes and two 4-GPU 48Gi nodes.
+const DefaultNodes = "3x8x80Gi,2x4x48Gi"
+
+// leasesCommand is the hidden subcommand of the detached helper that renews
+// the nodes' Leases when no node-agent binary exists.
+const leasesCommand = "renew-leases"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(os.Args[2:])
+	case "down":
+		err = down(os.Args[2:])
+	case leasesCommand:
+		err = renewLeases(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: demo up [--nodes SPEC] [--dir DIR] [--timeout D] | demo down [--dir DIR]")
+	os.Exit(2)
+}
+
+func defaultDir() string {
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		return filepath.Join(".cache", "demo")
+	}
+	return filepath.Join(root, ".cache", "demo")
+}
+
+func down(args []string) error {
+	fs := flag.NewFlagSet("down", flag.ExitOnError)
+	dir := fs.String("dir", defaultDir(), "the demo's state directory")
+	_ = fs.Parse(args)
+	stopped, err := cluster.Down(*dir)
+	if err != nil {
+		return err
+	}
+	if len(stopped) == 0 {
+		fmt.Println("demo: nothing running")
+	} else {
+		fmt.Printf("demo: stopped %s\n", strings.Join(stopped, ", "))
+	}
+	return os.RemoveAll(*dir)
+}
+
+func up(args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	nodes := fs.String("nodes", DefaultNodes, "fake GPU nodes: NODESxGPUSxSIZE[,...]")
+	dir := fs.String("dir", defaultDir(), "the demo's state directory (logs, kubeconfig)")
+	examples := fs.String("examples", "", "the manifests to apply (default: examples/ of the module)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the examples")
+	_ = fs.Parse(args)
+
+	start := time.Now()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	if *examples == "" {
+		*examples = filepath.Join(root, "examples")
+	}
+	if _, err := cluster.ParseNodeSpec(*nodes); err != nil {
+		return err
+	}
+	if stopped, err := cluster.Down(*dir); err != nil {
+		return err
+	} else if len(stopped) > 0 {
+		fmt.Printf("demo: stopped the previous demo (%s)\n", strings.Join(stopped, ", "))
+	}
+	if err := os.RemoveAll(*dir); err != nil {
+		return err
+	}
+
+	built := buildBinaries(ctx, root)
+	logf := func(f string, a ...any) {
+		fmt.Printf("%s "+f+"\n", append([]any{time.Since(start).Round(100 * time.Millisecond)}, a...)...)
+	}
+	c := cluster.New(cluster.Options{Dir: *dir, Detach: true, Logf: logf})
+	ok := false
+	defer func() {
+		if !ok {
+			c.DumpLogs(os.Stderr, 30)
+			_ = c.Stop()
+		}
+	}()
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	var extra []cluster.StateProcess
+	publisher := cluster.PublishInProcess
+	if built["node-agent"] {
+		publisher = cluster.PublishNodeAgent
+	}
+	names, err := c.AddGPUNodes(ctx, *nodes, cluster.NodeOptions{Publisher: publisher})
+	if err != nil {
+		return err
+	}
+	if publisher == cluster.PublishInProcess {
+		// This process exits; a detached copy of it keeps the Leases fresh.
+		helper, err := startLeaseHelper(c, names)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, helper)
+	}
+	if built["webhook"] {
+		if err := c.StartWebhook(ctx, cluster.WebhookOptions{}); err != nil {
+			return err
+		}
+	}
+	if built["extender"] {
+		err = c.StartExtender(ctx, cluster.ExtenderOptions{})
+	} else {
+		logf("demo: no extender yet: the %s profile runs without it", cluster.MlplaneScheduler)
+		err = c.StartMlplaneScheduler(ctx, "", "")
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.SaveState(extra...); err != nil {
+		return err
+	}
+
+	cs := c.Client()
+	if err := applyExamples(ctx, c, cs, *examples, built["webhook"], logf); err != nil {
+		return err
+	}
+	waitErr := waitDeployments(ctx, cs, *timeout, logf)
+	if err := printPlacement(ctx, os.Stdout, cs, c.NodeNames()); err != nil {
+		return err
+	}
+	ok = true
+	fmt.Printf("\nmlplane demo running (%s), ready in %s. Components: %s\n", c.Dir(), time.Since(start).Round(time.Second), strings.Join(c.Components(), ", "))
+	fmt.Printf("Logs: %s/logs/. Stop it with: make demo-down\n\n", c.Dir())
+	fmt.Printf("export KUBECONFIG=%s\n", c.Kubeconfig())
+	fmt.Printf("kubectl get pods -n %s -o wide   # with bin/ on PATH for a matching kubectl\n", demoNamespace)
+	return waitErr
+}
+
+// buildBinaries builds each of mlplane's binaries into bin/ on its own, so a
+// binary that does not compile yet only leaves its component out.
+func buildBinaries(ctx context.Context, root string) map[string]bool {
+	built := map[string]bool{}
+	for _, name := range []string{"webhook", "extender", "node-agent"} {
+		if _, err := os.Stat(filepath.Join(root, "cmd", name)); err != nil {
+			fmt.Printf("demo: no cmd/%s yet: running without it\n", name)
+			continue
+		}
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(root, "bin", name), "./cmd/"+name)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Printf("demo: cmd/%s does not build, running without it:\n%s\n", name, out)
+			continue
+		}
+		built[name] = true
+	}
+	return built
+}
+
+func startLeaseHelper(c *cluster.Cluster, nodes []string) (cluster.StateProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return cluster.StateProcess{}, err
+	}
+	logf, err := os.Create(filepath.Join(c.Dir(), "logs", "lease-publisher.log"))
+	if err != nil {
+		return cluster.StateProcess{}, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, leasesCommand, "--kubeconfig", c.Kubeconfig(), "--nodes", strings.Join(nodes, ","))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return cluster.StateProcess{}, err
+	}
+	pid := cmd.Process.Pid
+	_ = cmd.Process.Release()
+	return cluster.StateProcess{Name: "lease-publisher", PID: pid, Binary: self}, nil
+}
+
+func renewLeases(args []string) error {
+	fs := flag.NewFlagSet(leasesCommand, flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "")
+	nodes := fs.String("nodes", "", "comma-separated node names")
+	_ = fs.Parse(args)
+	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	err = cluster.RenewLeases(ctx, cs, strings.Split(*nodes, ","))
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

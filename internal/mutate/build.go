@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"strconv"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -23,6 +24,26 @@ type builder struct {
 
 	newContainers []string
 	newVolumes    []string
+	nameBuf       [8]string
+	// arena holds the bytes of every JSON pointer the builder makes (see path).
+	arena []byte
+}
+
+// path concatenates a JSON pointer in the builder's arena: one allocation for
+// all the patch's paths instead of one per path. Bytes once returned are
+// never written again (append only writes past them, or copies to a new
+// array), so the strings stay immutable.
+func (b *builder) path(a, c string) string {
+	start := len(b.arena)
+	b.arena = append(append(b.arena, a...), c...)
+	return unsafe.String(unsafe.SliceData(b.arena[start:]), len(b.arena)-start)
+}
+
+// pathIndex is path(prefix, strconv.Itoa(i)).
+func (b *builder) pathIndex(prefix string, i int) string {
+	start := len(b.arena)
+	b.arena = strconv.AppendInt(append(b.arena, prefix...), int64(i), 10)
+	return unsafe.String(unsafe.SliceData(b.arena[start:]), len(b.arena)-start)
 }
 
 // entry is one resource quantity to add.
@@ -58,15 +79,18 @@ func (b *builder) build(m *Mutator) error {
 		}
 	}
 	var gpuReq, gpuLim []entry
+	var gpuBuf [2]entry
 	if p.hasGPU {
 		total := *resource.NewQuantity(p.gpu.TotalMiB(), resource.DecimalSI)
-		for _, l := range []struct {
-			list corev1.ResourceList
-			out  *[]entry
-		}{{serving.Resources.Requests, &gpuReq}, {serving.Resources.Limits, &gpuLim}} {
-			if q, ok := l.list[api.ResourceGPUMemory]; !ok {
-				*l.out = []entry{{api.ResourceGPUMemory, total}}
-			} else if q.Value() != p.gpu.TotalMiB() {
+		gpuBuf = [2]entry{{api.ResourceGPUMemory, total}, {api.ResourceGPUMemory, total}}
+		for i, list := range [2]corev1.ResourceList{serving.Resources.Requests, serving.Resources.Limits} {
+			q, ok := list[api.ResourceGPUMemory]
+			switch {
+			case !ok && i == 0:
+				gpuReq = gpuBuf[:1]
+			case !ok:
+				gpuLim = gpuBuf[1:]
+			case q.Value() != p.gpu.TotalMiB():
 				return fmt.Errorf("annotation %s: container %q sets resource %s=%d, but %s=%s and %s=%d need %d (MiB); remove the resource from the container or make them agree",
 					api.AnnotationGPUMemory, serving.Name, api.ResourceGPUMemory, q.Value(),
 					api.AnnotationGPUMemory, pod.Annotations[api.AnnotationGPUMemory], api.AnnotationGPUCount, p.gpu.Count, p.gpu.TotalMiB())
@@ -105,8 +129,10 @@ func (b *builder) build(m *Mutator) error {
 		b.status.Sidecars = append(b.status.Sidecars, c.Name)
 	}
 
-	// Metadata.
-	var labels []kv
+	// Metadata. The labels map is written whole (the user's labels copied
+	// unchanged): one operation instead of one per key.
+	var labelBuf [3]kv
+	labels := labelBuf[:0]
 	if p.modelName != "" {
 		labels = b.setLabel(labels, api.LabelModel, p.modelName)
 	}
@@ -116,7 +142,16 @@ func (b *builder) build(m *Mutator) error {
 			labels = append(labels, kv{api.LabelAppVersion, p.modelVersion})
 		}
 	}
-	b.mapOps("/metadata/labels", pod.Labels, labels)
+	if len(labels) > 0 {
+		merged := make(map[string]string, len(pod.Labels)+len(labels))
+		for k, v := range pod.Labels {
+			merged[k] = v
+		}
+		for _, e := range labels {
+			merged[e.k] = e.v
+		}
+		b.add("/metadata/labels", merged)
+	}
 	status := statusString(&b.status)
 	if pod.Annotations == nil {
 		b.add("/metadata/annotations", map[string]string{api.AnnotationStatus: status})
@@ -136,15 +171,16 @@ func (b *builder) build(m *Mutator) error {
 		hide = []envAdd{{visibleDevicesVoid, envIfMissing}}
 	}
 	for i := range pod.Spec.InitContainers {
-		b.containerOps("/spec/initContainers/"+strconv.Itoa(i), &pod.Spec.InitContainers[i], hide, nil, nil, nil)
+		b.containerOps(b.pathIndex("/spec/initContainers/", i), &pod.Spec.InitContainers[i], hide, nil, nil, nil)
 	}
 	for i := range pod.Spec.Containers {
-		base := "/spec/containers/" + strconv.Itoa(i)
+		base := b.pathIndex("/spec/containers/", i)
 		if i != p.serving {
 			b.containerOps(base, &pod.Spec.Containers[i], hide, nil, nil, nil)
 			continue
 		}
-		var env []envAdd
+		var envBuf [4]envAdd
+		env := envBuf[:0]
 		if p.model != nil {
 			env = append(env, envAdd{corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri}, envReplace},
 				envAdd{corev1.EnvVar{Name: api.EnvModelDir, Value: p.model.dir()}, envReplace})
@@ -167,7 +203,7 @@ func (b *builder) build(m *Mutator) error {
 			b.add("/spec/initContainers", inits)
 		} else {
 			for i, c := range inits {
-				b.add("/spec/initContainers/"+strconv.Itoa(i), c)
+				b.add(b.pathIndex("/spec/initContainers/", i), c)
 			}
 		}
 	}
@@ -223,23 +259,6 @@ func (b *builder) setLabel(out []kv, key, value string) []kv {
 	return append(out, kv{key, value})
 }
 
-func (b *builder) mapOps(base string, m map[string]string, kvs []kv) {
-	if len(kvs) == 0 {
-		return
-	}
-	if m == nil {
-		mm := make(map[string]string, len(kvs))
-		for _, e := range kvs {
-			mm[e.k] = e.v
-		}
-		b.add(base, mm)
-		return
-	}
-	for _, e := range kvs {
-		b.add(base+"/"+jsonPointerEscape.Replace(e.k), e.v)
-	}
-}
-
 // containerOps patches an existing container at base: env, one volume mount,
 // extra resources and the profile's defaults.
 func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, mount *corev1.VolumeMount, extraReq, extraLim []entry) {
@@ -253,57 +272,42 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 		}
 		switch {
 		case j < 0:
+			if add == nil {
+				add = make([]corev1.EnvVar, 0, len(env))
+			}
 			add = append(add, e.v)
 		case e.policy == envIfMissing || equalEnv(&c.Env[j], &e.v):
 		default:
 			b.warn("container %q: env %s is replaced by mlplane's value", c.Name, e.v.Name)
-			b.ops = append(b.ops, Op{Op: "replace", Path: base + "/env/" + strconv.Itoa(j), Value: e.v})
+			b.ops = append(b.ops, Op{Op: "replace", Path: b.pathIndex(b.path(base, "/env/"), j), Value: e.v})
 		}
 	}
 	if len(add) > 0 {
 		if c.Env == nil {
-			b.add(base+"/env", add)
+			b.add(b.path(base, "/env"), add)
 		} else {
 			for _, e := range add {
-				b.add(base+"/env/-", e)
+				b.add(b.path(base, "/env/-"), e)
 			}
 		}
 	}
 	if mount != nil {
 		if c.VolumeMounts == nil {
-			b.add(base+"/volumeMounts", []*corev1.VolumeMount{mount})
+			b.add(b.path(base, "/volumeMounts"), []*corev1.VolumeMount{mount})
 		} else {
-			b.add(base+"/volumeMounts/-", mount)
+			b.add(b.path(base, "/volumeMounts/-"), mount)
 		}
 	}
-	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, extraReq, extraLim)
+	var reqBuf, limBuf [4]entry
+	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, append(reqBuf[:0], extraReq...), append(limBuf[:0], extraLim...))
 	if len(reqs) == 0 && len(lims) == 0 {
 		return
 	}
+	// One add of the whole resources object: the user's entries are copied
+	// unchanged, so this equals one add per new key, in fewer operations.
 	r := &c.Resources
-	if r.Requests == nil && r.Limits == nil && r.Claims == nil {
-		b.add(base+"/resources", &corev1.ResourceRequirements{Requests: toList(nil, reqs), Limits: toList(nil, lims)})
-		return
-	}
-	b.resourceOps(base+"/resources/requests", r.Requests, reqs)
-	b.resourceOps(base+"/resources/limits", r.Limits, lims)
-}
-
-func (b *builder) resourceOps(base string, have corev1.ResourceList, add []entry) {
-	if len(add) == 0 {
-		return
-	}
-	if have == nil {
-		b.add(base, toList(nil, add))
-		return
-	}
-	for _, e := range add {
-		name := string(e.name)
-		if e.name == api.ResourceGPUMemory {
-			name = pathGPUResource
-		}
-		b.add(base+"/"+name, e.q)
-	}
+	b.add(b.path(base, "/resources"), &corev1.ResourceRequirements{
+		Requests: toList(r.Requests, reqs), Limits: toList(r.Limits, lims), Claims: r.Claims})
 }
 
 func equalEnv(a, b *corev1.EnvVar) bool {
@@ -349,9 +353,9 @@ func profileDefaults(r *corev1.ResourceRequirements, p *Profile, extraReq, extra
 	return reqs, lims
 }
 
-// toList copies l (which may be nil) and adds entries; nil when both are empty.
+// toList returns l with entries added, as a copy when there are any.
 func toList(l corev1.ResourceList, add []entry) corev1.ResourceList {
-	if len(l) == 0 && len(add) == 0 {
+	if len(add) == 0 {
 		return l
 	}
 	out := make(corev1.ResourceList, len(l)+len(add))
@@ -366,7 +370,8 @@ func toList(l corev1.ResourceList, add []entry) corev1.ResourceList {
 
 // withDefaults is an injected container's resources with the profile applied.
 func (b *builder) withDefaults(r corev1.ResourceRequirements) corev1.ResourceRequirements {
-	reqs, lims := profileDefaults(&r, b.plan.profile, nil, nil)
+	var reqBuf, limBuf [4]entry
+	reqs, lims := profileDefaults(&r, b.plan.profile, reqBuf[:0], limBuf[:0])
 	if len(reqs) > 0 {
 		r.Requests = toList(r.Requests, reqs)
 	}
@@ -385,10 +390,9 @@ func (b *builder) loader(m *Mutator, volume string) *corev1.Container {
 		ImagePullPolicy: l.ImagePullPolicy,
 		Command:         l.Command,
 		Args:            l.Args,
-		Env: []corev1.EnvVar{
-			{Name: api.EnvModelURI, Value: p.model.uri},
-			{Name: api.EnvModelDir, Value: api.ModelMountPath},
-		},
+		Env: append(make([]corev1.EnvVar, 0, 3),
+			corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri},
+			corev1.EnvVar{Name: api.EnvModelDir, Value: api.ModelMountPath}),
 		VolumeMounts:    []corev1.VolumeMount{{Name: volume, MountPath: api.ModelMountPath}},
 		Resources:       b.withDefaults(l.Resources),
 		SecurityContext: l.SecurityContext,

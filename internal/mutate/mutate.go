@@ -153,7 +153,8 @@ func (m *Mutator) Mutate(pod *corev1.Pod, ns Namespace) (Result, error) {
 	if err != nil {
 		return Result{Warnings: res.Warnings}, err
 	}
-	b := builder{pod: pod, plan: p, ops: make([]Op, 0, 24), warnings: res.Warnings}
+	b := builder{pod: pod, plan: p, ops: make([]Op, 0, 24), warnings: res.Warnings, arena: make([]byte, 0, 512)}
+	b.newContainers, b.newVolumes = b.nameBuf[:0:4], b.nameBuf[4:4:8]
 	if err := b.build(m); err != nil {
 		return Result{Warnings: b.warnings}, err
 	}
@@ -408,7 +409,6 @@ var jsonPointerEscape = strings.NewReplacer("~", "~0", "/", "~1")
 // Paths of the keys the mutator writes, escaped once.
 var (
 	pathStatus       = "/metadata/annotations/" + jsonPointerEscape.Replace(api.AnnotationStatus)
-	pathGPUResource  = jsonPointerEscape.Replace(api.ResourceGPUMemory)
 	visibleDevicesFn = corev1.EnvVar{
 		Name: api.EnvNvidiaVisibleDevices,
 		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{

@@ -48,6 +48,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful shutdown. Default 30s.
 	ShutdownTimeout time.Duration
+	// Cert says where the serving certificate comes from (certmode.go).
+	Cert CertOptions
 }
 
 func (o *Options) setDefaults() {
@@ -66,6 +68,9 @@ func (o *Options) setDefaults() {
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 30 * time.Second
 	}
+	if o.Cert.Mode == "" {
+		o.Cert.Mode = CertModeCertManager
+	}
 }
 
 // RestConfig is the API server connection: from kubeconfig, or in-cluster
@@ -80,9 +85,15 @@ func RestConfig(kubeconfig string) (*rest.Config, error) {
 // Run serves the webhook until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, o Options, log logr.Logger) error {
 	o.setDefaults()
+	if err := validateCertMode(o.Cert.Mode); err != nil {
+		return err
+	}
 	cfg, err := RestConfig(o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connecting to the API server: %w", err)
+	}
+	if err := startCertificates(ctx, cfg, o, log.WithName("certs")); err != nil {
+		return err
 	}
 	metrics := NewMetrics(crmetrics.Registry)
 	configs, err := NewConfigSource(o.ConfigFile, o.Namespace, metrics, log.WithName("config"))

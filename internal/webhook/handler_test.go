@@ -1,0 +1,349 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/mutate"
+)
+
+var testNamespaces = StaticNamespaces{"ml": {api.LabelInject: api.NamespaceInjectEnabled}}
+
+// vllmPod is a typical vLLM server pod as the API server sends it.
+func vllmPod() *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "llama-8b-7d9f-", Namespace: "ml",
+			Labels: map[string]string{"app": "llama-8b", "pod-template-hash": "7d9f"},
+			Annotations: map[string]string{
+				api.AnnotationModelURI:     "hf://meta-llama/Llama-3.1-8B-Instruct",
+				api.AnnotationModelSecret:  "hf-token",
+				api.AnnotationModelVersion: "3.1",
+				api.AnnotationGPUMemory:    "40Gi",
+			},
+		},
+		Spec: corev1.PodSpec{
+			SchedulerName: corev1.DefaultSchedulerName,
+			Containers: []corev1.Container{{
+				Name: "vllm", Image: "vllm/vllm-openai:v0.6.3",
+				Args:  []string{"--model", "/mnt/models", "--port", "8000"},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8000}},
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("24Gi")},
+					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("48Gi")},
+				},
+			}},
+		},
+	}
+}
+
+func review(t testing.TB, pod *corev1.Pod, op admissionv1.Operation) []byte {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       types.UID("0f6d5e2c-1111-4c3a-9a57-5d1f1b8c0b11"),
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: pod.Namespace, Operation: op,
+			Object: runtime.RawExtension{Raw: raw},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newTestHandler(t testing.TB, ns NamespaceLister, o HandlerOptions) *Handler {
+	t.Helper()
+	m, err := mutate.New(nil, mutate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return NewHandler(MutatorFunc(func() *mutate.Mutator { return m }), ns, o)
+}
+
+func post(t *testing.T, url string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func decodeReview(t *testing.T, b []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("response is not an AdmissionReview: %v\n%s", err, b)
+	}
+	if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" || out.Response == nil {
+		t.Fatalf("response review: %s", b)
+	}
+	return out.Response
+}
+
+// TestHandlerMutates sends an AdmissionReview over HTTP, applies the JSON
+// patch it gets back with evanphx/json-patch, and compares the pod.
+func TestHandlerMutates(t *testing.T) {
+	h := newTestHandler(t, testNamespaces, HandlerOptions{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	pod := vllmPod()
+	resp, body := post(t, srv.URL+Path, review(t, pod, admissionv1.Create))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("status %d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	r := decodeReview(t, body)
+	if !r.Allowed || r.UID != "0f6d5e2c-1111-4c3a-9a57-5d1f1b8c0b11" || r.PatchType == nil || *r.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("response %+v", r)
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], `Secret "hf-token"`) {
+		t.Errorf("warnings %q", r.Warnings)
+	}
+	patch, err := jsonpatch.DecodePatch(r.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(pod)
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		t.Fatalf("applying %s: %v", r.Patch, err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+
+	want := pod.DeepCopy()
+	want.Labels[api.LabelModel] = "Llama-3.1-8B-Instruct"
+	want.Labels[api.LabelModelVersion] = "3.1"
+	want.Labels[api.LabelAppVersion] = "3.1"
+	want.Annotations[api.AnnotationStatus] = `{"container":"vllm","profile":"default","loader":"mlplane-model-loader","modelVolume":"mlplane-models","gpuMemoryMiB":40960,"gpuCount":1}`
+	want.Spec.SchedulerName = api.DefaultSchedulerName
+	q := resource.MustParse
+	no := false
+	serving := &want.Spec.Containers[0]
+	serving.Env = []corev1.EnvVar{
+		{Name: api.EnvModelURI, Value: "hf://meta-llama/Llama-3.1-8B-Instruct"},
+		{Name: api.EnvModelDir, Value: api.ModelMountPath},
+		{Name: api.EnvNvidiaVisibleDevices, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['mlplane.io/gpu-ids']"}}},
+		{Name: api.EnvGPUMemoryMiB, Value: "40960"},
+	}
+	serving.VolumeMounts = []corev1.VolumeMount{{Name: "mlplane-models", MountPath: api.ModelMountPath, ReadOnly: true}}
+	serving.Resources.Requests[api.ResourceGPUMemory] = q("40960")
+	serving.Resources.Requests[corev1.ResourceEphemeralStorage] = q("1Gi") // the built-in default profile
+	serving.Resources.Limits[api.ResourceGPUMemory] = q("40960")
+	want.Spec.InitContainers = []corev1.Container{{
+		Name: "mlplane-model-loader", Image: mutate.DefaultLoaderImage, ImagePullPolicy: corev1.PullIfNotPresent,
+		Args: []string{"--uri=$(MODEL_URI)", "--dest=$(MODEL_DIR)"},
+		Env: []corev1.EnvVar{
+			{Name: api.EnvModelURI, Value: "hf://meta-llama/Llama-3.1-8B-Instruct"},
+			{Name: api.EnvModelDir, Value: api.ModelMountPath},
+			{Name: api.EnvNvidiaVisibleDevices, Value: "void"},
+		},
+		EnvFrom:      []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "hf-token"}, Optional: &no}}},
+		VolumeMounts: []corev1.VolumeMount{{Name: "mlplane-models", MountPath: api.ModelMountPath}},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{"cpu": q("500m"), "memory": q("1Gi"), "ephemeral-storage": q("1Gi")},
+			Limits:   corev1.ResourceList{"memory": q("2Gi")},
+		},
+		SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no,
+			Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+	}}
+	want.Spec.Volumes = []corev1.Volume{{Name: "mlplane-models", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	if d := cmp.Diff(want, &got, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })); d != "" {
+		t.Errorf("patched pod (-want +got):\n%s", d)
+	}
+	if n := counterValue(t, h.metrics.requests[ResultMutated]); n != 1 {
+		t.Errorf("mutated count %v", n)
+	}
+}
+
+func TestHandlerAnswers(t *testing.T) {
+	failing := NamespaceListerFunc(func(context.Context, string) (map[string]string, error) {
+		return nil, errors.New("connection refused")
+	})
+	never := NamespaceListerFunc(func(_ context.Context, ns string) (map[string]string, error) {
+		t.Errorf("namespace %s looked up", ns)
+		return nil, nil
+	})
+	bad := vllmPod()
+	bad.Annotations[api.AnnotationGPUMemory] = "lots"
+	system := vllmPod()
+	system.Namespace = "kube-system"
+	plain := vllmPod()
+	plain.Namespace = "plain"
+	for _, tc := range []struct {
+		name      string
+		ns        NamespaceLister
+		body      []byte
+		allowed   bool
+		patched   bool
+		code      int32
+		message   string
+		result    string
+		warnCount int
+	}{
+		{"denied", testNamespaces, review(t, bad, admissionv1.Create), false, false, http.StatusBadRequest,
+			`annotation mlplane.io/gpu-memory: invalid value "lots": want a positive quantity of memory such as 20Gi or 16384Mi`, ResultDenied, 1},
+		{"not opted in", testNamespaces, review(t, plain, admissionv1.Create), true, false, 0, "", ResultSkipped, 0},
+		{"update", testNamespaces, review(t, vllmPod(), admissionv1.Update), true, false, 0, "", ResultSkipped, 0},
+		{"system namespace without lookup", never, review(t, system, admissionv1.Create), true, false, 0, "", ResultSkipped, 0},
+		{"namespace lookup fails", failing, review(t, vllmPod(), admissionv1.Create), false, false, http.StatusInternalServerError,
+			"mlplane webhook: connection refused", ResultError, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, tc.ns, HandlerOptions{})
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+			}
+			r := decodeReview(t, rec.Body.Bytes())
+			if r.Allowed != tc.allowed || (r.Patch != nil) != tc.patched || len(r.Warnings) != tc.warnCount {
+				t.Fatalf("response %+v", r)
+			}
+			if tc.code != 0 && (r.Result == nil || r.Result.Code != tc.code || r.Result.Message != tc.message) {
+				t.Fatalf("result %+v, want code %d message %q", r.Result, tc.code, tc.message)
+			}
+			if n := counterValue(t, h.metrics.requests[tc.result]); n != 1 {
+				t.Errorf("%s count %v", tc.result, n)
+			}
+		})
+	}
+}
+
+// TestHandlerBadRequests: requests that are not AdmissionReviews get an HTTP
+// error with a message.
+func TestHandlerBadRequests(t *testing.T) {
+	h := newTestHandler(t, testNamespaces, HandlerOptions{MaxBodyBytes: 1024})
+	big := review(t, func() *corev1.Pod {
+		p := vllmPod()
+		p.Annotations["padding"] = strings.Repeat("x", 2048)
+		return p
+	}(), admissionv1.Create)
+	for _, tc := range []struct {
+		name        string
+		method      string
+		contentType string
+		body        []byte
+		code        int
+		message     string
+	}{
+		{"malformed JSON", http.MethodPost, "application/json", []byte(`{"request": {`), http.StatusBadRequest,
+			"malformed AdmissionReview: unexpected end of JSON input"},
+		{"not an object", http.MethodPost, "application/json", []byte(`[1,2]`), http.StatusBadRequest,
+			"malformed AdmissionReview: json: cannot unmarshal array into Go value of type v1.AdmissionReview"},
+		{"no request", http.MethodPost, "application/json", []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`), http.StatusBadRequest,
+			"malformed AdmissionReview: no request"},
+		{"object not a pod", http.MethodPost, "application/json",
+			[]byte(`{"request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ml","object":{"spec":{"containers":"nope"}}}}`),
+			http.StatusBadRequest, "malformed AdmissionReview: request.object is not a Pod: json: cannot unmarshal string into Go struct field PodSpec.spec.containers of type []v1.Container"},
+		{"oversized", http.MethodPost, "application/json", big, http.StatusRequestEntityTooLarge,
+			"request body too large: the limit is 1024 bytes"},
+		{"wrong content type", http.MethodPost, "text/plain", []byte(`{}`), http.StatusUnsupportedMediaType,
+			`Content-Type "text/plain" is not supported: want application/json`},
+		{"GET", http.MethodGet, "application/json", nil, http.StatusMethodNotAllowed, "method GET is not allowed: want POST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(tc.method, Path, bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.code || strings.TrimSpace(rec.Body.String()) != tc.message {
+				t.Fatalf("HTTP %d %q, want %d %q", rec.Code, rec.Body.String(), tc.code, tc.message)
+			}
+		})
+	}
+	// The oversized body is refused even when its length is not announced.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, Path, io.MultiReader(bytes.NewReader(big)))
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked oversized body: HTTP %d %s", rec.Code, rec.Body)
+	}
+	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 8 {
+		t.Errorf("bad_request count %v, want 8", n)
+	}
+}
+
+func BenchmarkHandler(b *testing.B) {
+	h := newTestHandler(b, testNamespaces, HandlerOptions{})
+	body := review(b, vllmPod(), admissionv1.Create)
+	req := httptest.NewRequest(http.MethodPost, Path, nil)
+	req.Header.Set("Content-Type", "application/json")
+	rd := bytes.NewReader(body)
+	w := &discardResponse{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(body)
+		req.Body = io.NopCloser(rd)
+		req.ContentLength = int64(len(body))
+		w.code = 0
+		h.ServeHTTP(w, req)
+		if w.code != 0 && w.code != http.StatusOK {
+			b.Fatalf("HTTP %d", w.code)
+		}
+	}
+}
+
+// discardResponse is a ResponseWriter that keeps nothing, so the benchmark
+// measures the handler, not a recorder.
+type discardResponse struct {
+	h    http.Header
+	code int
+}
+
+func (d *discardResponse) Header() http.Header         { return d.h }
+func (d *discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardResponse) WriteHeader(code int)        { d.code = code }
+
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}

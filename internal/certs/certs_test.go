@@ -362,3 +362,36 @@ func TestSelfSignedSync(t *testing.T) {
 		t.Fatal("a broken Secret replaced the follower's files")
 	}
 }
+
+// Before the webhook configuration exists (applied after the Deployment),
+// the leader still stores and writes the certificate, reports the missing
+// configuration, and fills its caBundle once it appears.
+func TestSelfSignedWithoutWebhookConfiguration(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	s, err := NewSelfSigned(SelfSignedOptions{Client: client, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(ctx); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("Reconcile without the configuration: err = %v, want not found", err)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("the certificate was not written while the configuration is missing")
+	}
+	if _, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: WebhookConfigurationName},
+		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "pod.inject.mlplane.io"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := observe(t, s, client)
+	if len(st.bundle) != 1 || len(st.bundle[0]) != 1 || !st.bundle[0][0].Equal(st.ca) {
+		t.Fatal("caBundle not filled with the CA once the configuration exists")
+	}
+}

@@ -262,9 +262,11 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 		}
 		s.log.Info("issued a new webhook serving certificate", "reason", servingReason, "notAfter", serving.Cert.NotAfter)
 	}
-	// Trust first, serve second.
-	if err := s.ensureCABundle(ctx, ca.Cert, now); err != nil {
-		return err
+	// Trust first, serve second. Without the webhook configuration (not
+	// applied yet) nobody calls the webhook: serve, and retry the caBundle.
+	bundleErr := s.ensureCABundle(ctx, ca.Cert, now)
+	if bundleErr != nil && !apierrors.IsNotFound(bundleErr) {
+		return bundleErr
 	}
 	want := serving.SecretData()
 	want[KeyCAKey] = ca.KeyPEM
@@ -287,7 +289,10 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 			}
 		}
 	}
-	return s.writeFiles(want)
+	if err := s.writeFiles(want); err != nil {
+		return err
+	}
+	return bundleErr
 }
 
 // currentCA returns the Secret's CA, or why a new one is needed.
@@ -341,6 +346,7 @@ func (s *SelfSigned) ensureCABundle(ctx context.Context, ca *x509.Certificate, n
 	if err != nil {
 		return fmt.Errorf("webhook configuration %s: %w", s.opts.WebhookConfigurationName, err)
 	}
+	cfg = cfg.DeepCopy()
 	changed := false
 	for i := range cfg.Webhooks {
 		cc := &cfg.Webhooks[i].ClientConfig

@@ -134,20 +134,20 @@ func checkPod(pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs) (done bool,
 func (e *Extender) annotate(ctx context.Context, pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs, value string) (*corev1.Pod, error) {
 	pods := e.o.Client.CoreV1().Pods(pod.Namespace)
 	cur := pod
-	var err error
+	var lastErr error
 	for range patchAttempts {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
 			"resourceVersion": cur.ResourceVersion,
 			"annotations":     map[string]string{api.AnnotationGPUIDs: value},
 		}})
-		var out *corev1.Pod
-		out, err = pods.Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
+		out, err := pods.Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
 		if err == nil {
 			return out, nil
 		}
 		if !apierrors.IsConflict(err) {
 			return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, err)
 		}
+		lastErr = err
 		if cur, err = pods.Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
 			return nil, fmt.Errorf("re-reading pod after a conflict: %w", err)
 		}
@@ -155,7 +155,7 @@ func (e *Extender) annotate(ctx context.Context, pod *corev1.Pod, args *extender
 			return nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("pod changed while being bound"))
 		}
 	}
-	return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, err)
+	return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, lastErr)
 }
 
 func (e *Extender) createBinding(ctx context.Context, pod *corev1.Pod, node string) error {

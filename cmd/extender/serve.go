@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score/extender"
+)
+
+// Client rate limits: the extender writes an annotation and a Binding per
+// pod, and a burst of pods must not queue behind client-go's default 5 QPS.
+const (
+	clientQPS   = 200
+	clientBurst = 400
+)
+
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o extender.ServerOptions
+	var kubeconfig string
+	fs.StringVar(&o.Addr, "addr", ":8888", "address of the extender verbs (POST /filter /prioritize /bind)")
+	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster config when empty)")
+	fs.StringVar(&o.PolicyPath, "policy", "", "PlacementPolicy YAML file, reloaded on change (built-in policy when empty)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader is ready and binds")
+	fs.StringVar(&o.Namespace, "namespace", api.DefaultNamespace, "namespace of the leader election Lease")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	fs.Var(flagValue{klogFlags.Lookup("v")}, "v", "log verbosity")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError("unexpected arguments %v", fs.Args())
+	}
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		klog.ErrorS(err, "loading kubeconfig")
+		return 1
+	}
+	cfg.QPS, cfg.Burst = clientQPS, clientBurst
+	cfg.UserAgent = "mlplane-extender"
+	o.Client, err = kubernetes.NewForConfig(cfg)
+	if err != nil {
+		klog.ErrorS(err, "building client")
+		return 1
+	}
+	if id := os.Getenv("POD_NAME"); id != "" {
+		o.Identity = id
+	}
+	o.Logger = klog.Background()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := extender.Serve(ctx, o); err != nil {
+		if errors.Is(err, extender.ErrLostLeadership) {
+			klog.InfoS("exiting after losing leadership")
+		} else {
+			klog.ErrorS(err, "extender stopped")
+		}
+		return 1
+	}
+	return 0
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+// flagValue forwards one flag to klog's flag set.
+type flagValue struct{ f *flag.Flag }
+
+func (v flagValue) String() string {
+	if v.f == nil {
+		return ""
+	}
+	return v.f.Value.String()
+}
+func (v flagValue) Set(s string) error { return v.f.Value.Set(s) }

@@ -1,0 +1,646 @@
+package extender
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score"
+	"github.com/mlplane/mlplane/internal/score/state"
+)
+
+const gi = 1024
+
+var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// gpuNode is a node with n GPUs of sizeGi each, its inventory annotated.
+func gpuNode(name string, n int, sizeGi int64) *corev1.Node {
+	gpus := make([]api.GPU, n)
+	for i := range gpus {
+		gpus[i] = api.GPU{Index: i, UUID: fmt.Sprintf("GPU-%s-%d", name, i), Model: "H100", MemoryMiB: sizeGi * gi, Healthy: true}
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{api.NodeAnnotationGPUs: api.EncodeInventory(gpus)}}}
+}
+
+func agentLease(node string, renewed time.Time) *coordinationv1.Lease {
+	t := metav1.NewMicroTime(renewed)
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: api.LeaseNamespace, Name: api.LeaseName(node)}, Spec: coordinationv1.LeaseSpec{RenewTime: &t}}
+}
+
+// gpuPod requests memGi on each of count GPUs through the webhook's annotations.
+func gpuPod(name string, memGi int64, count int) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: name, UID: types.UID("uid-" + name), ResourceVersion: "1",
+			Annotations: map[string]string{api.AnnotationGPUMemory: fmt.Sprintf("%dGi", memGi), api.AnnotationGPUCount: strconv.Itoa(count)}},
+		Spec: corev1.PodSpec{SchedulerName: api.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{api.ResourceGPUMemory: *resourceMiB(memGi * gi * int64(count))}}}}},
+	}
+}
+
+// fixture is an extender over a fake clientset that behaves like the API
+// server where it matters: a merge patch carrying metadata.resourceVersion
+// is a precondition, every write bumps resourceVersion, and a Binding sets
+// spec.nodeName once.
+type fixture struct {
+	client *fake.Clientset
+	st     *state.State
+	ext    *Extender
+	leader bool
+	mu     sync.Mutex // serialises the reactors' read-modify-write
+	rv     int
+	// failPatch and failBind make the next writes fail, for rollback tests.
+	failPatch, failBind func() error
+	patches, bindings   int
+}
+
+func newFixture(t *testing.T, nodes ...*corev1.Node) *fixture {
+	t.Helper()
+	f := &fixture{client: fake.NewClientset(), leader: true, rv: 100}
+	f.st = state.New(state.Options{Now: func() time.Time { return now }})
+	for _, n := range nodes {
+		if _, err := f.client.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.st.OnNode(n)
+		f.st.OnLease(agentLease(n.Name, now.Add(-time.Second)))
+	}
+	f.client.PrependReactor("patch", "pods", f.patch)
+	f.client.PrependReactor("create", "pods", f.bind)
+	f.ext = New(Options{Client: f.client, State: f.st, Leader: func() bool { return f.leader }})
+	return f
+}
+
+func (f *fixture) addPod(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	if _, err := f.client.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) pod(t *testing.T, name string) *corev1.Pod {
+	t.Helper()
+	p, err := f.client.CoreV1().Pods("ml").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (f *fixture) patch(action k8stesting.Action) (bool, runtime.Object, error) {
+	pa := action.(k8stesting.PatchAction)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.patches++
+	if f.failPatch != nil {
+		if err := f.failPatch(); err != nil {
+			return true, nil, err
+		}
+	}
+	obj, err := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), pa.GetNamespace(), pa.GetName())
+	if err != nil {
+		return true, nil, err
+	}
+	pod := obj.(*corev1.Pod)
+	cur, _ := json.Marshal(pod)
+	var out []byte
+	switch pa.GetPatchType() {
+	case types.MergePatchType:
+		var meta struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		}
+		_ = json.Unmarshal(pa.GetPatch(), &meta)
+		if rv := meta.Metadata.ResourceVersion; rv != "" && rv != pod.ResourceVersion {
+			return true, nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, fmt.Errorf("resourceVersion %s is stale (now %s)", rv, pod.ResourceVersion))
+		}
+		out, err = strategicpatch.StrategicMergePatch(cur, pa.GetPatch(), corev1.Pod{})
+	case types.JSONPatchType:
+		out, err = applyJSONPatch(cur, pa.GetPatch())
+	default:
+		return false, nil, nil
+	}
+	if err != nil {
+		return true, nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Pod").GroupKind(), pod.Name, nil)
+	}
+	np := &corev1.Pod{}
+	if err := json.Unmarshal(out, np); err != nil {
+		return true, nil, err
+	}
+	f.rv++
+	np.ResourceVersion = strconv.Itoa(f.rv)
+	if err := f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), np, np.Namespace); err != nil {
+		return true, nil, err
+	}
+	return true, np, nil
+}
+
+func (f *fixture) bind(action k8stesting.Action) (bool, runtime.Object, error) {
+	ca := action.(k8stesting.CreateAction)
+	if ca.GetSubresource() != "binding" {
+		return false, nil, nil
+	}
+	b := ca.GetObject().(*corev1.Binding)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bindings++
+	if f.failBind != nil {
+		if err := f.failBind(); err != nil {
+			return true, nil, err
+		}
+	}
+	obj, err := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), b.Namespace, b.Name)
+	if err != nil {
+		return true, nil, err
+	}
+	pod := obj.(*corev1.Pod).DeepCopy()
+	if pod.Spec.NodeName != "" {
+		return true, nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName))
+	}
+	pod.Spec.NodeName = b.Target.Name
+	f.rv++
+	pod.ResourceVersion = strconv.Itoa(f.rv)
+	return true, b, f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, pod.Namespace)
+}
+
+// applyJSONPatch supports the test and remove operations the rollback uses.
+func applyJSONPatch(doc, patch []byte) ([]byte, error) {
+	var ops []struct {
+		Op, Path string
+		Value    any
+	}
+	if err := json.Unmarshal(patch, &ops); err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	for _, op := range ops {
+		parts := strings.Split(strings.TrimPrefix(op.Path, "/"), "/")
+		parent := m
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := parent[p].(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("path %s not found", op.Path)
+			}
+			parent = next
+		}
+		key := strings.ReplaceAll(strings.ReplaceAll(parts[len(parts)-1], "~1", "/"), "~0", "~")
+		switch op.Op {
+		case "test":
+			if parent[key] != op.Value {
+				return nil, fmt.Errorf("test failed at %s", op.Path)
+			}
+		case "remove":
+			delete(parent, key)
+		default:
+			return nil, fmt.Errorf("op %s unsupported", op.Op)
+		}
+	}
+	return json.Marshal(m)
+}
+
+// bindPod calls Bind as the scheduler would.
+func (f *fixture) bindPod(t *testing.T, name, node string) *extenderv1.ExtenderBindingResult {
+	t.Helper()
+	return f.ext.Bind(context.Background(), &extenderv1.ExtenderBindingArgs{PodName: name, PodNamespace: "ml", PodUID: types.UID("uid-" + name), Node: node})
+}
+
+func freeMiB(f *fixture, node string) []int64 {
+	var out []int64
+	f.st.View(func(c *score.Cluster, _ int64) {
+		for _, g := range c.Node(node).GPUs {
+			out = append(out, g.FreeMiB())
+		}
+	})
+	return out
+}
+
+func TestFilter(t *testing.T) {
+	f := newFixture(t, gpuNode("big", 2, 80), gpuNode("small", 2, 24), gpuNode("full", 1, 80), gpuNode("dead", 1, 80))
+	f.st.OnLease(agentLease("dead", now.Add(-api.LeaseDuration-5*time.Second)))
+	f.st.Update(func(tx state.Txn, _ int64) error {
+		tx.Reserve("x", score.Assignment{GPUs: []string{"GPU-full-0"}, MemoryMiB: 68 * gi})
+		return nil
+	})
+	plain := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cpu"}}
+	f.st.OnNode(plain)
+	names := []string{"big", "small", "full", "dead", "cpu", "unknown"}
+	res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 40, 1), NodeNames: &names})
+	if d := cmp.Diff([]string{"big"}, *res.NodeNames); d != "" {
+		t.Fatalf("passed (-want +got):\n%s", d)
+	}
+	// full: 81920 - 69632 = 12288 MiB free.
+	wantFailed := extenderv1.FailedNodesMap{"full": "largest free GPU has 12288 MiB, pod needs 40960 MiB per GPU on 1 GPU"}
+	if d := cmp.Diff(wantFailed, res.FailedNodes); d != "" {
+		t.Errorf("FailedNodes (-want +got):\n%s", d)
+	}
+	wantUnres := extenderv1.FailedNodesMap{
+		"small":   "largest GPU has 24576 MiB, pod needs 40960 MiB per GPU on 1 GPU",
+		"dead":    "node agent Lease mlplane-system/mlplane-gpu-dead expired 5s ago",
+		"cpu":     state.NodeProblemNoInventory,
+		"unknown": "node has no GPU inventory (no mlplane.io/gpus annotation seen)",
+	}
+	if d := cmp.Diff(wantUnres, res.FailedAndUnresolvableNodes); d != "" {
+		t.Errorf("FailedAndUnresolvableNodes (-want +got):\n%s", d)
+	}
+
+	// A pod without a GPU request passes untouched.
+	cpuPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
+	res = f.ext.Filter(&extenderv1.ExtenderArgs{Pod: cpuPod, NodeNames: &names})
+	if d := cmp.Diff(names, *res.NodeNames); d != "" || len(res.FailedNodes)+len(res.FailedAndUnresolvableNodes) != 0 {
+		t.Fatalf("plain pod filtered: %s %v", d, res)
+	}
+	// An invalid request fails every node with the parse error.
+	bad := gpuPod("bad", 1, 1)
+	bad.Annotations[api.AnnotationGPUCount] = "zero"
+	res = f.ext.Filter(&extenderv1.ExtenderArgs{Pod: bad, NodeNames: &names})
+	if len(*res.NodeNames) != 0 || !strings.HasPrefix(res.FailedAndUnresolvableNodes["big"], `annotation mlplane.io/gpu-count: invalid value "zero"`) {
+		t.Fatalf("bad request: %+v", res)
+	}
+}
+
+func TestPrioritize(t *testing.T) {
+	f := newFixture(t, gpuNode("a", 2, 80), gpuNode("b", 2, 80), gpuNode("c", 2, 80))
+	f.st.Update(func(tx state.Txn, _ int64) error {
+		tx.Reserve("x", score.Assignment{GPUs: []string{"GPU-b-0"}, MemoryMiB: 60 * gi})
+		tx.Reserve("y", score.Assignment{GPUs: []string{"GPU-c-0"}, MemoryMiB: 70 * gi})
+		return nil
+	})
+	names := []string{"a", "b", "c"}
+	got := f.ext.Prioritize(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names})
+	// b: its 20 GiB hole is an exact fit (node (60+20)/160 = 5, gpu 10 -> 25);
+	// a: breaks an empty GPU (1.25 + 2*2.5 - 30 = -23.75);
+	// c: 10 GiB hole too small, breaks an empty GPU ((70+20)/160 = 5.625 + 5 - 30 = -19.375).
+	// Normalized: b 10; c (−19.375+23.75)/(25+23.75)*9 = 0.8 -> 0; a 0.
+	want := extenderv1.HostPriorityList{{Host: "a", Score: 0}, {Host: "b", Score: 10}, {Host: "c", Score: 0}}
+	if d := cmp.Diff(want, *got); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+}
+
+func TestBindHappyPath(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 2, 80))
+	f.addPod(t, gpuPod("p1", 30, 1))
+	f.addPod(t, gpuPod("p2", 60, 1))
+	if r := f.bindPod(t, "p1", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	p1 := f.pod(t, "p1")
+	if p1.Spec.NodeName != "n" || p1.Annotations[api.AnnotationGPUIDs] != "GPU-n-0" {
+		t.Fatalf("p1 bound to %q with %q", p1.Spec.NodeName, p1.Annotations[api.AnnotationGPUIDs])
+	}
+	// The reservation counts before the informer sees the pod: 80-30 = 50 GiB left on GPU 0.
+	if d := cmp.Diff([]int64{50 * gi, 80 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+	// 60 GiB does not fit GPU 0 any more: best fit is GPU 1.
+	if r := f.bindPod(t, "p2", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if got := f.pod(t, "p2").Annotations[api.AnnotationGPUIDs]; got != "GPU-n-1" {
+		t.Fatalf("p2 on %q", got)
+	}
+	// The informer confirms: the reservation becomes the pod's record.
+	f.st.OnPod(f.pod(t, "p1"))
+	f.st.OnPod(f.pod(t, "p2"))
+	if n := f.st.Reservations(); n != 0 {
+		t.Fatalf("%d reservations left after confirmation", n)
+	}
+	if d := cmp.Diff([]int64{50 * gi, 20 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+	// A third pod that does not fit is refused, and nothing is written.
+	f.addPod(t, gpuPod("p3", 60, 1))
+	before := f.patches
+	if r := f.bindPod(t, "p3", "n"); !strings.Contains(r.Error, "largest free GPU has 51200 MiB, pod needs 61440 MiB") {
+		t.Fatalf("p3: %q", r.Error)
+	}
+	if f.patches != before {
+		t.Fatal("a refused bind wrote to the pod")
+	}
+}
+
+func TestBindRetried(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	patches, bindings := f.patches, f.bindings
+	// The scheduler retries (its first call timed out): success, no new writes.
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatalf("retried bind: %s", r.Error)
+	}
+	if f.patches != patches || f.bindings != bindings {
+		t.Fatal("retried bind wrote again")
+	}
+	// Bound elsewhere is an error.
+	if r := f.bindPod(t, "p", "other"); !strings.Contains(r.Error, "already bound to node n") {
+		t.Fatalf("bind to another node: %q", r.Error)
+	}
+	// A lost response to a successful Binding: the Binding call fails
+	// with "already assigned", yet the pod is on our node: success.
+	f.addPod(t, gpuPod("q", 30, 1))
+	f.failBind = func() error {
+		f.failBind = nil
+		obj, _ := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "q")
+		pod := obj.(*corev1.Pod).DeepCopy()
+		pod.Spec.NodeName = "n"
+		_ = f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, "ml")
+		return apierrors.NewConflict(corev1.Resource("pods/binding"), "q", fmt.Errorf("already assigned"))
+	}
+	if r := f.bindPod(t, "q", "n"); r.Error != "" {
+		t.Fatalf("lost-response bind: %s", r.Error)
+	}
+	if f.pod(t, "q").Annotations[api.AnnotationGPUIDs] != "GPU-n-0" {
+		t.Fatal("annotation rolled back on a bind that had succeeded")
+	}
+}
+
+func TestBindConflictRollsBack(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	// Every patch conflicts: someone keeps changing the pod.
+	f.failPatch = func() error {
+		return apierrors.NewConflict(corev1.Resource("pods"), "p", fmt.Errorf("the object has been modified"))
+	}
+	r := f.bindPod(t, "p", "n")
+	if !strings.Contains(r.Error, "the object has been modified") {
+		t.Fatalf("error %q", r.Error)
+	}
+	if f.patches != patchAttempts {
+		t.Fatalf("%d patch attempts, want %d", f.patches, patchAttempts)
+	}
+	if d := cmp.Diff([]int64{80 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("reservation not released: %s", d)
+	}
+	if f.bindings != 0 {
+		t.Fatal("created a Binding after a failed annotation")
+	}
+	// A conflict that goes away on the re-read is retried and succeeds.
+	fails := 1
+	f.failPatch = func() error {
+		if fails > 0 {
+			fails--
+			return apierrors.NewConflict(corev1.Resource("pods"), "p", fmt.Errorf("modified"))
+		}
+		return nil
+	}
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatalf("second try: %s", r.Error)
+	}
+}
+
+func TestBindStaleResourceVersion(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	// Another writer updates the pod between our read and our patch: the
+	// precondition catches it, we re-read and succeed.
+	first := true
+	f.client.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if !first {
+			return false, nil, nil
+		}
+		first = false
+		obj, _ := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "p")
+		stale := obj.(*corev1.Pod).DeepCopy()
+		cur := stale.DeepCopy()
+		cur.ResourceVersion = "50" // the pod moved on
+		_ = f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), cur, "ml")
+		return true, stale, nil
+	})
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.patches != 2 {
+		t.Fatalf("%d patches, want a conflict then a success", f.patches)
+	}
+}
+
+func TestBindFailureRollsBackAnnotation(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	f.failBind = func() error { return apierrors.NewServiceUnavailable("etcd is sad") }
+	r := f.bindPod(t, "p", "n")
+	if !strings.Contains(r.Error, "etcd is sad") {
+		t.Fatalf("error %q", r.Error)
+	}
+	p := f.pod(t, "p")
+	if _, has := p.Annotations[api.AnnotationGPUIDs]; has || p.Spec.NodeName != "" {
+		t.Fatalf("not rolled back: %v node %q", p.Annotations, p.Spec.NodeName)
+	}
+	if d := cmp.Diff([]int64{80 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("reservation not released: %s", d)
+	}
+	f.failBind = nil
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+}
+
+func TestBindChecks(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	f.leader = false
+	if r := f.bindPod(t, "p", "n"); r.Error != notReadyMessage {
+		t.Fatalf("follower bound: %q", r.Error)
+	}
+	f.leader = true
+	r := f.ext.Bind(context.Background(), &extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "ml", PodUID: "other", Node: "n"})
+	if !strings.Contains(r.Error, "was replaced") {
+		t.Fatalf("uid mismatch: %q", r.Error)
+	}
+	// A pod that needs no GPU is simply bound.
+	f.addPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ml", Name: "web", UID: "uid-web"}})
+	if r := f.bindPod(t, "web", "n"); r.Error != "" || f.pod(t, "web").Spec.NodeName != "n" {
+		t.Fatalf("plain pod: %q", r.Error)
+	}
+}
+
+// TestBindReplacesOwnStaleAssignment: a bind that crashed after writing the
+// annotation leaves the pod holding GPUs; its retry may use them.
+func TestBindReplacesOwnStaleAssignment(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	p := gpuPod("p", 60, 1)
+	p.Annotations[api.AnnotationGPUIDs] = "GPU-n-0"
+	f.addPod(t, p)
+	f.st.OnPod(p) // counted: 20 GiB free for anyone else
+	if d := cmp.Diff([]int64{20 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if d := cmp.Diff([]int64{20 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("own assignment double-counted: %s", d)
+	}
+}
+
+func TestHTTP(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	srv := httptest.NewServer(f.ext.Handler())
+	defer srv.Close()
+	post := func(path string, body []byte) (*http.Response, string) {
+		resp, err := http.Post(srv.URL+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp, b.String()
+	}
+	for _, path := range []string{PathFilter, PathPrioritize, PathBind} {
+		resp, body := post(path, []byte("{not json"))
+		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(body, "malformed request body:") {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	if resp, body := post(PathBind, []byte(`{"PodName":"p"}`)); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "bind needs PodName, PodNamespace and Node") {
+		t.Errorf("incomplete bind: %d %q", resp.StatusCode, body)
+	}
+	names := []string{"n"}
+	args, _ := json.Marshal(extenderv1.ExtenderArgs{Pod: gpuPod("p", 30, 1), NodeNames: &names})
+	resp, body := post(PathFilter, args)
+	var fr extenderv1.ExtenderFilterResult
+	if err := json.Unmarshal([]byte(body), &fr); err != nil || resp.StatusCode != 200 || fr.NodeNames == nil || len(*fr.NodeNames) != 1 {
+		t.Fatalf("filter: %d %s", resp.StatusCode, body)
+	}
+	resp, body = post(PathPrioritize, args)
+	var pr extenderv1.HostPriorityList
+	if err := json.Unmarshal([]byte(body), &pr); err != nil || len(pr) != 1 || pr[0].Score != score.MaxScore {
+		t.Fatalf("prioritize: %d %s", resp.StatusCode, body)
+	}
+	bargs, _ := json.Marshal(extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "ml", PodUID: "uid-p", Node: "n"})
+	resp, body = post(PathBind, bargs)
+	var br extenderv1.ExtenderBindingResult
+	if err := json.Unmarshal([]byte(body), &br); err != nil || br.Error != "" || resp.StatusCode != 200 {
+		t.Fatalf("bind: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := http.Get(srv.URL + PathFilter); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET filter: %d", resp.StatusCode)
+	}
+}
+
+func TestNotReady(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.ext.o.Ready = func() bool { return false }
+	srv := httptest.NewServer(f.ext.Handler())
+	defer srv.Close()
+	names := []string{"n"}
+	args, _ := json.Marshal(extenderv1.ExtenderArgs{Pod: gpuPod("p", 30, 1), NodeNames: &names})
+	resp, err := http.Post(srv.URL+PathFilter, "application/json", bytes.NewReader(args))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fr extenderv1.ExtenderFilterResult
+	if err := json.NewDecoder(resp.Body).Decode(&fr); err != nil || fr.Error != notReadyMessage {
+		t.Fatalf("not-ready filter answered %+v %v", fr, err)
+	}
+}
+
+// TestConcurrentBinds binds many pods at once, from many goroutines, as
+// several schedulers sharing one extender would, and checks from the pods'
+// annotations (the API server's truth) that no GPU holds more than its
+// capacity. Run with -race.
+func TestConcurrentBinds(t *testing.T) {
+	const nodes, gpus, pods = 4, 4, 300
+	var ns []*corev1.Node
+	for i := range nodes {
+		ns = append(ns, gpuNode(fmt.Sprintf("n%d", i), gpus, 80))
+	}
+	f := newFixture(t, ns...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []int64{4, 8, 16, 20, 24, 40, 70}
+	for i := range pods {
+		count := 1
+		if i%25 == 0 {
+			count = 2
+		}
+		f.addPod(t, gpuPod(fmt.Sprintf("p%d", i), sizes[rng.IntN(len(sizes))], count))
+	}
+	var wg sync.WaitGroup
+	var bound sync.Map
+	for i := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("p%d", i)
+			node := fmt.Sprintf("n%d", i%nodes)
+			if r := f.bindPod(t, name, node); r.Error == "" {
+				bound.Store(name, true)
+			}
+			// Informer events arrive concurrently with binds.
+			if p, err := f.client.CoreV1().Pods("ml").Get(context.Background(), name, metav1.GetOptions{}); err == nil && i%3 == 0 {
+				f.st.OnPod(p)
+			}
+		}()
+	}
+	wg.Wait()
+
+	list, err := f.client.CoreV1().Pods("ml").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]int64{}
+	nBound := 0
+	for _, p := range list.Items {
+		ids := api.ParseGPUIDs(p.Annotations[api.AnnotationGPUIDs])
+		_, ok := bound.Load(p.Name)
+		if ok != (p.Spec.NodeName != "") || ok != (len(ids) > 0) {
+			t.Errorf("%s: bind reported %v, node %q, gpus %v", p.Name, ok, p.Spec.NodeName, ids)
+		}
+		if !ok {
+			continue
+		}
+		nBound++
+		req, _, _ := score.PodRequest(&p)
+		if len(ids) != req.Count {
+			t.Errorf("%s: %d GPUs for a request of %d", p.Name, len(ids), req.Count)
+		}
+		for _, id := range ids {
+			if !strings.HasPrefix(id, "GPU-"+p.Spec.NodeName+"-") {
+				t.Errorf("%s on %s got GPU %s", p.Name, p.Spec.NodeName, id)
+			}
+			used[id] += req.MemoryMiB
+		}
+	}
+	for id, u := range used {
+		if u > 80*gi {
+			t.Errorf("GPU %s oversubscribed: %d MiB of %d", id, u, 80*gi)
+		}
+	}
+	if nBound == 0 || nBound == pods {
+		t.Fatalf("%d of %d bound: the test should fill the GPUs", nBound, pods)
+	}
+	t.Logf("%d of %d pods bound", nBound, pods)
+}
+
+func resourceMiB(mib int64) *resource.Quantity { return resource.NewQuantity(mib, resource.DecimalSI) }

@@ -1,0 +1,227 @@
+package extender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score/state"
+)
+
+// ServerOptions are the settings of `extender serve` (see docs/CONTRACTS.md).
+type ServerOptions struct {
+	// Addr serves the verbs (default :8888).
+	Addr string
+	// HealthAddr serves /healthz and /readyz (default :8081).
+	HealthAddr string
+	// MetricsAddr serves /metrics (default :8080).
+	MetricsAddr string
+	// PolicyPath is the PlacementPolicy file, reloaded on change (default:
+	// built-in policy).
+	PolicyPath string
+	// LeaderElect turns on leader election; only the leader is ready and
+	// binds (default false: a single replica).
+	LeaderElect bool
+	// Namespace holds the leader election Lease (default mlplane-system).
+	Namespace string
+	// Identity is this replica's leader election identity (default: the
+	// host name plus a random suffix).
+	Identity string
+	// Client talks to the API server (required).
+	Client kubernetes.Interface
+	// Logger (default: discard).
+	Logger logr.Logger
+	// PolicyPollInterval (default 2s).
+	PolicyPollInterval time.Duration
+	// ShutdownTimeout bounds the graceful shutdown (default 10s).
+	ShutdownTimeout time.Duration
+	// Listening, when set, receives the bound address of each listener
+	// ("addr", "health", "metrics"); tests use ":0" and read it back.
+	Listening func(name, addr string)
+}
+
+func (o *ServerOptions) defaults() {
+	if o.Addr == "" {
+		o.Addr = ":8888"
+	}
+	if o.HealthAddr == "" {
+		o.HealthAddr = ":8081"
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = ":8080"
+	}
+	if o.Namespace == "" {
+		o.Namespace = api.DefaultNamespace
+	}
+	if o.Identity == "" {
+		host, _ := os.Hostname()
+		o.Identity = fmt.Sprintf("%s-%d", host, time.Now().UnixNano()%1e6)
+	}
+	if o.PolicyPollInterval == 0 {
+		o.PolicyPollInterval = 2 * time.Second
+	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+}
+
+// ErrLostLeadership ends Serve when this replica stops being the leader;
+// the process exits and restarts as a follower with a clean state.
+var ErrLostLeadership = errors.New("lost leadership")
+
+// Serve runs the extender until ctx ends: informers, policy reloads, leader
+// election if asked, and the three HTTP servers. It is ready only once the
+// caches have synced and the state has been seeded from a consistent list,
+// and, with leader election, only while it leads.
+func Serve(ctx context.Context, o ServerOptions) error {
+	o.defaults()
+	log := o.Logger
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := NewMetrics()
+	if err := m.Register(reg); err != nil {
+		return err
+	}
+	policy, err := LoadPolicyFile(o.PolicyPath, m, log)
+	if err != nil {
+		return err
+	}
+	st := state.New(state.Options{Logger: log.WithName("state")})
+	reservations := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "mlplane", Subsystem: "extender", Name: "reservations",
+		Help: "GPU reservations of bound pods the informer has not confirmed yet.",
+	}, func() float64 { return float64(st.Reservations()) })
+	reg.MustRegister(reservations)
+
+	var synced, leader atomic.Bool
+	leader.Store(!o.LeaderElect)
+	ready := func() bool { return synced.Load() && leader.Load() }
+	ext := New(Options{Client: o.Client, State: st, Policy: policy, Ready: ready, Leader: leader.Load, Metrics: m, Logger: log.WithName("verbs")})
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	g, gctx := errgroup.WithContext(ctx)
+
+	health := http.NewServeMux()
+	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !synced.Load():
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+		case !leader.Load():
+			http.Error(w, "not the leader", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	metrics := http.NewServeMux()
+	metrics.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	for _, s := range []struct {
+		name, addr string
+		h          http.Handler
+	}{{"addr", o.Addr, ext.Handler()}, {"health", o.HealthAddr, health}, {"metrics", o.MetricsAddr, metrics}} {
+		ln, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", s.addr, err)
+		}
+		if o.Listening != nil {
+			o.Listening(s.name, ln.Addr().String())
+		}
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s server: %w", s.name, err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, done := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+			defer done()
+			return srv.Shutdown(sctx)
+		})
+	}
+
+	g.Go(func() error {
+		if err := st.Start(gctx, o.Client); err != nil {
+			return err
+		}
+		// The informers' first list may come from the API server's watch
+		// cache; a quorum list makes sure nothing a predecessor booked
+		// is missed.
+		if !o.LeaderElect {
+			n, err := st.SeedFromAPI(gctx, o.Client)
+			if err != nil {
+				return err
+			}
+			log.Info("state rebuilt from the API server", "seeded", n)
+		}
+		synced.Store(true)
+		log.Info("caches synced")
+		return nil
+	})
+	g.Go(func() error {
+		policy.Watch(gctx, o.PolicyPollInterval)
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				st.Sweep()
+			}
+		}
+	})
+	if o.LeaderElect {
+		g.Go(func() error {
+			err := RunLeaderElection(gctx, LeaderOptions{
+				Client: o.Client, Namespace: o.Namespace, Identity: o.Identity, Logger: log.WithName("leader"),
+				OnStarted: func(ctx context.Context) error {
+					// Wait for the caches, then read what the old leader
+					// booked last, before binding anything.
+					for !synced.Load() {
+						select {
+						case <-ctx.Done():
+							return ctx.Err()
+						case <-time.After(50 * time.Millisecond):
+						}
+					}
+					n, err := st.SeedFromAPI(ctx, o.Client)
+					log.Info("state seeded for leadership", "seeded", n)
+					return err
+				},
+				OnStopped: func() { cancel(ErrLostLeadership) },
+			}, leader.Store)
+			if err != nil {
+				return err
+			}
+			if cause := context.Cause(ctx); errors.Is(cause, ErrLostLeadership) {
+				return ErrLostLeadership
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	if cause := context.Cause(ctx); err == nil && errors.Is(cause, ErrLostLeadership) {
+		return ErrLostLeadership
+	}
+	return err
+}

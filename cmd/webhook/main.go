@@ -7,11 +7,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"strings"
 	"time"
 
@@ -77,5 +80,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	log := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(verbosity), textlogger.Output(stderr)))
 	ctrl.SetLogger(log)
-	return webhook.Run(ctrl.SetupSignalHandler(), o, log)
+	// SIGTERM (the kubelet) or SIGINT start the graceful shutdown.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return webhook.Run(ctx, o, log)
 }

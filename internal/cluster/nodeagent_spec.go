@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// StartNodeAgent runs bin/node-agent for node, as component NodeAgent(node),
+// with the fake backend reading fakeSpec: inline ("8x80Gi") or a YAML file
+// that the agent re-reads at every poll, so a test can turn a GPU unhealthy
+// by rewriting it. The node should have been added with PublishNone. It
+// returns once the agent's /healthz answers.
+func (c *Cluster) StartNodeAgent(ctx context.Context, node, fakeSpec string, extraArgs ...string) error {
+	metrics, err := c.port(NodeAgent(node) + "-metrics")
+	if err != nil {
+		return err
+	}
+	health, err := c.port(NodeAgent(node) + "-health")
+	if err != nil {
+		return err
+	}
+	args := append([]string{"run",
+		"--node-name=" + node,
+		"--kubeconfig=" + c.Kubeconfig(),
+		"--backend=fake",
+		"--fake-spec=" + fakeSpec,
+		"--poll-interval=1s",
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
+	}, extraArgs...)
+	comp := c.newComponent(NodeAgent(node), "node-agent", args...)
+	comp.env = []string{"NODE_NAME=" + node}
+	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	return c.run(ctx, comp)
+}
+
+// NodeAgentMetricsURL is the /metrics URL of the node agent of node, for a
+// test that reads its metrics; empty when the cluster runs none.
+func (c *Cluster) NodeAgentMetricsURL(node string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.ports[NodeAgent(node)+"-metrics"]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", p)
+}
+
+// RemoveNode deletes a GPU node that a test added and forgets it, so that
+// later tests neither schedule onto it nor list it. Its node agent, if any,
+// should be stopped first.
+func (c *Cluster) RemoveNode(ctx context.Context, name string) error {
+	if err := c.client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete node %s: %w", name, err)
+	}
+	c.mu.Lock()
+	delete(c.nodes, name)
+	c.mu.Unlock()
+	return nil
+}

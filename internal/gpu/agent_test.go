@@ -1,0 +1,604 @@
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// mockBackend is a mock of our Backend interface (not of NVML).
+type mockBackend struct {
+	mu   sync.Mutex
+	devs []Device
+	err  error
+}
+
+func (m *mockBackend) Devices() ([]Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	out := make([]Device, len(m.devs))
+	copy(out, m.devs)
+	return out, nil
+}
+
+func (m *mockBackend) Close() error { return nil }
+
+func (m *mockBackend) set(f func(devs []Device)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(m.devs)
+}
+
+func gpus(n int, mib int64) []Device {
+	var devs []Device
+	for i := range n {
+		devs = append(devs, Device{Index: i, UUID: FakeUUID("n1", i), Model: "M", MemoryMiB: mib, Healthy: true})
+	}
+	return devs
+}
+
+type harness struct {
+	t       *testing.T
+	client  *fake.Clientset
+	clock   *clocktesting.FakeClock
+	backend *mockBackend
+	agent   *Agent
+	reg     *prometheus.Registry
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func newHarness(t *testing.T, devs []Device, objs ...runtime.Object) *harness {
+	t.Helper()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "node-uid-1"}}
+	client := fake.NewClientset(append([]runtime.Object{node}, objs...)...)
+	h := &harness{t: t, client: client, clock: clocktesting.NewFakeClock(t0), backend: &mockBackend{devs: devs}, reg: prometheus.NewRegistry()}
+	a, err := NewAgent(Options{
+		NodeName: "n1", Client: client, Backend: h.backend, BackendName: "fake", Clock: h.clock,
+		Nodes:      NodeSourceFunc(h.node),
+		Registerer: h.reg,
+		PodUIDs:    ProcPodUIDs{Root: t.TempDir()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.agent = a
+	return h
+}
+
+// node reads the Node from the fake clientset's tracker: no recorded action,
+// as the informer's cache costs no request.
+func (h *harness) node() (*corev1.Node, bool) {
+	obj, err := h.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("nodes"), "", "n1")
+	if err != nil {
+		return nil, false
+	}
+	return obj.(*corev1.Node), true
+}
+
+func (h *harness) mustNode() *corev1.Node {
+	h.t.Helper()
+	n, ok := h.node()
+	if !ok {
+		h.t.Fatal("node n1 is gone")
+	}
+	return n
+}
+
+// step advances the clock by d and runs one poll; it returns the writes the
+// poll made, as "verb resource[/subresource]".
+func (h *harness) step(d time.Duration) []string {
+	h.t.Helper()
+	h.clock.Step(d)
+	h.client.ClearActions()
+	h.agent.Step(context.Background())
+	var writes []string
+	for _, a := range h.client.Actions() {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			w := a.GetVerb() + " " + a.GetResource().Resource
+			if a.GetSubresource() != "" {
+				w += "/" + a.GetSubresource()
+			}
+			writes = append(writes, w)
+		}
+	}
+	return writes
+}
+
+func (h *harness) published() []api.GPU {
+	h.t.Helper()
+	inv, err := api.DecodeInventory(h.mustNode().Annotations[api.NodeAnnotationGPUs])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return inv
+}
+
+func (h *harness) capacity() (capacity, allocatable string) {
+	n := h.mustNode()
+	c, a := n.Status.Capacity[api.ResourceGPUMemory], n.Status.Allocatable[api.ResourceGPUMemory]
+	return c.String(), a.String()
+}
+
+func wantWrites(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s: writes (-want +got):\n%s", what, diff)
+	}
+}
+
+func TestFirstStepPublishesEverything(t *testing.T) {
+	h := newHarness(t, gpus(8, 81920))
+	wantWrites(t, "first poll", h.step(0), "patch nodes", "patch nodes/status", "create leases")
+	if diff := cmp.Diff(Inventory(gpus(8, 81920)), h.published()); diff != "" {
+		t.Errorf("annotation (-want +got):\n%s", diff)
+	}
+	// 8 * 81920 = 655360
+	if c, a := h.capacity(); c != "655360" || a != "655360" {
+		t.Errorf("capacity, allocatable = %s, %s; want 655360", c, a)
+	}
+	if err := h.agent.Ready(); err != nil {
+		t.Errorf("Ready() = %v after a complete first poll", err)
+	}
+	wantWrites(t, "second poll, nothing changed", h.step(time.Second))
+}
+
+func TestSteadyStateWritesRarely(t *testing.T) {
+	h := newHarness(t, gpus(8, 81920))
+	h.step(0)
+	var nodeWrites, leaseWrites int
+	for i := range 120 { // two minutes at a 1 s poll
+		// used memory wanders, but never more than the 1024 MiB threshold
+		// away from the published 0
+		h.backend.set(func(d []Device) {
+			for j := range d {
+				d[j].UsedMiB = int64((i * 37 * (j + 1)) % 1000)
+			}
+		})
+		for _, w := range h.step(time.Second) {
+			if strings.HasPrefix(w, "patch nodes") {
+				nodeWrites++
+			} else {
+				leaseWrites++
+			}
+		}
+	}
+	if nodeWrites != 0 {
+		t.Errorf("%d Node writes in 2 minutes of small changes, want 0", nodeWrites)
+	}
+	// one renewal per 10 s
+	if leaseWrites != 12 {
+		t.Errorf("%d Lease writes in 2 minutes, want 12", leaseWrites)
+	}
+}
+
+func TestUsedMemoryRateLimited(t *testing.T) {
+	h := newHarness(t, gpus(2, 81920))
+	h.step(0) // t=0: first write
+	h.backend.set(func(d []Device) { d[0].UsedMiB = 20000 })
+	for i := 1; i < 30; i++ {
+		if w := h.step(time.Second); len(w) != 0 && w[0] == "patch nodes" {
+			t.Fatalf("t=%ds: annotation written %v, want nothing before 30 s", i, w)
+		}
+	}
+	if got := h.published()[0].UsedMiB; got != 0 {
+		t.Fatalf("published used = %d before 30 s, want 0", got)
+	}
+	w := h.step(time.Second) // t=30s
+	if len(w) == 0 || w[0] != "patch nodes" {
+		t.Fatalf("t=30s: writes %v, want the annotation", w)
+	}
+	if got := h.published()[0].UsedMiB; got != 20000 {
+		t.Errorf("published used = %d, want 20000", got)
+	}
+	// A move inside the threshold is never written, however long it lasts.
+	h.backend.set(func(d []Device) { d[0].UsedMiB = 20000 + 1024 })
+	for range 60 {
+		if w := h.step(time.Second); len(w) != 0 && w[0] == "patch nodes" {
+			t.Fatalf("a move of exactly the threshold was written: %v", w)
+		}
+	}
+	h.backend.set(func(d []Device) { d[0].UsedMiB = 20000 + 1025 })
+	if w := h.step(time.Second); len(w) == 0 || w[0] != "patch nodes" {
+		t.Errorf("a move past the threshold, 30 s after the last write: writes %v, want the annotation", w)
+	}
+}
+
+func TestHealthAndMembershipGoOutAtOnce(t *testing.T) {
+	h := newHarness(t, gpus(4, 40960))
+	h.step(0)
+	h.backend.set(func(d []Device) { d[2].Healthy, d[2].Reason = false, "XID 79" })
+	wantWrites(t, "GPU 2 unhealthy 1 s after the last write", h.step(time.Second), "patch nodes", "patch nodes/status")
+	if h.published()[2].Healthy {
+		t.Error("GPU 2 still published healthy")
+	}
+	// 3 healthy * 40960 = 122880
+	if c, a := h.capacity(); c != "122880" || a != "122880" {
+		t.Errorf("capacity, allocatable = %s, %s; want 122880", c, a)
+	}
+	h.backend.mu.Lock()
+	h.backend.devs = h.backend.devs[:3] // GPU 3 falls off the bus
+	h.backend.mu.Unlock()
+	wantWrites(t, "GPU 3 gone", h.step(time.Second), "patch nodes", "patch nodes/status")
+	if n := len(h.published()); n != 3 {
+		t.Errorf("published %d GPUs, want 3", n)
+	}
+	// 2 healthy * 40960 = 81920
+	if c, _ := h.capacity(); c != "81920" {
+		t.Errorf("capacity = %s, want 81920", c)
+	}
+}
+
+func TestRestoresWhatOthersChange(t *testing.T) {
+	h := newHarness(t, gpus(2, 81920))
+	h.step(0)
+	edit := func(f func(n *corev1.Node)) {
+		n := h.mustNode().DeepCopy()
+		f(n)
+		if err := h.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("nodes"), n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	edit(func(n *corev1.Node) { delete(n.Status.Capacity, api.ResourceGPUMemory) }) // a kubelet restart
+	wantWrites(t, "capacity cleared", h.step(time.Second), "patch nodes/status")
+	if c, a := h.capacity(); c != "163840" || a != "163840" {
+		t.Errorf("restored capacity, allocatable = %s, %s; want 163840", c, a)
+	}
+
+	edit(func(n *corev1.Node) { n.Status.Allocatable[api.ResourceGPUMemory] = resource.MustParse("1") }) // a hand edit
+	wantWrites(t, "allocatable changed", h.step(time.Second), "patch nodes/status")
+	if _, a := h.capacity(); a != "163840" {
+		t.Errorf("restored allocatable = %s, want 163840", a)
+	}
+
+	edit(func(n *corev1.Node) { delete(n.Annotations, api.NodeAnnotationGPUs) })
+	wantWrites(t, "annotation removed", h.step(time.Second), "patch nodes")
+	edit(func(n *corev1.Node) { n.Annotations[api.NodeAnnotationGPUs] = "garbage" })
+	wantWrites(t, "annotation garbled", h.step(time.Second), "patch nodes")
+	if n := len(h.published()); n != 2 {
+		t.Errorf("restored annotation has %d GPUs, want 2", n)
+	}
+	wantWrites(t, "all restored", h.step(time.Second))
+}
+
+func TestLeaseRenewal(t *testing.T) {
+	h := newHarness(t, gpus(1, 81920))
+	h.step(0)
+	leases := h.client.CoordinationV1().Leases(api.LeaseNamespace)
+	get := func() (renew time.Time) {
+		t.Helper()
+		l, err := leases.Get(context.Background(), api.LeaseName("n1"), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *l.Spec.HolderIdentity != "n1" || *l.Spec.LeaseDurationSeconds != 40 {
+			t.Errorf("lease holder %q duration %d, want n1 40", *l.Spec.HolderIdentity, *l.Spec.LeaseDurationSeconds)
+		}
+		if len(l.OwnerReferences) != 1 || l.OwnerReferences[0].Kind != "Node" || l.OwnerReferences[0].UID != "node-uid-1" {
+			t.Errorf("lease owners = %+v, want node n1", l.OwnerReferences)
+		}
+		return l.Spec.RenewTime.Time
+	}
+	if r := get(); !r.Equal(t0) {
+		t.Errorf("renewTime = %v, want %v", r, t0)
+	}
+	for i := 1; i < 10; i++ {
+		wantWrites(t, "before 10 s", h.step(time.Second))
+	}
+	wantWrites(t, "at 10 s", h.step(time.Second), "update leases")
+	if r := get(); !r.Equal(t0.Add(10 * time.Second)) {
+		t.Errorf("renewTime = %v, want t0+10s", r)
+	}
+
+	// Someone deletes the Lease: the renewal fails, and the next poll, not
+	// the next interval, creates it again.
+	if err := leases.Delete(context.Background(), api.LeaseName("n1"), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantWrites(t, "lease deleted", h.step(10*time.Second), "update leases")
+	wantWrites(t, "next poll", h.step(time.Second), "create leases")
+	if r := get(); !r.Equal(t0.Add(21 * time.Second)) {
+		t.Errorf("renewTime = %v, want t0+21s", r)
+	}
+	if got := metricValue(t, h.reg, "mlplane_node_agent_api_writes_total", "kind", "lease", "result", "error"); got != 1 {
+		t.Errorf("lease write errors = %v, want 1", got)
+	}
+}
+
+func TestBackendErrorMarksEverythingUnhealthy(t *testing.T) {
+	h := newHarness(t, gpus(2, 81920))
+	h.step(0)
+	h.backend.mu.Lock()
+	h.backend.err = errors.New("nvmlDeviceGetCount: Unknown Error")
+	h.backend.mu.Unlock()
+	wantWrites(t, "NVML fails", h.step(time.Second), "patch nodes", "patch nodes/status")
+	for _, g := range h.published() {
+		if g.Healthy {
+			t.Errorf("GPU %s still healthy while NVML fails", g.UUID)
+		}
+	}
+	if c, _ := h.capacity(); c != "0" {
+		t.Errorf("capacity = %s, want 0", c)
+	}
+	if got := metricValue(t, h.reg, "mlplane_gpu_backend_errors_total"); got != 1 {
+		t.Errorf("backend errors = %v, want 1", got)
+	}
+	if got := metricValue(t, h.reg, "mlplane_gpu_backend_up"); got != 0 {
+		t.Errorf("backend up = %v, want 0", got)
+	}
+	h.backend.mu.Lock()
+	h.backend.err = nil
+	h.backend.mu.Unlock()
+	wantWrites(t, "NVML back", h.step(time.Second), "patch nodes", "patch nodes/status")
+	if c, _ := h.capacity(); c != "163840" {
+		t.Errorf("capacity = %s, want 163840", c)
+	}
+}
+
+func TestNoNVMLPublishesZeroGPUs(t *testing.T) {
+	b, name, reason, err := OpenBackend(BackendNVML, "", "n1", testLogger(t))
+	if err != nil {
+		t.Fatalf("OpenBackend(nvml) = %v; a node without NVML must not be an error", err)
+	}
+	defer b.Close()
+	if name != BackendNone {
+		t.Skipf("NVML is available here (%s); the absent path is not reachable", name)
+	}
+	if !strings.Contains(reason, "NVML unavailable") {
+		t.Errorf("reason = %q", reason)
+	}
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	reg := prometheus.NewRegistry()
+	a, err := NewAgent(Options{NodeName: "n1", Client: client, Backend: b, BackendName: name, BackendReason: reason,
+		Clock: clocktesting.NewFakeClock(t0), Registerer: reg,
+		Nodes: NodeSourceFunc(func() (*corev1.Node, bool) {
+			n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+			return n, err == nil
+		})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Step(context.Background())
+	n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if got := n.Annotations[api.NodeAnnotationGPUs]; got != "[]" {
+		t.Errorf("annotation = %q, want []", got)
+	}
+	if q := n.Status.Capacity[api.ResourceGPUMemory]; q.Value() != 0 || q.String() != "0" {
+		t.Errorf("capacity = %s, want 0", q.String())
+	}
+	if got := metricValue(t, reg, "mlplane_gpu_nvml_available"); got != 0 {
+		t.Errorf("mlplane_gpu_nvml_available = %v, want 0", got)
+	}
+	if got := metricValue(t, reg, "mlplane_gpu_backend_info", "backend", BackendNone, "reason", reason); got != 1 {
+		t.Errorf("backend info{none, reason} = %v, want 1", got)
+	}
+}
+
+func TestStaleCacheDoesNotCauseRewrites(t *testing.T) {
+	h := newHarness(t, gpus(1, 81920))
+	stale := h.mustNode().DeepCopy() // no annotation, no capacity
+	stale.ResourceVersion = "5"
+	var cached *corev1.Node = stale
+	h.agent.opts.Nodes = NodeSourceFunc(func() (*corev1.Node, bool) { return cached, true })
+	h.client.PrependReactor("patch", "nodes", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		// Let the tracker apply the patch, then stamp a newer version on
+		// what the API server returns.
+		_, obj, err := k8stesting.ObjectReaction(h.client.Tracker())(action)
+		if err != nil {
+			return true, nil, err
+		}
+		n := obj.(*corev1.Node)
+		n.ResourceVersion = "7"
+		return true, n, nil
+	})
+	wantWrites(t, "first poll", h.step(0), "patch nodes", "patch nodes/status", "create leases")
+	// The informer still holds version 5: the agent must trust its own
+	// patch (version 7) rather than write again.
+	wantWrites(t, "informer behind", h.step(time.Second))
+	// Once the informer holds something newer, it is the truth again: here
+	// someone removed the annotation in version 9. The patch's answer
+	// shows the capacity in place, so only the annotation is written.
+	newer := stale.DeepCopy()
+	newer.ResourceVersion = "9"
+	cached = newer
+	wantWrites(t, "informer ahead", h.step(time.Second), "patch nodes")
+}
+
+func TestPodMemoryMetric(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "llama", Namespace: "serving", UID: "0b6c1c9a-1111-2222-3333-444455556666"},
+		Spec: corev1.PodSpec{NodeName: "n1"}}
+	devs := gpus(2, 81920)
+	devs[0].Processes = []Process{
+		{PID: 10, UsedMiB: 3000, PodUID: string(pod.UID)},
+		{PID: 11, UsedMiB: 1000, PodUID: string(pod.UID)},
+		{PID: 12, UsedMiB: 500}, // a host process: no cgroup of a pod
+	}
+	devs[1].Processes = []Process{{PID: 13, UsedMiB: 2048, PodUID: "ffffffff-1111-2222-3333-444455556666"}}
+	h := newHarness(t, devs, pod)
+	h.step(0)
+	// pod 0b6c...: 3000+1000 MiB = 4194304000 bytes; the unknown pod keeps
+	// its UID and empty names.
+	want := `
+mlplane_gpu_pod_memory_used_bytes{gpu="0",namespace="serving",node="n1",pod="llama",pod_uid="0b6c1c9a-1111-2222-3333-444455556666",uuid="` + FakeUUID("n1", 0) + `"} 4.194304e+09
+mlplane_gpu_pod_memory_used_bytes{gpu="1",namespace="",node="n1",pod="",pod_uid="ffffffff-1111-2222-3333-444455556666",uuid="` + FakeUUID("n1", 1) + `"} 2.147483648e+09
+`
+	if diff := cmp.Diff(strings.TrimSpace(want), render(t, h.reg, "mlplane_gpu_pod_memory_used_bytes")); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	// The pod list is not repeated every poll for an unknown UID.
+	h.client.ClearActions()
+	h.agent.Step(context.Background())
+	for _, a := range h.client.Actions() {
+		if a.GetVerb() == "list" {
+			t.Errorf("pods listed again within the report interval: %v", a)
+		}
+	}
+}
+
+func TestGPUMetrics(t *testing.T) {
+	devs := gpus(1, 81920)
+	devs[0].UsedMiB, devs[0].UtilizationPercent = 1024, 50
+	h := newHarness(t, devs)
+	h.step(0)
+	uuid := FakeUUID("n1", 0)
+	want := `
+mlplane_gpu_memory_used_bytes{gpu="0",model="M",node="n1",uuid="` + uuid + `"} 1.073741824e+09
+mlplane_gpu_utilization_ratio{gpu="0",model="M",node="n1",uuid="` + uuid + `"} 0.5
+mlplane_node_agent_api_writes_total{kind="lease",result="error"} 0
+mlplane_node_agent_api_writes_total{kind="lease",result="success"} 1
+mlplane_node_agent_api_writes_total{kind="node_annotation",result="error"} 0
+mlplane_node_agent_api_writes_total{kind="node_annotation",result="success"} 1
+mlplane_node_agent_api_writes_total{kind="node_status",result="error"} 0
+mlplane_node_agent_api_writes_total{kind="node_status",result="success"} 1
+`
+	if diff := cmp.Diff(strings.TrimSpace(want), render(t, h.reg, "mlplane_gpu_memory_used_bytes", "mlplane_gpu_utilization_ratio", "mlplane_node_agent_api_writes_total")); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	// A GPU that disappears stops being reported.
+	h.backend.mu.Lock()
+	h.backend.devs = nil
+	h.backend.mu.Unlock()
+	h.step(time.Second)
+	if n := len(series(t, h.reg, "mlplane_gpu_memory_total_bytes")); n != 0 {
+		t.Errorf("%d total-memory series after the GPU left, want 0", n)
+	}
+}
+
+func TestCompareInventory(t *testing.T) {
+	base := Inventory(gpus(2, 81920))
+	mod := func(f func(g []api.GPU) []api.GPU) []api.GPU {
+		c := append([]api.GPU(nil), base...)
+		return f(c)
+	}
+	for _, tc := range []struct {
+		name string
+		cur  []api.GPU
+		ok   bool
+		want change
+	}{
+		{"same", base, true, unchanged},
+		{"nothing published", base, false, changed},
+		{"used +1024 (= threshold)", mod(func(g []api.GPU) []api.GPU { g[0].UsedMiB = 1024; return g }), true, unchanged},
+		{"used +1025", mod(func(g []api.GPU) []api.GPU { g[1].UsedMiB = 1025; return g }), true, usedMoved},
+		{"unhealthy", mod(func(g []api.GPU) []api.GPU { g[1].Healthy = false; return g }), true, changed},
+		{"gone", base[:1], true, changed},
+		{"other uuid", mod(func(g []api.GPU) []api.GPU { g[0].UUID = "GPU-x"; return g }), true, changed},
+		{"resized", mod(func(g []api.GPU) []api.GPU { g[0].MemoryMiB = 40960; return g }), true, changed},
+	} {
+		if got := compareInventory(base, tc.ok, tc.cur, 1024); got != tc.want {
+			t.Errorf("%s: compareInventory = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNewAgentRejectsBadOptions(t *testing.T) {
+	_, err := NewAgent(Options{PollInterval: -time.Second})
+	if err == nil {
+		t.Fatal("NewAgent accepted empty options")
+	}
+	for _, want := range []string{"node name", "client", "backend", "poll interval"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestHealthy(t *testing.T) {
+	h := newHarness(t, gpus(1, 81920))
+	h.step(0)
+	if err := h.agent.Healthy(); err != nil {
+		t.Errorf("Healthy() = %v right after a poll", err)
+	}
+	h.clock.Step(time.Minute) // no poll for a minute
+	if err := h.agent.Healthy(); err == nil {
+		t.Error("Healthy() = nil after a minute without a poll")
+	}
+}
+
+func testLogger(t *testing.T) logr.Logger { return testr.New(t) }
+
+// series returns the gathered series of a metric family.
+func series(t *testing.T, g prometheus.Gatherer, name string) []*dto.Metric {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()
+		}
+	}
+	return nil
+}
+
+// metricValue returns the value of the series of name with the given label
+// pairs; the test fails when there is none.
+func metricValue(t *testing.T, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
+	t.Helper()
+next:
+	for _, m := range series(t, g, name) {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labelPairs); i += 2 {
+			if have[labelPairs[i]] != labelPairs[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labelPairs)
+	return 0
+}
+
+// render writes the series of the named families as `name{labels} value`
+// lines, labels sorted as the registry sorts them.
+func render(t *testing.T, g prometheus.Gatherer, names ...string) string {
+	t.Helper()
+	var lines []string
+	for _, name := range names {
+		for _, m := range series(t, g, name) {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue()
+			if m.Counter != nil {
+				v = m.GetCounter().GetValue()
+			}
+			lines = append(lines, fmt.Sprintf("%s{%s} %v", name, strings.Join(ls, ","), v))
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -14,8 +14,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/klog/v2/textlogger"

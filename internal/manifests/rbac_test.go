@@ -33,8 +33,9 @@ func grant(scope, group, resource, name, verb string) string {
 // not use fails the test, and so does a verb it uses but lacks.
 var expected = map[string]map[string][]string{
 	"default": {
-		"mlplane-webhook":   webhookGrants,
-		"mlplane-scheduler": schedulerGrants,
+		"mlplane-webhook":    webhookGrants,
+		"mlplane-scheduler":  schedulerGrants,
+		"mlplane-node-agent": nodeAgentGrants,
 	},
 	"overlays/self-signed": {
 		"mlplane-webhook": append(slices.Clone(webhookGrants),
@@ -50,7 +51,8 @@ var expected = map[string]map[string][]string{
 			grant("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "mlplane-webhook", "get"),
 			grant("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "mlplane-webhook", "update"),
 		),
-		"mlplane-scheduler": schedulerGrants,
+		"mlplane-scheduler":  schedulerGrants,
+		"mlplane-node-agent": nodeAgentGrants,
 	},
 }
 
@@ -74,6 +76,20 @@ var (
 		grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-scheduler", "update"),
 	}
 )
+
+// The node agent: its own Node (informer, annotation patch, capacity on the
+// status), its node's pods (names for the per-pod metric), its Lease.
+var nodeAgentGrants = []string{
+	grant("cluster", "", "nodes", "", "get"),
+	grant("cluster", "", "nodes", "", "list"),
+	grant("cluster", "", "nodes", "", "watch"),
+	grant("cluster", "", "nodes", "", "patch"),
+	grant("cluster", "", "nodes/status", "", "patch"),
+	grant("cluster", "", "pods", "", "list"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "get"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "update"),
+}
 
 // builtinRoles are the Kubernetes roles a binding may name without this
 // repository defining them; none of them reads Secrets.

@@ -92,7 +92,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("connecting to the API server: %w", err)
 	}
-	if err := startCertificates(ctx, cfg, o, log.WithName("certs")); err != nil {
+	if err := startCertificates(ctx, cfg, o, log); err != nil {
 		return err
 	}
 	metrics := NewMetrics(crmetrics.Registry)

@@ -198,32 +198,33 @@ func (b *builder) build(m *Mutator) error {
 	if loader != nil {
 		inits = append(inits, loader)
 	}
-	if len(inits) > 0 {
-		if pod.Spec.InitContainers == nil {
-			b.add("/spec/initContainers", inits)
-		} else {
-			for i, c := range inits {
-				b.add(b.pathIndex("/spec/initContainers/", i), c)
-			}
-		}
-	}
-	for _, c := range sidecars {
-		b.add("/spec/containers/-", c)
-	}
+	addItems(b, "/spec/initContainers", pod.Spec.InitContainers != nil, inits, true)
+	addItems(b, "/spec/containers", true, sidecars, false)
 	vols := sidecarVolumes
 	if modelVol != nil {
 		vols = append(vols, modelVol)
 	}
-	if len(vols) > 0 {
-		if pod.Spec.Volumes == nil {
-			b.add("/spec/volumes", vols)
-		} else {
-			for _, v := range vols {
-				b.add("/spec/volumes/-", v)
-			}
+	addItems(b, "/spec/volumes", pod.Spec.Volumes != nil, vols, false)
+	return nil
+}
+
+// addItems adds items to the list at path: the whole list when the pod has
+// none (exists is false), else one operation per item, inserted at the front
+// (prepend) or appended.
+func addItems[T any](b *builder, path string, exists bool, items []T, prepend bool) {
+	switch {
+	case len(items) == 0:
+	case !exists:
+		b.add(path, items)
+	case prepend:
+		for i, it := range items {
+			b.add(b.pathIndex(path+"/", i), it)
+		}
+	default:
+		for _, it := range items {
+			b.add(b.path(path, "/-"), it)
 		}
 	}
-	return nil
 }
 
 func (b *builder) add(path string, value any) {
@@ -282,15 +283,7 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 			b.ops = append(b.ops, Op{Op: "replace", Path: b.pathIndex(b.path(base, "/env/"), j), Value: e.v})
 		}
 	}
-	if len(add) > 0 {
-		if c.Env == nil {
-			b.add(b.path(base, "/env"), add)
-		} else {
-			for _, e := range add {
-				b.add(b.path(base, "/env/-"), e)
-			}
-		}
-	}
+	addItems(b, b.path(base, "/env"), c.Env != nil, add, false)
 	if mount != nil {
 		if c.VolumeMounts == nil {
 			b.add(b.path(base, "/volumeMounts"), []*corev1.VolumeMount{mount})

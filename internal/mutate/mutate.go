@@ -66,6 +66,8 @@ type Op struct {
 // Result is the outcome of a mutation that was not denied.
 type Result struct {
 	// Patch turns the pod into the mutated pod; empty when Skipped is set.
+	// Its values may share memory with the pod and the config: marshal or
+	// apply them, never modify them.
 	Patch []Op
 	// Warnings are for questionable but legal input; they are returned to
 	// the client as admission warnings.

@@ -1,0 +1,498 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/cluster"
+)
+
+// Scheduling modes.
+const (
+	// ModeExtender: pods for mlplane-scheduler, whose profile calls the
+	// extender's filter, prioritize and bind.
+	ModeExtender = "extender"
+	// ModePlain: the same pods for the cluster's default-scheduler (the same
+	// kube-scheduler binary and client limits), without the extender: plain
+	// extended-resource scheduling of api.ResourceGPUMemory.
+	ModePlain = "plain"
+)
+
+// SchedBenchOptions configure SchedBench.
+type SchedBenchOptions struct {
+	// BinDir holds the tools and bin/extender. Default cluster.DefaultBinDir().
+	BinDir string
+	// Dir keeps the cluster's files (logs) after the run. Default: a
+	// temporary directory, removed.
+	Dir string
+	// Nodes and GPUs are the KWOK nodes: Nodes x GPUs (e.g. "8x80Gi").
+	// Default 1000 and "8x80Gi".
+	Nodes int
+	GPUs  string
+	// Pods per run. Default 5000.
+	Pods int
+	// Workers create the pods concurrently. Default 32.
+	Workers int
+	// ClientQPS of the creating client (burst twice that). Default 2000.
+	ClientQPS float32
+	// Modes run in this order, in the same cluster. Default extender, plain.
+	Modes []string
+	// Rounds repeats Modes (pods are deleted between runs). Default 1.
+	Rounds int
+	// Timeout bounds each run. Default 15m.
+	Timeout time.Duration
+	// Logf receives progress lines. Default: discarded.
+	Logf func(format string, args ...any)
+}
+
+func (o *SchedBenchOptions) setDefaults() error {
+	if o.BinDir == "" {
+		d, err := cluster.DefaultBinDir()
+		if err != nil {
+			return err
+		}
+		o.BinDir = d
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 1000
+	}
+	if o.GPUs == "" {
+		o.GPUs = "8x80Gi"
+	}
+	if o.Pods <= 0 {
+		o.Pods = 5000
+	}
+	if o.Workers <= 0 {
+		o.Workers = 32
+	}
+	if o.ClientQPS <= 0 {
+		o.ClientQPS = 2000
+	}
+	if len(o.Modes) == 0 {
+		o.Modes = []string{ModeExtender, ModePlain}
+	}
+	for _, m := range o.Modes {
+		if m != ModeExtender && m != ModePlain {
+			return fmt.Errorf("mode %q: want %s or %s", m, ModeExtender, ModePlain)
+		}
+	}
+	if o.Rounds < 1 {
+		o.Rounds = 1
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 15 * time.Minute
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return nil
+}
+
+// Quantiles summarise a latency histogram, in milliseconds.
+type Quantiles struct {
+	Count float64 `json:"count"`
+	Mean  float64 `json:"mean_ms"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+}
+
+func quantilesOf(h Histogram) Quantiles {
+	ms := func(s float64) float64 {
+		if math.IsNaN(s) {
+			return 0
+		}
+		return s * 1000
+	}
+	return Quantiles{Count: h.Count, Mean: ms(h.Mean()), P50: ms(h.Quantile(.5)), P90: ms(h.Quantile(.9)), P99: ms(h.Quantile(.99))}
+}
+
+// SchedRun is one run: Pods created from Workers goroutines, timed from the
+// first create until every pod is bound.
+type SchedRun struct {
+	Mode      string `json:"mode"`
+	Scheduler string `json:"scheduler"`
+	Pods      int    `json:"pods"`
+	// CreateSeconds is from the first create to the last create's answer.
+	CreateSeconds float64 `json:"create_seconds"`
+	// BoundSeconds is from the first create until the watch saw the last
+	// pod with spec.nodeName.
+	BoundSeconds float64 `json:"bound_seconds"`
+	// PodsPerSecond is Pods / BoundSeconds.
+	PodsPerSecond float64 `json:"pods_per_second"`
+	// Bound is how many pods were bound when the run ended.
+	Bound int `json:"bound"`
+	// WithGPUIDs counts bound pods carrying api.AnnotationGPUIDs (the
+	// extender's assignment).
+	WithGPUIDs int `json:"with_gpu_ids"`
+	// Extender is its latency histogram during the run, by verb.
+	Extender map[string]Quantiles `json:"extender,omitempty"`
+	// CPUSeconds is the CPU time each process used during the run (bound
+	// part), by component; "bench" is this process (client and Leases).
+	CPUSeconds map[string]float64 `json:"cpu_seconds"`
+}
+
+// SchedReport is the result of SchedBench.
+type SchedReport struct {
+	Machine Machine    `json:"machine"`
+	Nodes   int        `json:"nodes"`
+	GPUs    string     `json:"gpus"`
+	Runs    []SchedRun `json:"runs"`
+}
+
+// SchedBench starts a local cluster with Nodes KWOK nodes (GPUs published
+// in-process), the extender and mlplane-scheduler, and runs each mode.
+func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	rep := &SchedReport{Machine: ThisMachine(), Nodes: o.Nodes, GPUs: o.GPUs}
+	c := cluster.New(cluster.Options{BinDir: o.BinDir, Dir: o.Dir, Logf: o.Logf})
+	if err := c.Start(ctx); err != nil {
+		c.DumpLogs(os.Stderr, 20)
+		_ = c.Stop()
+		return nil, err
+	}
+	defer c.Stop()
+	o.Logf("adding %d nodes of %s", o.Nodes, o.GPUs)
+	if _, err := c.AddGPUNodes(ctx, fmt.Sprintf("%dx%s", o.Nodes, o.GPUs), cluster.NodeOptions{Publisher: cluster.PublishInProcess, Concurrency: 64}); err != nil {
+		return nil, err
+	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	healthPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort),
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort),
+	}}); err != nil {
+		c.DumpLogs(os.Stderr, 20)
+		return nil, err
+	}
+	// Until its informers have synced, the extender refuses every verb and
+	// the scheduler backs the pod off: wait for /readyz.
+	if err := waitHTTPOK(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), 2*time.Minute); err != nil {
+		return nil, fmt.Errorf("extender not ready: %w", err)
+	}
+
+	cfg := c.RESTConfig()
+	cfg.QPS, cfg.Burst = o.ClientQPS, int(2*o.ClientQPS)
+	cfg.UserAgent = "mlplane-schedbench"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for r := range o.Rounds {
+		for _, mode := range o.Modes {
+			ns := fmt.Sprintf("sched-%s-%d", mode, r)
+			o.Logf("run %s (round %d): %d pods in %s", mode, r+1, o.Pods, ns)
+			run, err := schedRun(ctx, c, cs, o, mode, ns, metricsURL)
+			if run != nil {
+				rep.Runs = append(rep.Runs, *run)
+				o.Logf("%s: created in %.1fs, %d/%d bound in %.1fs: %.1f pods/s", mode, run.CreateSeconds, run.Bound, run.Pods, run.BoundSeconds, run.PodsPerSecond)
+			}
+			if err != nil {
+				c.DumpLogs(os.Stderr, 20)
+				return rep, err
+			}
+			o.Logf("deleting the pods of %s", ns)
+			if err := deleteAllPods(ctx, cs, ns); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}
+
+// waitHTTPOK polls url until it answers 200.
+func waitHTTPOK(ctx context.Context, url string, timeout time.Duration) error {
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// SchedPod is the benchmark's GPU pod number i, as the webhook leaves it: a
+// GPU memory request (annotation and extended resource), cycling through
+// typical model sizes, for schedulerName.
+func SchedPod(namespace, schedulerName string, i int) *corev1.Pod {
+	sizes := []int64{20, 16, 8, 40, 32, 4, 72} // GiB: llama-8b, mistral-7b, phi-3, ..., qwen-32b
+	gi := sizes[i%len(sizes)]
+	mib := resource.NewQuantity(gi*1024, resource.DecimalSI)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: fmt.Sprintf("model-%05d", i), Namespace: namespace,
+			Labels:      map[string]string{"app": "schedbench"},
+			Annotations: map[string]string{api.AnnotationGPUMemory: fmt.Sprintf("%dGi", gi)},
+		},
+		Spec: corev1.PodSpec{
+			SchedulerName: schedulerName,
+			Containers: []corev1.Container{{
+				Name: "server", Image: "vllm/vllm-openai:v0.6.3",
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("256Mi"),
+						api.ResourceGPUMemory: *mib,
+					},
+					Limits: corev1.ResourceList{api.ResourceGPUMemory: *mib},
+				},
+			}},
+			// KWOK's nodes carry no taints; tolerate nothing extra.
+			TerminationGracePeriodSeconds: new(int64),
+		},
+	}
+}
+
+func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, o SchedBenchOptions, mode, ns, metricsURL string) (*SchedRun, error) {
+	scheduler := corev1.DefaultSchedulerName
+	if mode == ModeExtender {
+		scheduler = api.DefaultSchedulerName
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	run := &SchedRun{Mode: mode, Scheduler: scheduler, Pods: o.Pods}
+
+	// Watch the namespace's pods; record when each is first seen bound.
+	var (
+		bound     atomic.Int64
+		withIDs   atomic.Int64
+		lastBound atomic.Int64 // unix nanos
+		seen      sync.Map     // name -> struct{}
+		allBound  = make(chan struct{})
+		closeOnce sync.Once
+	)
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns),
+		informers.WithTransform(stripManagedFields))
+	inf := factory.Core().V1().Pods().Informer()
+	onPod := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" {
+			return
+		}
+		if _, loaded := seen.LoadOrStore(p.Name, struct{}{}); loaded {
+			return
+		}
+		lastBound.Store(time.Now().UnixNano())
+		if p.Annotations[api.AnnotationGPUIDs] != "" {
+			withIDs.Add(1)
+		}
+		if bound.Add(1) == int64(o.Pods) {
+			closeOnce.Do(func() { close(allBound) })
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    onPod,
+		UpdateFunc: func(_, obj any) { onPod(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	stopInf := make(chan struct{})
+	defer close(stopInf)
+	factory.Start(stopInf)
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return nil, errors.New("pod informer did not sync")
+	}
+
+	hBefore, _ := ScrapeHistograms(ctx, metricsURL, "mlplane_extender_request_duration_seconds", "verb")
+	cpuBefore := componentCPU(c.Dir())
+
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	jobs := make(chan int)
+	var (
+		createErr  atomic.Pointer[error]
+		lastCreate atomic.Int64
+		wg         sync.WaitGroup
+	)
+	start := time.Now()
+	for range o.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				_, err := cs.CoreV1().Pods(ns).Create(ctx, SchedPod(ns, scheduler, i), metav1.CreateOptions{})
+				if err != nil {
+					createErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				now := time.Now().UnixNano()
+				for {
+					cur := lastCreate.Load()
+					if now <= cur || lastCreate.CompareAndSwap(cur, now) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for i := range o.Pods {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	run.CreateSeconds = time.Duration(lastCreate.Load() - start.UnixNano()).Seconds()
+	if p := createErr.Load(); p != nil {
+		return run, fmt.Errorf("creating pods: %w", *p)
+	}
+
+	var runErr error
+	select {
+	case <-allBound:
+	case <-ctx.Done():
+		runErr = fmt.Errorf("%s: %d of %d pods bound after %v", mode, bound.Load(), o.Pods, o.Timeout)
+	}
+	run.Bound = int(bound.Load())
+	run.WithGPUIDs = int(withIDs.Load())
+	run.BoundSeconds = time.Duration(lastBound.Load() - start.UnixNano()).Seconds()
+	if run.Bound == o.Pods && run.BoundSeconds > 0 {
+		run.PodsPerSecond = float64(o.Pods) / run.BoundSeconds
+	}
+	cpuAfter := componentCPU(c.Dir())
+	run.CPUSeconds = map[string]float64{}
+	for k, v := range cpuAfter {
+		if d := v - cpuBefore[k]; d > 0 {
+			run.CPUSeconds[k] = d
+		}
+	}
+	if hAfter, err := ScrapeHistograms(context.Background(), metricsURL, "mlplane_extender_request_duration_seconds", "verb"); err == nil {
+		run.Extender = map[string]Quantiles{}
+		for verb, h := range hAfter {
+			if d := h.Sub(hBefore[verb]); d.Count > 0 {
+				run.Extender[verb] = quantilesOf(d)
+			}
+		}
+	}
+	return run, runErr
+}
+
+// deleteAllPods force-deletes every pod of ns and waits until they are gone.
+func deleteAllPods(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	zero := int64(0)
+	if err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}); err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return false, nil
+		}
+		return len(l.Items) == 0, nil
+	})
+}
+
+// componentCPU is the CPU time, in seconds, of each process whose command
+// line mentions dir (the cluster's components), by binary name, plus this
+// process as "bench". The two kube-schedulers are told apart by their
+// configuration file.
+func componentCPU(dir string) map[string]float64 {
+	out := map[string]float64{}
+	if u, err := ReadProcUsage(os.Getpid()); err == nil {
+		out["bench"] = u.CPU.Seconds()
+	}
+	if dir == "" {
+		return out
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid := 0
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		name := filepath.Base(args[0])
+		if name == "kube-scheduler" && strings.Contains(string(b), cluster.MlplaneScheduler) {
+			name = cluster.MlplaneScheduler
+		}
+		if u, err := ReadProcUsage(pid); err == nil {
+			out[name] += u.CPU.Seconds()
+		}
+	}
+	return out
+}
+
+// WriteText writes the runs as a table.
+func (r *SchedReport) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "machine: %d CPUs, %s, %s, load average at start %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAverage)
+	fmt.Fprintf(&b, "cluster: %d KWOK nodes of %s\n\n", r.Nodes, r.GPUs)
+	b.WriteString("mode     | scheduler          | pods | created in s | bound in s | pods/s | with gpu-ids\n")
+	for _, run := range r.Runs {
+		fmt.Fprintf(&b, "%-8s | %-18s | %4d | %12.1f | %10.1f | %6.1f | %d\n",
+			run.Mode, run.Scheduler, run.Pods, run.CreateSeconds, run.BoundSeconds, run.PodsPerSecond, run.WithGPUIDs)
+	}
+	for _, run := range r.Runs {
+		if len(run.Extender) > 0 {
+			fmt.Fprintf(&b, "\nextender latency during the %s run (from its histogram)\n", run.Mode)
+			b.WriteString("verb       | calls | mean ms | p50 ms | p90 ms | p99 ms\n")
+			verbs := make([]string, 0, len(run.Extender))
+			for v := range run.Extender {
+				verbs = append(verbs, v)
+			}
+			sort.Strings(verbs)
+			for _, v := range verbs {
+				q := run.Extender[v]
+				fmt.Fprintf(&b, "%-10s | %5.0f | %7.2f | %6.2f | %6.2f | %6.2f\n", v, q.Count, q.Mean, q.P50, q.P90, q.P99)
+			}
+		}
+	}
+	for _, run := range r.Runs {
+		fmt.Fprintf(&b, "\nCPU seconds during the %s run (%.1f s wall, %d CPUs):", run.Mode, run.BoundSeconds, r.Machine.CPUs)
+		names := make([]string, 0, len(run.CPUSeconds))
+		for n := range run.CPUSeconds {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(i, j int) bool { return run.CPUSeconds[names[i]] > run.CPUSeconds[names[j]] })
+		for _, n := range names {
+			fmt.Fprintf(&b, " %s %.1f", n, run.CPUSeconds[n])
+		}
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// stripManagedFields keeps the informer's memory down.
+func stripManagedFields(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		p.ManagedFields = nil
+	}
+	return obj, nil
+}

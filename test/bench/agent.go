@@ -132,4 +132,3 @@ func (r *AgentReport) WriteText(w io.Writer) error {
 		r.FakeSpec, r.PollInterval, r.RSSMiB, r.MaxRSSMiB, r.CPUSeconds, r.Window, r.CPUPercent)
 	return err
 }
-

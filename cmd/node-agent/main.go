@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -116,7 +115,7 @@ func serve(o options) error {
 		return err
 	}
 	cfg.UserAgent = "mlplane-node-agent"
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := gpu.NewRESTAPI(cfg)
 	if err != nil {
 		return err
 	}

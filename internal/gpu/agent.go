@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
@@ -29,8 +28,8 @@ import (
 type Options struct {
 	// NodeName is the node the agent runs on (required).
 	NodeName string
-	// Client talks to the API server (required).
-	Client kubernetes.Interface
+	// Client talks to the API server (required): NewRESTAPI.
+	Client API
 	// Backend reads the GPUs (required; None on a node without NVML).
 	Backend Backend
 	// BackendName ("nvml", "fake") and BackendReason (why it is None) are
@@ -360,8 +359,7 @@ func (a *Agent) patchNode(ctx context.Context, kind string, patch any, subresour
 	if err != nil {
 		panic(err) // maps of strings always marshal
 	}
-	n, err := a.opts.Client.CoreV1().Nodes().Patch(ctx, a.opts.NodeName, types.MergePatchType, body,
-		metav1.PatchOptions{FieldManager: api.FieldManager}, subresource...)
+	n, err := a.opts.Client.PatchNode(ctx, a.opts.NodeName, types.MergePatchType, body, subresource...)
 	a.metrics.write(kind, err)
 	if err != nil {
 		return nil, err
@@ -387,11 +385,10 @@ func (a *Agent) renewLeaseIfDue(ctx context.Context, now time.Time) bool {
 }
 
 func (a *Agent) renewLease(ctx context.Context, now time.Time) error {
-	leases := a.opts.Client.CoordinationV1().Leases(api.LeaseNamespace)
 	name := api.LeaseName(a.opts.NodeName)
 	renew := metav1.NewMicroTime(now)
 	if a.lease == nil {
-		l, err := leases.Get(ctx, name, metav1.GetOptions{})
+		l, err := a.opts.Client.GetLease(ctx, api.LeaseNamespace, name)
 		switch {
 		case apierrors.IsNotFound(err):
 			l = &coordinationv1.Lease{
@@ -404,7 +401,7 @@ func (a *Agent) renewLease(ctx context.Context, now time.Time) error {
 				},
 			}
 			a.setLeaseOwner(l)
-			l, err = leases.Create(ctx, l, metav1.CreateOptions{FieldManager: api.FieldManager})
+			l, err = a.opts.Client.CreateLease(ctx, l)
 			a.metrics.write(writeLease, err)
 			if err != nil {
 				return err
@@ -421,7 +418,7 @@ func (a *Agent) renewLease(ctx context.Context, now time.Time) error {
 	l.Spec.LeaseDurationSeconds = ptr.To(int32(a.opts.LeaseDuration / time.Second))
 	l.Spec.RenewTime = &renew
 	a.setLeaseOwner(l)
-	l, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: api.FieldManager})
+	l, err := a.opts.Client.UpdateLease(ctx, l)
 	a.metrics.write(writeLease, err)
 	if err != nil {
 		return err

@@ -14,10 +14,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -76,7 +80,7 @@ func newHarness(t *testing.T, devs []Device, objs ...runtime.Object) *harness {
 	client := fake.NewClientset(append([]runtime.Object{node}, objs...)...)
 	h := &harness{t: t, client: client, clock: clocktesting.NewFakeClock(t0), backend: &mockBackend{devs: devs}, reg: prometheus.NewRegistry()}
 	a, err := NewAgent(Options{
-		NodeName: "n1", Client: client, Backend: h.backend, BackendName: "fake", Clock: h.clock,
+		NodeName: "n1", Client: clientsetAPI{client}, Backend: h.backend, BackendName: "fake", Clock: h.clock,
 		Nodes:      NodeSourceFunc(h.node),
 		Registerer: h.reg,
 		PodUIDs:    ProcPodUIDs{Root: t.TempDir()},
@@ -373,7 +377,7 @@ func TestNoNVMLPublishesZeroGPUs(t *testing.T) {
 	}
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	reg := prometheus.NewRegistry()
-	a, err := NewAgent(Options{NodeName: "n1", Client: client, Backend: b, BackendName: name, BackendReason: reason,
+	a, err := NewAgent(Options{NodeName: "n1", Client: clientsetAPI{client}, Backend: b, BackendName: name, BackendReason: reason,
 		Clock: clocktesting.NewFakeClock(t0), Registerer: reg,
 		Nodes: NodeSourceFunc(func() (*corev1.Node, bool) {
 			n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
@@ -601,4 +605,36 @@ func render(t *testing.T, g prometheus.Gatherer, names ...string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// clientsetAPI adapts client-go's (fake) clientset to API, so that tests
+// count the same requests the REST client would send.
+type clientsetAPI struct{ kubernetes.Interface }
+
+func (c clientsetAPI) ListNodes(ctx context.Context, o metav1.ListOptions) (*corev1.NodeList, error) {
+	return c.CoreV1().Nodes().List(ctx, o)
+}
+
+func (c clientsetAPI) WatchNodes(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	return c.CoreV1().Nodes().Watch(ctx, o)
+}
+
+func (c clientsetAPI) PatchNode(ctx context.Context, name string, pt types.PatchType, data []byte, sub ...string) (*corev1.Node, error) {
+	return c.CoreV1().Nodes().Patch(ctx, name, pt, data, metav1.PatchOptions{FieldManager: api.FieldManager}, sub...)
+}
+
+func (c clientsetAPI) ListPods(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
+	return c.CoreV1().Pods("").List(ctx, o)
+}
+
+func (c clientsetAPI) GetLease(ctx context.Context, ns, name string) (*coordinationv1.Lease, error) {
+	return c.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (c clientsetAPI) CreateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	return c.CoordinationV1().Leases(l.Namespace).Create(ctx, l, metav1.CreateOptions{FieldManager: api.FieldManager})
+}
+
+func (c clientsetAPI) UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	return c.CoordinationV1().Leases(l.Namespace).Update(ctx, l, metav1.UpdateOptions{FieldManager: api.FieldManager})
 }

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -23,16 +22,16 @@ type nodeInformer struct {
 	informer cache.SharedIndexInformer
 }
 
-func newNodeInformer(client kubernetes.Interface, name string) *nodeInformer {
+func newNodeInformer(client API, name string) *nodeInformer {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
-			return client.CoreV1().Nodes().List(ctx, o)
+			return client.ListNodes(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
-			return client.CoreV1().Nodes().Watch(ctx, o)
+			return client.WatchNodes(ctx, o)
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
@@ -69,7 +68,7 @@ func (n *nodeInformer) Node() (*corev1.Node, bool) {
 // spec.nodeName. It lists only when asked for a UID it does not know, at
 // most once per interval, so a node without GPU processes never lists.
 type podLister struct {
-	client   kubernetes.Interface
+	client   API
 	node     string
 	clock    clock.Clock
 	interval time.Duration
@@ -79,7 +78,7 @@ type podLister struct {
 	lastList time.Time
 }
 
-func newPodLister(client kubernetes.Interface, node string, c clock.Clock, interval time.Duration) *podLister {
+func newPodLister(client API, node string, c clock.Clock, interval time.Duration) *podLister {
 	return &podLister{client: client, node: node, clock: c, interval: interval}
 }
 
@@ -93,7 +92,7 @@ func (p *podLister) PodName(ctx context.Context, uid string) (string, string, bo
 		return "", "", false
 	}
 	p.lastList = p.clock.Now()
-	list, err := p.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+	list, err := p.client.ListPods(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("spec.nodeName", p.node).String(),
 		ResourceVersion: "0", // served from the API server's cache
 	})

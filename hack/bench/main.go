@@ -1,0 +1,247 @@
+// Command bench runs mlplane's end-to-end benchmarks (test/bench) and writes
+// each report as text (standard output and OUT/NAME.txt) and JSON
+// (OUT/NAME.json):
+//
+//	bench webhook  [--kubeconfig F] [--clients 1,8,64] [--containers 1,10,50] [--duration 5s] [--rounds 3] [--http1]
+//	bench agent    [--window 60s]
+//	bench short    webhook + agent on one local cluster, then packing
+//	bench packing  [--traces 'examples/traces/*.yaml'] [--svg-dir docs/benchmarks]
+//	bench sched    [--nodes 1000] [--pods 5000] [--workers 32] [--modes extender,plain] [--rounds 1]
+//	bench gobench  FILE   medians of `go test -bench -count N` output
+//
+// Common flags: --out DIR (default _output/bench), --bin DIR (default bin/).
+// See BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/test/bench"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench webhook|agent|short|packing|sched|gobench [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1], os.Args[2:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// report is what every benchmark returns.
+type report interface{ WriteText(io.Writer) error }
+
+type options struct {
+	out, bin string
+	web      bench.WebhookBenchOptions
+	agent    bench.AgentOptions
+	sched    bench.SchedBenchOptions
+	traces   string
+	svgDir   string
+}
+
+func run(ctx context.Context, cmd string, args []string) error {
+	var o options
+	fs := flag.NewFlagSet("bench "+cmd, flag.ContinueOnError)
+	fs.StringVar(&o.out, "out", "_output/bench", "directory for the reports")
+	fs.StringVar(&o.bin, "bin", "", "directory of the binaries (default bin/ of the module, or $MLPLANE_BIN)")
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	switch cmd {
+	case "webhook", "short":
+		fs.StringVar(&o.web.NoopBin, "noop", "", "no-op webhook binary (default _output/bench/noop-webhook)")
+		fs.Func("clients", "concurrency levels, comma-separated (default 1,8,64)", intList(&o.web.Clients))
+		fs.Func("containers", "pod sizes, comma-separated (default 1,10,50)", intList(&o.web.Containers))
+		fs.IntVar(&o.web.SizeClients, "size-clients", 1, "concurrency of the pod-size runs")
+		fs.DurationVar(&o.web.Duration, "duration", 5*time.Second, "measured time of each load run")
+		fs.DurationVar(&o.web.Warmup, "warmup", time.Second, "warm-up before each load run")
+		fs.IntVar(&o.web.Rounds, "rounds", 3, "repetitions of the matrix (medians reported)")
+		fs.BoolVar(&o.web.HTTP1, "http1", false, "HTTP/1.1, a connection per client, instead of HTTP/2")
+		if cmd == "webhook" {
+			fs.StringVar(&o.web.Kubeconfig, "kubeconfig", "", "existing cluster (default: start a local one)")
+		}
+	}
+	switch cmd {
+	case "agent", "short":
+		fs.DurationVar(&o.agent.Window, "window", 60*time.Second, "measured time")
+		fs.DurationVar(&o.agent.Warmup, "agent-warmup", 10*time.Second, "time before the measurement")
+	}
+	switch cmd {
+	case "packing", "short":
+		fs.StringVar(&o.traces, "traces", "examples/traces/*.yaml", "trace files (a glob)")
+		fs.StringVar(&o.svgDir, "svg-dir", "docs/benchmarks", "where the SVGs go (empty: none)")
+	}
+	if cmd == "sched" {
+		fs.IntVar(&o.sched.Nodes, "nodes", 1000, "KWOK nodes")
+		fs.StringVar(&o.sched.GPUs, "gpus", "8x80Gi", "GPUs per node")
+		fs.IntVar(&o.sched.Pods, "pods", 5000, "pods per run")
+		fs.IntVar(&o.sched.Workers, "workers", 32, "goroutines creating pods")
+		qps := fs.Float64("qps", 2000, "client QPS of the creating client")
+		fs.Func("modes", "runs, in order: extender, plain (default extender,plain)", func(s string) error {
+			o.sched.Modes = strings.Split(s, ",")
+			return nil
+		})
+		fs.IntVar(&o.sched.Rounds, "rounds", 1, "repetitions of the modes")
+		fs.StringVar(&o.sched.Dir, "dir", "", "keep the cluster's files (logs) here")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		o.sched.ClientQPS = float32(*qps)
+	} else if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cmd == "gobench" {
+		if fs.NArg() != 1 {
+			return errors.New("bench gobench FILE")
+		}
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := os.MkdirAll(o.out, 0o755); err != nil {
+			return err
+		}
+		rep, err := bench.ParseGoBench(f)
+		return emit(o.out, "gobench", rep, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.bin == "" {
+		d, err := cluster.DefaultBinDir()
+		if err != nil {
+			return err
+		}
+		o.bin = d
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	o.web.BinDir, o.sched.BinDir = o.bin, o.bin
+	o.web.Logf, o.agent.Logf, o.sched.Logf = logf, logf, logf
+
+	switch cmd {
+	case "webhook":
+		rep, err := bench.WebhookBench(ctx, o.web)
+		return emit(o.out, "webhook", rep, err)
+	case "agent":
+		return withCluster(ctx, o.bin, logf, func(c *cluster.Cluster) error {
+			rep, err := bench.AgentFootprint(ctx, c, o.agent)
+			return emit(o.out, "agent", rep, err)
+		})
+	case "packing":
+		return packing(ctx, o)
+	case "short":
+		err := withCluster(ctx, o.bin, logf, func(c *cluster.Cluster) error {
+			o.web.Kubeconfig = c.Kubeconfig()
+			rep, err := bench.WebhookBench(ctx, o.web)
+			if err := emit(o.out, "webhook", rep, err); err != nil {
+				return err
+			}
+			arep, err := bench.AgentFootprint(ctx, c, o.agent)
+			return emit(o.out, "agent", arep, err)
+		})
+		if err != nil {
+			return err
+		}
+		return packing(ctx, o)
+	case "sched":
+		rep, err := bench.SchedBench(ctx, o.sched)
+		return emit(o.out, "sched", rep, err)
+	default:
+		return fmt.Errorf("unknown benchmark %q: want webhook, agent, short, packing, sched or gobench", cmd)
+	}
+}
+
+func packing(ctx context.Context, o options) error {
+	traces, err := filepath.Glob(o.traces)
+	if err != nil {
+		return err
+	}
+	if len(traces) == 0 {
+		return fmt.Errorf("no trace matches %s", o.traces)
+	}
+	if o.svgDir != "" {
+		if err := os.MkdirAll(o.svgDir, 0o755); err != nil {
+			return err
+		}
+	}
+	rep, err := bench.Packing(ctx, filepath.Join(o.bin, "extender"), traces, o.svgDir)
+	return emit(o.out, "packing", rep, err)
+}
+
+func withCluster(ctx context.Context, bin string, logf func(string, ...any), fn func(*cluster.Cluster) error) error {
+	c := cluster.New(cluster.Options{BinDir: bin, Logf: logf})
+	if err := c.Start(ctx); err != nil {
+		c.DumpLogs(os.Stderr, 20)
+		_ = c.Stop()
+		return err
+	}
+	defer c.Stop()
+	return fn(c)
+}
+
+// emit writes rep (also a partial one returned with err) as text and JSON.
+func emit(out, name string, rep report, err error) error {
+	if rep == nil || reflect.ValueOf(rep).IsNil() {
+		return err
+	}
+	if werr := rep.WriteText(os.Stdout); werr != nil {
+		return werr
+	}
+	f, ferr := os.Create(filepath.Join(out, name+".txt"))
+	if ferr != nil {
+		return ferr
+	}
+	werr := rep.WriteText(f)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return werr
+	}
+	b, jerr := json.MarshalIndent(rep, "", "  ")
+	if jerr != nil {
+		return jerr
+	}
+	if werr := os.WriteFile(filepath.Join(out, name+".json"), append(b, '\n'), 0o644); werr != nil {
+		return werr
+	}
+	return err
+}
+
+func intList(dst *[]int) func(string) error {
+	return func(s string) error {
+		*dst = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q: want positive whole numbers", f)
+			}
+			*dst = append(*dst, n)
+		}
+		return nil
+	}
+}

@@ -153,7 +153,7 @@ func (b *builder) build(m *Mutator) error {
 		b.add("/metadata/labels", merged)
 	}
 	status := statusString(&b.status)
-	if pod.Annotations == nil {
+	if len(pod.Annotations) == 0 {
 		b.add("/metadata/annotations", map[string]string{api.AnnotationStatus: status})
 	} else {
 		b.add(pathStatus, status)
@@ -198,18 +198,19 @@ func (b *builder) build(m *Mutator) error {
 	if loader != nil {
 		inits = append(inits, loader)
 	}
-	addItems(b, "/spec/initContainers", pod.Spec.InitContainers != nil, inits, true)
+	addItems(b, "/spec/initContainers", len(pod.Spec.InitContainers) > 0, inits, true)
 	addItems(b, "/spec/containers", true, sidecars, false)
 	vols := sidecarVolumes
 	if modelVol != nil {
 		vols = append(vols, modelVol)
 	}
-	addItems(b, "/spec/volumes", pod.Spec.Volumes != nil, vols, false)
+	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, false)
 	return nil
 }
 
 // addItems adds items to the list at path: the whole list when the pod has
-// none (exists is false), else one operation per item, inserted at the front
+// none (exists is false: absent, null or empty, which one "add" of the whole
+// list covers alike), else one operation per item, inserted at the front
 // (prepend) or appended.
 func addItems[T any](b *builder, path string, exists bool, items []T, prepend bool) {
 	switch {
@@ -283,9 +284,9 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 			b.ops = append(b.ops, Op{Op: "replace", Path: b.pathIndex(b.path(base, "/env/"), j), Value: e.v})
 		}
 	}
-	addItems(b, b.path(base, "/env"), c.Env != nil, add, false)
+	addItems(b, b.path(base, "/env"), len(c.Env) > 0, add, false)
 	if mount != nil {
-		if c.VolumeMounts == nil {
+		if len(c.VolumeMounts) == 0 {
 			b.add(b.path(base, "/volumeMounts"), []*corev1.VolumeMount{mount})
 		} else {
 			b.add(b.path(base, "/volumeMounts/-"), mount)

@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
 
-// FuzzMutate decodes a pod as the webhook does and mutates it. Whatever the
+// FuzzMutate decodes a pod as the webhook does (case-sensitively, like the
+// API server) and mutates it. Whatever the
 // input: no panic; a patch applies to the pod; the patched pod is not
 // mutated again; and no container ends with a request above its limit
 // unless the user set both.
@@ -33,7 +35,7 @@ func FuzzMutate(f *testing.F) {
 	m := testMutator(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var pod corev1.Pod
-		if err := json.Unmarshal(data, &pod); err != nil {
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &pod); err != nil {
 			return
 		}
 		res, err := m.Mutate(&pod, enabled)

@@ -12,6 +12,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -148,7 +149,7 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 		return nil, err
 	}
 	pod := &corev1.Pod{}
-	if err := json.Unmarshal(subJSON, pod); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(subJSON, pod); err != nil {
 		return nil, fmt.Errorf("%s: decoding the pod template: %w", id, err)
 	}
 	pod.Namespace = namespace

@@ -20,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	kjson "sigs.k8s.io/json"
+
 	"github.com/mlplane/mlplane/internal/mutate"
 )
 
@@ -151,7 +153,7 @@ func (h *Handler) admit(r *http.Request, req *admissionv1.AdmissionRequest, resp
 		return ResultSkipped, nil
 	}
 	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
 		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
 	}
 	m := h.mutators.Mutator()

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/mutate"
 	"github.com/mlplane/mlplane/internal/score"
 )
@@ -13,25 +14,9 @@ import (
 // The ConfigMaps config/ installs are what the webhook and the extender
 // load: strict decoding, defaults, validation, exactly as they reload them.
 func TestConfigMapsLoad(t *testing.T) {
-	root, err := ConfigDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := Objects(filepath.Join(root, "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	get := func(name, key string) []byte {
 		t.Helper()
-		o := Find(objs, "ConfigMap", "mlplane-system", name)
-		if o == nil {
-			t.Fatalf("no ConfigMap mlplane-system/%s", name)
-		}
-		var cm corev1.ConfigMap
-		if err := Into(o, &cm); err != nil {
-			t.Fatal(err)
-		}
-		v, ok := cm.Data[key]
+		v, ok := configMapData(t, "default", name)[key]
 		if !ok {
 			t.Fatalf("ConfigMap %s has no key %s", name, key)
 		}
@@ -41,10 +26,33 @@ func TestConfigMapsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("InjectionConfig: %v", err)
 	}
-	if cfg.SchedulerName == nil || *cfg.SchedulerName != "mlplane-scheduler" {
-		t.Errorf("InjectionConfig schedulerName = %v, want mlplane-scheduler", cfg.SchedulerName)
+	if cfg.SchedulerName == nil || *cfg.SchedulerName != api.DefaultSchedulerName {
+		t.Errorf("InjectionConfig schedulerName = %v, want %s", cfg.SchedulerName, api.DefaultSchedulerName)
 	}
 	if _, err := score.ParsePolicy(get("mlplane-placement-policy", "policy.yaml")); err != nil {
 		t.Fatalf("PlacementPolicy: %v", err)
 	}
+}
+
+// configMapData renders config/<overlay> and returns the data of the
+// ConfigMap mlplane-system/<name>.
+func configMapData(t *testing.T, overlay, name string) map[string]string {
+	t.Helper()
+	root, err := ConfigDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(filepath.Join(root, overlay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Find(objs, "ConfigMap", api.DefaultNamespace, name)
+	if o == nil {
+		t.Fatalf("config/%s has no ConfigMap %s/%s", overlay, api.DefaultNamespace, name)
+	}
+	var cm corev1.ConfigMap
+	if err := Into(o, &cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data
 }

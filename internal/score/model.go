@@ -64,6 +64,8 @@ type Node struct {
 
 	// free is the free memory of each healthy GPU, largest first.
 	free []int64
+	// gpuFree is GPUs[i].FreeMiB(), cached.
+	gpuFree []int64
 	// largestHealthy is the capacity of the largest healthy GPU.
 	largestHealthy int64
 	// capacityMiB and usedMiB sum over healthy GPUs; used is capacity - free.
@@ -73,12 +75,14 @@ type Node struct {
 // refresh recomputes the summary after GPUs changed.
 func (n *Node) refresh() {
 	n.free = n.free[:0]
+	n.gpuFree = n.gpuFree[:0]
 	n.largestHealthy, n.capacityMiB, n.usedMiB = 0, 0, 0
 	for _, g := range n.GPUs {
+		f := g.FreeMiB()
+		n.gpuFree = append(n.gpuFree, f)
 		if !g.Healthy {
 			continue
 		}
-		f := g.FreeMiB()
 		n.free = append(n.free, f)
 		n.largestHealthy = max(n.largestHealthy, g.CapacityMiB)
 		n.capacityMiB += g.CapacityMiB

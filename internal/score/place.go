@@ -85,6 +85,8 @@ type Facts struct {
 	// one the extender lost track of); its memory is free for the pod itself.
 	own     Assignment
 	ownNode *Node
+	// scratch is reused by Score across the nodes of one call.
+	scratch []int
 }
 
 // Facts computes the per-pod facts for pod against cluster c.
@@ -126,7 +128,7 @@ func (f *Facts) view(n *Node) *Node {
 	}
 	v := *n
 	v.GPUs = slices.Clone(n.GPUs)
-	v.free = nil
+	v.free, v.gpuFree = nil, nil
 	for i := range v.GPUs {
 		if slices.Contains(f.own.GPUs, v.GPUs[i].UUID) {
 			v.GPUs[i].AssignedMiB -= f.own.MemoryMiB
@@ -230,7 +232,7 @@ func joinInts(v []int64) string {
 // this choice.
 func (f *Facts) Pick(n *Node) []string {
 	n = f.view(n)
-	idx := pickGPUs(n.GPUs, f.req.MemoryMiB, f.req.Count, f.gpuS.FullestFirst)
+	idx := pickGPUsInto(nil, n.gpuFree, f.req.MemoryMiB, f.req.Count, f.gpuS.FullestFirst)
 	if idx == nil {
 		return nil
 	}
@@ -246,14 +248,15 @@ func (f *Facts) Pick(n *Node) []string {
 func (f *Facts) Score(n *Node) float64 {
 	n = f.view(n)
 	k, m := f.req.Count, f.req.MemoryMiB
-	idx := pickGPUs(n.GPUs, m, k, f.gpuS.FullestFirst)
+	idx := pickGPUsInto(f.scratch, n.gpuFree, m, k, f.gpuS.FullestFirst)
 	if idx == nil {
 		return 0
 	}
+	f.scratch = idx
 	var gpuSum, broken float64
 	for _, i := range idx {
-		g := n.GPUs[i]
-		gpuSum += f.gpuS.Score(m, g.CapacityMiB-g.FreeMiB(), g.CapacityMiB)
+		g := &n.GPUs[i]
+		gpuSum += f.gpuS.Score(m, g.CapacityMiB-n.gpuFree[i], g.CapacityMiB)
 		if g.AssignedMiB == 0 {
 			broken++
 		}
@@ -262,20 +265,20 @@ func (f *Facts) Score(n *Node) float64 {
 		f.wGPU*gpuSum/float64(k) -
 		f.wProtect*MaxScore*broken/float64(k)
 	if f.wFr > 0 {
-		s += f.wFr * FragmentationScore(stranded(n.GPUs, idx, m), n.capacityMiB)
+		s += f.wFr * FragmentationScore(stranded(n.GPUs, n.gpuFree, idx, m), n.capacityMiB)
 	}
 	return s
 }
 
 // stranded is the free memory left on partly used healthy GPUs of a node once
 // the pod holds m MiB on each GPU in picked.
-func stranded(gpus []GPU, picked []int, m int64) int64 {
+func stranded(gpus []GPU, gpuFree []int64, picked []int, m int64) int64 {
 	var s int64
 	for i, g := range gpus {
 		if !g.Healthy {
 			continue
 		}
-		free, assigned := g.FreeMiB(), g.AssignedMiB
+		free, assigned := gpuFree[i], g.AssignedMiB
 		if slices.Contains(picked, i) {
 			free, assigned = free-m, assigned+m
 		}

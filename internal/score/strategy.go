@@ -82,9 +82,38 @@ func StrategyNames() []string {
 // at least mem MiB free each, in the strategy's order, or nil when the node
 // has fewer. Ties go to the lower GPU index, so picks are deterministic.
 func pickGPUs(gpus []GPU, mem int64, count int, fullestFirst bool) []int {
-	var fit []int
+	free := make([]int64, len(gpus))
 	for i, g := range gpus {
-		if g.Healthy && g.FreeMiB() >= mem {
+		free[i] = g.FreeMiB()
+	}
+	return pickGPUsInto(nil, free, mem, count, fullestFirst)
+}
+
+// pickGPUsInto is pickGPUs over the GPUs' free memory (0 for an unhealthy
+// GPU), appending to buf[:0] so that a caller scoring many nodes reuses one
+// buffer. A one-GPU pod, the common case, takes a single pass.
+func pickGPUsInto(buf []int, free []int64, mem int64, count int, fullestFirst bool) []int {
+	if mem <= 0 {
+		return nil
+	}
+	if count == 1 {
+		best := -1
+		for i, f := range free {
+			if f < mem {
+				continue
+			}
+			if best < 0 || (fullestFirst && f < free[best]) || (!fullestFirst && f > free[best]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		return append(buf[:0], best)
+	}
+	fit := buf[:0]
+	for i, f := range free {
+		if f >= mem {
 			fit = append(fit, i)
 		}
 	}
@@ -92,7 +121,7 @@ func pickGPUs(gpus []GPU, mem int64, count int, fullestFirst bool) []int {
 		return nil
 	}
 	slices.SortStableFunc(fit, func(a, b int) int {
-		c := cmp.Compare(gpus[a].FreeMiB(), gpus[b].FreeMiB())
+		c := cmp.Compare(free[a], free[b])
 		if !fullestFirst {
 			c = -c
 		}

@@ -1,0 +1,188 @@
+package state
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/score"
+)
+
+const gi = 1024
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func node(name string, sizesGi ...int64) *corev1.Node {
+	var gpus []api.GPU
+	for i, s := range sizesGi {
+		gpus = append(gpus, api.GPU{Index: i, UUID: name + "-" + string(rune('a'+i)), MemoryMiB: s * gi, Healthy: true})
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{api.NodeAnnotationGPUs: api.EncodeInventory(gpus)}}}
+}
+
+func pod(uid, ids string, memGi string, phase corev1.PodPhase) *corev1.Pod {
+	ann := map[string]string{api.AnnotationGPUMemory: memGi}
+	if ids != "" {
+		ann[api.AnnotationGPUIDs] = ids
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: k8stypes.UID("uid-" + uid), Name: uid, Namespace: "ml", Annotations: ann}, Status: corev1.PodStatus{Phase: phase}}
+}
+
+func free(s *State, n string) []int64 {
+	var out []int64
+	s.View(func(c *score.Cluster, _ int64) {
+		for _, g := range c.Node(n).GPUs {
+			out = append(out, g.FreeMiB())
+		}
+	})
+	return out
+}
+
+func TestPodLifecycle(t *testing.T) {
+	clock := t0
+	s := New(Options{Now: func() time.Time { return clock }, ReservationTTL: time.Minute})
+	s.OnNode(node("n", 80, 80))
+	p := pod("p", "", "20Gi", corev1.PodPending)
+	// Bind reserves GPU a.
+	_ = s.Update(func(tx Txn, _ int64) error {
+		tx.Reserve(p.UID, score.Assignment{GPUs: []string{"n-a"}, MemoryMiB: 20 * gi})
+		return nil
+	})
+	// A stale event without the annotation must not drop the reservation.
+	s.OnPod(p)
+	if d := cmp.Diff([]int64{60 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("stale event dropped the reservation: %s", d)
+	}
+	// The informer sees the annotation: confirmed, the reservation goes.
+	p = pod("p", "n-a", "20Gi", corev1.PodRunning)
+	s.OnPod(p)
+	if s.Reservations() != 0 {
+		t.Fatal("reservation not confirmed")
+	}
+	if d := cmp.Diff([]int64{60 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+	// Terminal pods hold nothing.
+	p.Status.Phase = corev1.PodSucceeded
+	s.OnPod(p)
+	if d := cmp.Diff([]int64{80 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("terminal pod still counted: %s", d)
+	}
+	// A pod with an annotation but no nodeName (a bind that crashed half
+	// way) counts: the GPUs may be in use by the time it is bound.
+	q := pod("q", "n-b", "30Gi", corev1.PodPending)
+	s.OnPod(q)
+	if d := cmp.Diff([]int64{80 * gi, 50 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+	s.OnPodDelete(q.UID)
+	if d := cmp.Diff([]int64{80 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+	// An unconfirmed reservation expires after its TTL.
+	_ = s.Update(func(tx Txn, _ int64) error {
+		tx.Reserve("lost", score.Assignment{GPUs: []string{"n-a"}, MemoryMiB: 10 * gi})
+		return nil
+	})
+	s.Sweep()
+	if s.Reservations() != 1 {
+		t.Fatal("swept too early")
+	}
+	clock = clock.Add(time.Minute + time.Second)
+	s.Sweep()
+	if s.Reservations() != 0 || free(s, "n")[0] != 80*gi {
+		t.Fatal("expired reservation kept")
+	}
+	// Release falls back to what the informer saw.
+	r := pod("r", "n-a", "8Gi", corev1.PodPending)
+	s.OnPod(r)
+	_ = s.Update(func(tx Txn, _ int64) error {
+		tx.Reserve(r.UID, score.Assignment{GPUs: []string{"n-b"}, MemoryMiB: 8 * gi})
+		return nil
+	})
+	if d := cmp.Diff([]int64{80 * gi, 72 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+	s.Release(r.UID)
+	if d := cmp.Diff([]int64{72 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func TestSeed(t *testing.T) {
+	s := New(Options{Now: func() time.Time { return t0 }})
+	s.OnNode(node("n", 80))
+	seen := pod("seen", "n-a", "10Gi", corev1.PodRunning)
+	s.OnPod(seen)
+	missed := pod("missed", "n-a", "20Gi", corev1.PodPending)
+	done := pod("done", "n-a", "40Gi", corev1.PodFailed)
+	if n := s.Seed([]corev1.Pod{*seen, *missed, *done}); n != 1 {
+		t.Fatalf("seeded %d, want 1 (only the pod the informer missed)", n)
+	}
+	// 80 - 10 - 20 = 50
+	if d := cmp.Diff([]int64{50 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func TestNodesAndLeases(t *testing.T) {
+	s := New(Options{Now: func() time.Time { return t0 }})
+	bad := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bad", Annotations: map[string]string{api.NodeAnnotationGPUs: "{"}}}
+	s.OnNode(bad)
+	s.OnNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "plain"}})
+	s.OnNode(node("n", 80))
+	renew := metav1.NewMicroTime(t0.Add(-10 * time.Second))
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: api.LeaseNamespace, Name: api.LeaseName("n")}, Spec: coordinationv1.LeaseSpec{RenewTime: &renew}}
+	s.OnLease(lease)
+	// Another Lease in the namespace is ignored.
+	s.OnLease(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: api.LeaseNamespace, Name: "mlplane-extender"}, Spec: coordinationv1.LeaseSpec{RenewTime: &renew}})
+	s.View(func(c *score.Cluster, now int64) {
+		if got := c.Node("bad").Problem; got == "" || got[:len("annotation mlplane.io/gpus: invalid JSON")] != "annotation mlplane.io/gpus: invalid JSON" {
+			t.Errorf("bad inventory problem %q", got)
+		}
+		if got := c.Node("plain").Problem; got != NodeProblemNoInventory {
+			t.Errorf("plain node problem %q", got)
+		}
+		// renewed 10s ago, valid for LeaseDuration after that.
+		if want := t0.Add(-10*time.Second + api.LeaseDuration).UnixNano(); c.Node("n").LeaseExpiry != want {
+			t.Errorf("expiry %d, want %d", c.Node("n").LeaseExpiry, want)
+		}
+		if c.Node("mlplane-extender") != nil {
+			t.Error("a non-agent Lease made a node")
+		}
+	})
+	s.OnLeaseDelete(lease)
+	s.View(func(c *score.Cluster, _ int64) {
+		if c.Node("n").LeaseExpiry != score.NoLease {
+			t.Error("deleted Lease still counts")
+		}
+	})
+	s.OnNodeDelete("n")
+	s.View(func(c *score.Cluster, _ int64) {
+		if c.Node("n") != nil {
+			t.Error("deleted node still there")
+		}
+	})
+}
+
+func TestTrimPod(t *testing.T) {
+	p := pod("p", "n-a", "20Gi", corev1.PodRunning)
+	p.Annotations["other"] = "dropped"
+	p.Spec.NodeName = "n"
+	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "big", Env: []corev1.EnvVar{{Name: "X"}}}}
+	out, _ := trimPod(p)
+	tp := out.(*corev1.Pod)
+	if _, has := tp.Annotations["other"]; has || tp.Spec.Containers[0].Image != "" || tp.Spec.NodeName != "n" {
+		t.Fatalf("trimmed %+v", tp)
+	}
+	a, ok := Assignment(tp)
+	if !ok || a.MemoryMiB != 20*gi || a.GPUs[0] != "n-a" {
+		t.Fatalf("assignment lost by trimming: %+v %v", a, ok)
+	}
+}

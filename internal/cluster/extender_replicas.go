@@ -1,0 +1,83 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	"github.com/mlplane/mlplane/internal/api"
+)
+
+// KillComponent ends a component at once with SIGKILL to its process group,
+// as a crash or an OOM kill would: no graceful shutdown, no released Lease.
+// StartComponent brings it back.
+func (c *Cluster) KillComponent(name string) error {
+	comp, err := c.component(name)
+	if err != nil {
+		return err
+	}
+	comp.mu.Lock()
+	cmd, done := comp.cmd, comp.done
+	comp.mu.Unlock()
+	if cmd == nil || isClosed(done) {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-done
+	c.opts.Logf("cluster: %s killed", name)
+	return nil
+}
+
+// ExtenderURL is the urlPrefix of the extender StartExtender runs.
+func (c *Cluster) ExtenderURL() string { return "http://" + c.addr(Extender) }
+
+// ExtenderReplica is one more extender process, for high-availability tests.
+type ExtenderReplica struct {
+	// Name is the component name (StopComponent, KillComponent, logs).
+	Name string
+	// URL is the urlPrefix of its verbs.
+	URL string
+	// ReadyURL is its /readyz: 200 only while it leads.
+	ReadyURL string
+}
+
+// StartExtenderReplica starts an extender named name with --leader-elect,
+// identity name, beside any other; it counts as started once /healthz
+// answers (a follower is never ready). The mlplane-scheduler is not
+// touched: point it at a replica, or at a router in front of them, with
+// StopComponent(MlplaneScheduler) and StartMlplaneScheduler.
+func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ...string) (*ExtenderReplica, error) {
+	if !c.HasBin("extender") {
+		return nil, fmt.Errorf("%s not found: run make build", c.Bin("extender"))
+	}
+	port, err := c.port(name)
+	if err != nil {
+		return nil, err
+	}
+	health, err := c.port(name + "-health")
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := c.port(name + "-metrics")
+	if err != nil {
+		return nil, err
+	}
+	comp := c.newComponent(name, "extender", append([]string{"serve",
+		fmt.Sprintf("--addr=127.0.0.1:%d", port),
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
+		"--kubeconfig=" + c.Kubeconfig(),
+		"--namespace=" + api.DefaultNamespace,
+		"--leader-elect=true",
+	}, args...)...)
+	comp.env = []string{"POD_NAME=" + name}
+	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	if err := c.run(ctx, comp); err != nil {
+		return nil, err
+	}
+	return &ExtenderReplica{
+		Name:     name,
+		URL:      fmt.Sprintf("http://127.0.0.1:%d", port),
+		ReadyURL: fmt.Sprintf("http://127.0.0.1:%d/readyz", health),
+	}, nil
+}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/mutate"
@@ -139,5 +142,48 @@ func BenchmarkExtender(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("verb=filter/nodes=%d", n), func(b *testing.B) { serve(b, h, extender.PathFilter, body) })
 		b.Run(fmt.Sprintf("verb=prioritize/nodes=%d", n), func(b *testing.B) { serve(b, h, extender.PathPrioritize, body) })
+	}
+}
+
+// BenchmarkWebhookTLS serves the mlplane handler and a no-op
+// controller-runtime admission.Webhook over TLS and HTTP/2 (httptest, one
+// connection) and loads each from parallel clients in this process: the
+// in-process counterpart of `bench webhook`, for -cpuprofile.
+func BenchmarkWebhookTLS(b *testing.B) {
+	m, err := mutate.New(nil, mutate.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns := webhook.StaticNamespaces{BenchNamespace: {api.LabelInject: api.NamespaceInjectEnabled}}
+	handlers := map[string]http.Handler{
+		TargetMlplane: webhook.NewHandler(webhook.MutatorFunc(func() *mutate.Mutator { return m }), ns, webhook.HandlerOptions{}),
+		TargetNoop: &admission.Webhook{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+			return admission.Allowed("")
+		})},
+	}
+	body, err := AdmissionReview(VLLMPod(BenchNamespace, 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, target := range []string{TargetNoop, TargetMlplane} {
+		srv := httptest.NewUnstartedServer(handlers[target])
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		client := srv.Client()
+		b.Run("target="+target, func(b *testing.B) {
+			b.SetParallelism(4) // 8 clients on 2 CPUs
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, 0, 64<<10)
+				for pb.Next() {
+					var err error
+					if buf, err = post(context.Background(), client, srv.URL+webhook.Path, body, buf[:0], target == TargetMlplane); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+		srv.Close()
 	}
 }

@@ -372,7 +372,9 @@ func (a *Agent) patchNode(ctx context.Context, kind string, patch any, subresour
 // LeaseRenewInterval; after a failure it retries at the next poll. It
 // reports whether the Lease is current.
 func (a *Agent) renewLeaseIfDue(ctx context.Context, now time.Time) bool {
-	if a.lease != nil && now.Sub(a.lastRenew) < a.opts.LeaseRenewInterval {
+	// Polls are PollInterval apart, give or take scheduling: allow half of
+	// one, so that a renewal is not pushed a whole poll past its due time.
+	if a.lease != nil && now.Sub(a.lastRenew) < a.opts.LeaseRenewInterval-a.opts.PollInterval/2 {
 		return true
 	}
 	if err := a.renewLease(ctx, now); err != nil {

@@ -177,6 +177,9 @@ func NewAgent(opts Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.nodes != nil {
 		if err := a.nodes.start(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before the first sync
+			}
 			return err
 		}
 	}

@@ -611,6 +611,10 @@ func render(t *testing.T, g prometheus.Gatherer, names ...string) string {
 // count the same requests the REST client would send.
 type clientsetAPI struct{ kubernetes.Interface }
 
+// IsWatchListSemanticsUnSupported tells the reflector that the fake
+// clientset cannot stream a watch list.
+func (c clientsetAPI) IsWatchListSemanticsUnSupported() bool { return true }
+
 func (c clientsetAPI) ListNodes(ctx context.Context, o metav1.ListOptions) (*corev1.NodeList, error) {
 	return c.CoreV1().Nodes().List(ctx, o)
 }
@@ -647,5 +651,41 @@ func BenchmarkStepSteadyState(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.agent.Step(context.Background())
+	}
+}
+
+// TestRunWithInformer runs the agent as main does, its own Node coming from
+// the watch, against the fake clientset.
+func TestRunWithInformer(t *testing.T) {
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other"}})
+	a, err := NewAgent(Options{NodeName: "n1", Client: clientsetAPI{client}, Backend: &mockBackend{devs: gpus(2, 81920)},
+		Clock: clocktesting.NewFakeClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for a.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("agent not ready after 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+	n, err := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv, err := api.DecodeInventory(n.Annotations[api.NodeAnnotationGPUs]); err != nil || len(inv) != 2 {
+		t.Errorf("published %v, %v; want 2 GPUs", inv, err)
+	}
+	other, _ := client.CoreV1().Nodes().Get(context.Background(), "other", metav1.GetOptions{})
+	if _, ok := other.Annotations[api.NodeAnnotationGPUs]; ok {
+		t.Error("the agent wrote to another node")
 	}
 }

@@ -34,7 +34,9 @@ func newNodeInformer(client API, name string) *nodeInformer {
 			return client.WatchNodes(ctx, o)
 		},
 	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	// A client may say it cannot stream a watch list (client-go's fake
+	// clientset); the reflector then lists and watches instead.
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Node{}, 0, cache.Indexers{})
 	// The agent reads annotations and status; the managed fields and the
 	// image list are most of a real Node's size.
 	_ = inf.SetTransform(func(obj any) (any, error) {

@@ -36,6 +36,7 @@ var expected = map[string]map[string][]string{
 		"mlplane-webhook":    webhookGrants,
 		"mlplane-scheduler":  schedulerGrants,
 		"mlplane-node-agent": nodeAgentGrants,
+		"mlplane-extender":   extenderGrants,
 	},
 	"overlays/self-signed": {
 		"mlplane-webhook": append(slices.Clone(webhookGrants),
@@ -53,6 +54,7 @@ var expected = map[string]map[string][]string{
 		),
 		"mlplane-scheduler":  schedulerGrants,
 		"mlplane-node-agent": nodeAgentGrants,
+		"mlplane-extender":   extenderGrants,
 	},
 }
 
@@ -89,6 +91,24 @@ var nodeAgentGrants = []string{
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "get"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "update"),
+}
+
+// The extender: informers on Nodes, Pods and the agents' Leases; the GPU
+// assignment annotation and the Binding at bind time; leader election.
+var extenderGrants = []string{
+	grant("cluster", "", "nodes", "", "get"),
+	grant("cluster", "", "nodes", "", "list"),
+	grant("cluster", "", "nodes", "", "watch"),
+	grant("cluster", "", "pods", "", "get"),
+	grant("cluster", "", "pods", "", "list"),
+	grant("cluster", "", "pods", "", "watch"),
+	grant("cluster", "", "pods", "", "patch"),
+	grant("cluster", "", "pods/binding", "", "create"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "get"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "list"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "watch"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
+	grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-extender", "update"),
 }
 
 // builtinRoles are the Kubernetes roles a binding may name without this

@@ -12,7 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/mlplane/mlplane/internal/gpu"
 	"github.com/mlplane/mlplane/internal/score/extender"
@@ -57,7 +57,12 @@ func exported(t *testing.T) sets.Set[string] {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gpu.NewAgent(gpu.Options{NodeName: "n", Client: fake.NewClientset(), Backend: backend, Registerer: reg}); err != nil {
+	// A client the agent is never run with: NewAgent only registers metrics.
+	client, err := gpu.NewRESTAPI(&rest.Config{Host: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gpu.NewAgent(gpu.Options{NodeName: "n", Client: client, Backend: backend, Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
 	if reg.names.Len() == 0 {

@@ -101,6 +101,7 @@ type Agent struct {
 	lastAnnotation time.Time // when the annotation was last written
 	lease          *coordinationv1.Lease
 	lastRenew      time.Time
+	backendFailing bool
 
 	mu       sync.Mutex
 	lastStep time.Time
@@ -205,11 +206,10 @@ const apiTimeout = 10 * time.Second
 // the capacity if they need it, and renews the Lease when it is due.
 func (a *Agent) Step(ctx context.Context) {
 	now := a.opts.Clock.Now()
-	inv, devs := a.readInventory()
-	a.metrics.observe(devs, a.podUsage(ctx, devs))
-
 	actx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
+	inv, devs := a.readInventory()
+	a.metrics.observe(devs, a.podUsage(actx, devs))
 	published := a.publish(actx, inv, now)
 	renewed := a.renewLeaseIfDue(actx, now)
 
@@ -224,12 +224,21 @@ func (a *Agent) Step(ctx context.Context) {
 func (a *Agent) readInventory() ([]api.GPU, []Device) {
 	devs, err := a.opts.Backend.Devices()
 	if err == nil {
+		if a.backendFailing {
+			a.log.Info("Reading the GPUs works again")
+		}
+		a.backendFailing = false
 		a.metrics.backendUp.Set(1)
 		return Inventory(devs), devs
 	}
 	a.metrics.backendUp.Set(0)
 	a.metrics.backendErrors.Inc()
-	a.log.Error(err, "Reading the GPUs failed; reporting every known GPU unhealthy")
+	if !a.backendFailing {
+		a.log.Error(err, "Reading the GPUs failed; reporting every known GPU unhealthy until it works again")
+	} else {
+		a.log.V(1).Info("Reading the GPUs still fails", "err", err.Error())
+	}
+	a.backendFailing = true
 	var inv []api.GPU
 	if node, ok := a.node(); ok {
 		inv, _ = api.DecodeInventory(node.Annotations[api.NodeAnnotationGPUs])

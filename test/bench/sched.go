@@ -284,6 +284,14 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
+	// Pods are refused until the controller-manager has made the
+	// namespace's default ServiceAccount.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return nil, fmt.Errorf("namespace %s has no default ServiceAccount: %w", ns, err)
+	}
 	run := &SchedRun{Mode: mode, Scheduler: scheduler, Pods: o.Pods}
 
 	// Watch the namespace's pods; record when each is first seen bound.

@@ -102,6 +102,9 @@ type Agent struct {
 	lease          *coordinationv1.Lease
 	lastRenew      time.Time
 	backendFailing bool
+	// nodeRetry and leaseRetry space out retries after failed writes, so
+	// that a fleet of agents does not hammer a struggling API server.
+	nodeRetry, leaseRetry backoff
 
 	mu       sync.Mutex
 	lastStep time.Time
@@ -311,7 +314,11 @@ func (a *Agent) publish(ctx context.Context, inv []api.GPU, now time.Time) bool 
 		a.log.V(1).Info("Own Node not seen yet; not publishing")
 		return false
 	}
+	if !a.nodeRetry.ready(now) {
+		return false
+	}
 	upToDate := true
+	defer func() { a.nodeRetry.done(now, upToDate) }()
 
 	raw, has := node.Annotations[api.NodeAnnotationGPUs]
 	published, err := api.DecodeInventory(raw)
@@ -389,8 +396,13 @@ func (a *Agent) renewLeaseIfDue(ctx context.Context, now time.Time) bool {
 	if a.lease != nil && now.Sub(a.lastRenew) < a.opts.LeaseRenewInterval-a.opts.PollInterval/2 {
 		return true
 	}
-	if err := a.renewLease(ctx, now); err != nil {
-		a.log.Error(err, "Renewing the Lease failed", "lease", api.LeaseNamespace+"/"+api.LeaseName(a.opts.NodeName))
+	if !a.leaseRetry.ready(now) {
+		return false
+	}
+	err := a.renewLease(ctx, now)
+	a.leaseRetry.done(now, err == nil)
+	if err != nil {
+		a.log.Error(err, "Renewing the Lease failed", "lease", api.LeaseNamespace+"/"+api.LeaseName(a.opts.NodeName), "retryIn", a.leaseRetry.delay)
 		a.lease = nil // read it afresh next time
 		return false
 	}
@@ -499,4 +511,26 @@ func (a *Agent) Ready() error {
 		return errors.New("not published yet")
 	}
 	return nil
+}
+
+// backoff spaces out retries: 1 s after the first failure, doubling up to
+// maxRetryDelay, and none once a write succeeds.
+type backoff struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// maxRetryDelay is well inside api.LeaseDuration, so a Lease lost to a
+// brief outage is renewed before it expires.
+const maxRetryDelay = 16 * time.Second
+
+func (b *backoff) ready(now time.Time) bool { return !now.Before(b.next) }
+
+func (b *backoff) done(now time.Time, ok bool) {
+	if ok {
+		*b = backoff{}
+		return
+	}
+	b.delay = min(max(2*b.delay, time.Second), maxRetryDelay)
+	b.next = now.Add(b.delay)
 }

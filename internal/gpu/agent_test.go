@@ -689,3 +689,46 @@ func TestRunWithInformer(t *testing.T) {
 		t.Error("the agent wrote to another node")
 	}
 }
+
+func TestBacksOffWhileTheAPIFails(t *testing.T) {
+	h := newHarness(t, gpus(1, 81920))
+	failing := true
+	h.client.PrependReactor("*", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if failing && action.GetVerb() != "get" && action.GetVerb() != "list" {
+			return true, nil, errors.New("API server unavailable")
+		}
+		return false, nil, nil
+	})
+	var nodeAttempts, leaseAttempts []int
+	for s := 0; s <= 20; s++ {
+		d := time.Second
+		if s == 0 {
+			d = 0
+		}
+		for _, w := range h.step(d) {
+			if w == "patch nodes" {
+				nodeAttempts = append(nodeAttempts, s)
+			}
+			if strings.HasSuffix(w, "leases") {
+				leaseAttempts = append(leaseAttempts, s)
+			}
+		}
+	}
+	// retries 1, 2, 4, 8 s apart
+	want := []int{0, 1, 3, 7, 15}
+	if diff := cmp.Diff(want, nodeAttempts); diff != "" {
+		t.Errorf("Node write attempts at seconds (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, leaseAttempts); diff != "" {
+		t.Errorf("Lease write attempts at seconds (-want +got):\n%s", diff)
+	}
+	if h.agent.Ready() == nil {
+		t.Error("ready although nothing was ever published")
+	}
+	failing = false
+	h.step(11 * time.Second) // t=31: the next retry (15+16) succeeds
+	if len(h.published()) != 1 {
+		t.Error("not published once the API server is back")
+	}
+	wantWrites(t, "after recovery", h.step(time.Second))
+}

@@ -104,13 +104,12 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
-	server := crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir})
 	mgr, err := manager.New(cfg, manager.Options{
 		Scheme:                  scheme,
 		Logger:                  log,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.HealthAddr,
-		WebhookServer:           server,
+		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
 		GracefulShutdownTimeout: &o.ShutdownTimeout,
 		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
@@ -122,6 +121,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return fmt.Errorf("watching namespaces: %w", err)
 	}
 	namespaces := &clusterNamespaces{cache: mgr.GetCache(), direct: mgr.GetAPIReader()}
+	// GetWebhookServer, not server: it is what adds the server to the
+	// manager's runnables.
+	server := mgr.GetWebhookServer()
 	server.Register(Path, NewHandler(configs, namespaces, HandlerOptions{
 		MaxBodyBytes: o.MaxBodyBytes, Metrics: metrics, Log: log.WithName("admission"),
 	}))

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSimulateCommand(t *testing.T) {
+	dir := t.TempDir()
+	svg := filepath.Join(dir, "out.svg")
+	var out, errb bytes.Buffer
+	code := runSimulate([]string{"--trace", "../../examples/traces/mixed-llm.yaml", "--output", "json", "--svg", svg}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep struct {
+		PodsPlaced, GPUsUsed, LowerBoundGPUs, OversubscribedGPUs int
+		Baselines                                                map[string]struct{ GPUsUsed int }
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.PodsPlaced == 0 || rep.OversubscribedGPUs != 0 || rep.GPUsUsed < rep.LowerBoundGPUs || len(rep.Baselines) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !bytes.HasPrefix(b, []byte("<svg")) {
+		t.Fatalf("svg: %v", err)
+	}
+
+	policy := filepath.Join(dir, "p.yaml")
+	_ = os.WriteFile(policy, []byte("apiVersion: mlplane.io/v1alpha1\nkind: PlacementPolicy\nnodeStrategy: spread\ngpuStrategy: spread\n"), 0o644)
+	out.Reset()
+	if code := runSimulate([]string{"--trace", "../../examples/traces/small-models.yaml", "--policy", policy}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "spread/spread") {
+		t.Fatalf("text output: %.200s", out.String())
+	}
+}
+
+func TestSimulateErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(bad, []byte("nodes: []\npods: [{name: p, count: 0, gpuMemory: 1Gi}]\n"), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--trace is required"},
+		{[]string{"--trace", "x", "--output", "yaml"}, `--output "yaml": want json or text`},
+		{[]string{"--trace", bad}, "nodes: Required value"},
+		{[]string{"--trace", bad}, "pods[0].count: Invalid value: 0"},
+	} {
+		var out, errb bytes.Buffer
+		if code := runSimulate(tc.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package extender
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/mlplane/mlplane/internal/score"
+)
+
+// server is one Serve running on loopback ports.
+type server struct {
+	addrs  map[string]string
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+func startServer(t *testing.T, o ServerOptions) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{addrs: map[string]string{}, cancel: cancel, done: make(chan error, 1)}
+	var mu sync.Mutex
+	listening := make(chan struct{}, 3)
+	o.Addr, o.HealthAddr, o.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	o.Listening = func(name, addr string) {
+		mu.Lock()
+		s.addrs[name] = addr
+		mu.Unlock()
+		listening <- struct{}{}
+	}
+	o.Logger = logr.Discard()
+	go func() { s.done <- Serve(ctx, o) }()
+	for range 3 {
+		select {
+		case <-listening:
+		case err := <-s.done:
+			t.Fatalf("Serve ended: %v", err)
+		}
+	}
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (s *server) stop() error {
+	s.once.Do(func() {
+		s.cancel()
+		s.err = <-s.done
+	})
+	return s.err
+}
+
+func (s *server) get(path string) (int, string) {
+	addr := s.addrs["health"]
+	if path == "/metrics" {
+		addr = s.addrs["metrics"]
+	}
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitFor polls cond until it holds (no fixed sleeps).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) { return cond(), nil })
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func TestServeHealthMetricsAndReload(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte("apiVersion: mlplane.io/v1alpha1\nkind: PlacementPolicy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()))
+	s := startServer(t, ServerOptions{Client: client, PolicyPath: policy, PolicyPollInterval: 20 * time.Millisecond})
+	if code, _ := s.get("/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz %d", code)
+	}
+	waitFor(t, "readyz", func() bool { code, _ := s.get("/readyz"); return code == http.StatusOK })
+
+	// A filter call shows up in the metrics.
+	resp, err := http.Post("http://"+s.addrs["addr"]+PathFilter, "application/json", strings.NewReader("{"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("malformed filter: %d", resp.StatusCode)
+	}
+	_, metrics := s.get("/metrics")
+	for _, m := range []string{`mlplane_extender_request_duration_seconds_count{verb="filter"} 1`, `mlplane_extender_bad_requests_total{verb="filter"} 1`, `mlplane_extender_policy_reloads_total{result="ok"} 1`} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+
+	// An invalid policy is counted and ignored; a valid one is taken.
+	if err := os.WriteFile(policy, []byte("apiVersion: mlplane.io/v1alpha1\nkind: PlacementPolicy\nnodeStrategy: fast\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "invalid reload counted", func() bool {
+		_, m := s.get("/metrics")
+		return strings.Contains(m, `mlplane_extender_policy_reloads_total{result="invalid"} 1`)
+	})
+	if err := os.WriteFile(policy, []byte("apiVersion: mlplane.io/v1alpha1\nkind: PlacementPolicy\nnodeStrategy: spread\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "valid reload counted", func() bool {
+		_, m := s.get("/metrics")
+		return strings.Contains(m, `mlplane_extender_policy_reloads_total{result="ok"} 2`)
+	})
+	if err := s.stop(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+}
+
+func TestPolicyFileKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.yaml")
+	_ = os.WriteFile(path, []byte("apiVersion: mlplane.io/v1alpha1\nkind: PlacementPolicy\ngpuStrategy: spread\n"), 0o644)
+	pf, err := LoadPolicyFile(path, NewMetrics(), logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(path, []byte("kind: Nope\n"), 0o644)
+	if err := pf.reload(); err == nil {
+		t.Fatal("invalid policy accepted")
+	}
+	if got := pf.Placer().Policy().GPUStrategy; got != score.Spread {
+		t.Fatalf("policy after a bad reload: %s", got)
+	}
+	if _, err := LoadPolicyFile(filepath.Join(dir, "missing.yaml"), nil, logr.Discard()); err == nil {
+		t.Fatal("missing policy file accepted at start")
+	}
+}
+
+// TestLeaderElection runs two replicas against one API server: exactly one
+// is ready; when it stops, the other takes over.
+func TestLeaderElection(t *testing.T) {
+	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()))
+	a := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a"})
+	b := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "b"})
+	ready := func(s *server) bool { code, _ := s.get("/readyz"); return code == http.StatusOK }
+	waitFor(t, "a leader", func() bool { return ready(a) || ready(b) })
+	leader, follower := a, b
+	if ready(b) {
+		leader, follower = b, a
+	}
+	if ready(follower) {
+		t.Fatal("both replicas ready")
+	}
+	if _, body := follower.get("/readyz"); !strings.Contains(body, "not the leader") {
+		t.Fatalf("follower readyz: %q", body)
+	}
+	// The leader steps down (graceful: it releases the Lease).
+	if err := leader.stop(); err != nil && !errors.Is(err, ErrLostLeadership) {
+		t.Fatalf("leader stop: %v", err)
+	}
+	waitFor(t, "failover", func() bool { return ready(follower) })
+}

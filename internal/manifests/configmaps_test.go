@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/manifests/render"
 	"github.com/mlplane/mlplane/internal/mutate"
 	"github.com/mlplane/mlplane/internal/score"
 )
@@ -42,7 +43,7 @@ func configMapData(t *testing.T, overlay, name string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := Objects(filepath.Join(root, overlay))
+	objs, err := render.Objects(filepath.Join(root, overlay))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
-// Package manifests renders mlplane's kustomize configuration (config/) with
-// the kustomize library the kustomize command is built from, so unit tests
-// can check what an admin would apply without bin/kustomize.
+// Package manifests knows where mlplane's kustomize configuration (config/)
+// is and reads the objects it renders. Rendering itself is in
+// internal/manifests/render, apart, because the kustomize library imports
+// package plugin, which makes a binary resolve every C symbol at load and so
+// cannot share a binary with go-nvml (the node agent, the local cluster).
 package manifests
 
 import (
@@ -10,8 +12,6 @@ import (
 	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -36,34 +36,6 @@ func ConfigDir() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-// Build renders the kustomization in dir, as `kustomize build dir` does.
-func Build(dir string) ([]byte, error) {
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
-	}
-	return rm.AsYaml()
-}
-
-// Objects renders the kustomization in dir into objects.
-func Objects(dir string) ([]*unstructured.Unstructured, error) {
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
-	}
-	var out []*unstructured.Unstructured
-	for _, r := range rm.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, &unstructured.Unstructured{Object: m})
-	}
-	return out, nil
 }
 
 // Find returns the object of kind and name (and namespace, when not empty).

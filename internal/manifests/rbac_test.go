@@ -12,6 +12,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/mlplane/mlplane/internal/manifests/render"
 )
 
 // A grant is one atomic permission of a ServiceAccount:
@@ -202,7 +204,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	}
 	for _, overlay := range Overlays {
 		t.Run(overlay, func(t *testing.T) {
-			objs, err := Objects(filepath.Join(root, overlay))
+			objs, err := render.Objects(filepath.Join(root, overlay))
 			if err != nil {
 				t.Fatal(err)
 			}

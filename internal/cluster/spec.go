@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/mlplane/mlplane/internal/api"
-	"github.com/mlplane/mlplane/internal/gpu"
 )
 
 // NodeGroup is one term of a node spec: Count nodes, each with GPUs GPUs of
@@ -71,15 +72,31 @@ func ParseNodeSpec(spec string) ([]NodeGroup, error) {
 }
 
 // FakeGPUs is the inventory a node agent with the fake backend
-// (--fake-spec g.GPUSpec()) publishes for nodeName: the same code computes
-// it, so UUIDs and sizes match whether the cluster or a real agent
-// publishes. UUIDs derive from the node name and index.
+// (--fake-spec g.GPUSpec()) publishes for nodeName: same UUIDs (FakeUUID),
+// model name and sizes, so a test sees the same GPUs whether the cluster or
+// a real agent publishes. (internal/gpu is not imported: it links NVML
+// through cgo, which the test and demo binaries must not need.)
 func FakeGPUs(nodeName string, g NodeGroup) []api.GPU {
-	spec, err := gpu.ParseFakeSpec(g.GPUSpec())
-	if err != nil { // ParseNodeSpec accepted the group, so this cannot happen
-		panic(fmt.Sprintf("fake GPU spec %q: %v", g.GPUSpec(), err))
+	gpus := make([]api.GPU, g.GPUs)
+	for i := range gpus {
+		gpus[i] = api.GPU{
+			Index:     i,
+			UUID:      FakeUUID(nodeName, i),
+			Model:     "Fake GPU " + formatMiB(g.MemoryMiB),
+			MemoryMiB: g.MemoryMiB,
+			Healthy:   true,
+		}
 	}
-	return gpu.Inventory(spec.Devices(nodeName))
+	return gpus
+}
+
+// FakeUUID is the UUID of fake GPU index on node nodeName, derived as
+// internal/gpu.FakeUUID derives it: the first 16 bytes of
+// sha256("<node>/<index>") in NVML's "GPU-8-4-4-4-12" form.
+func FakeUUID(nodeName string, index int) string {
+	sum := sha256.Sum256([]byte(nodeName + "/" + strconv.Itoa(index)))
+	h := hex.EncodeToString(sum[:16])
+	return "GPU-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 // formatMiB renders MiB as the shortest exact quantity: 81920 -> "80Gi".

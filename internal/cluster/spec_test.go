@@ -81,3 +81,14 @@ func TestFakeGPUs(t *testing.T) {
 		t.Error("two nodes share a GPU UUID")
 	}
 }
+
+// TestFakeUUIDMatchesAgent pins FakeUUID to the value internal/gpu's fake
+// backend gives (gpu.FakeUUID("gpu-node-0", 3)), so that the in-process
+// publisher and a real node agent agree.
+func TestFakeUUIDMatchesAgent(t *testing.T) {
+	if got, want := FakeUUID("gpu-node-0", 3), fakeUUIDFromAgent; got != want {
+		t.Errorf("FakeUUID = %s, want %s", got, want)
+	}
+}
+
+const fakeUUIDFromAgent = "GPU-e98d116f-e580-0197-889b-f371038b69f7"

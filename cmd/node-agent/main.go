@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/mlplane/mlplane/internal/gpu"
+	"github.com/mlplane/mlplane/internal/gpu/nvmlgpu"
 )
 
 // options are the command-line flags (docs/CONTRACTS.md).
@@ -89,7 +90,7 @@ func inventory(o options, stdout, stderr io.Writer) error {
 	if o.nodeName == "" {
 		o.nodeName, _ = os.Hostname()
 	}
-	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, logr.Discard())
+	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, nvmlgpu.Open, logr.Discard())
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func serve(o options) error {
 	if err != nil {
 		return err
 	}
-	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, log)
+	b, name, reason, err := gpu.OpenBackend(o.backend, o.fakeSpec, o.nodeName, nvmlgpu.Open, log)
 	if err != nil {
 		return err
 	}

@@ -364,16 +364,21 @@ func TestBackendErrorMarksEverythingUnhealthy(t *testing.T) {
 }
 
 func TestNoNVMLPublishesZeroGPUs(t *testing.T) {
-	b, name, reason, err := OpenBackend(BackendNVML, "", "n1", testLogger(t))
+	noLib := func() (Backend, error) {
+		return nil, fmt.Errorf("%w: libnvidia-ml.so.1 not found", ErrNoNVML)
+	}
+	b, name, reason, err := OpenBackend(BackendNVML, "", "n1", noLib, testLogger(t))
 	if err != nil {
 		t.Fatalf("OpenBackend(nvml) = %v; a node without NVML must not be an error", err)
 	}
 	defer b.Close()
-	if name != BackendNone {
-		t.Skipf("NVML is available here (%s); the absent path is not reachable", name)
+	if name != BackendNone || !strings.Contains(reason, "libnvidia-ml.so.1 not found") {
+		t.Errorf("backend %q, reason %q; want none and the reason", name, reason)
 	}
-	if !strings.Contains(reason, "NVML unavailable") {
-		t.Errorf("reason = %q", reason)
+	// Any other failure to open is an error: the agent must not pretend.
+	broken := func() (Backend, error) { return nil, errors.New("boom") }
+	if _, _, _, err := OpenBackend(BackendNVML, "", "n1", broken, testLogger(t)); err == nil {
+		t.Error("an NVML failure other than ErrNoNVML was swallowed")
 	}
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	reg := prometheus.NewRegistry()

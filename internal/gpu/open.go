@@ -21,13 +21,14 @@ const (
 	BackendNone = "none"
 )
 
-// OpenBackend opens the named backend. When NVML is unavailable it returns
-// None, the name "none" and the reason, and no error: a node without GPUs is
-// not a failure, and the agent must not crash-loop on it.
-func OpenBackend(name, fakeSpec, nodeName string, log logr.Logger) (b Backend, actual, reason string, err error) {
+// OpenBackend opens the named backend; openNVML is nvmlgpu.Open (passed in
+// so that this package does not link NVML). When NVML is unavailable it
+// returns None, the name "none" and the reason, and no error: a node
+// without GPUs is not a failure, and the agent must not crash-loop on it.
+func OpenBackend(name, fakeSpec, nodeName string, openNVML func() (Backend, error), log logr.Logger) (b Backend, actual, reason string, err error) {
 	switch name {
 	case BackendNVML:
-		b, err := OpenNVML()
+		b, err := openNVML()
 		if errors.Is(err, ErrNoNVML) {
 			return None, BackendNone, err.Error(), nil
 		}

@@ -1,6 +1,10 @@
 //go:build cgo
 
-package gpu
+// Package nvmlgpu is the thin adapter from NVML to gpu.Backend. It is a
+// package of its own so that only the node agent links go-nvml (cgo, lazily
+// bound symbols of libnvidia-ml): the local cluster, the demo and the tests
+// that use the fake backend stay free of it.
+package nvmlgpu
 
 import (
 	"errors"
@@ -8,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/mlplane/mlplane/internal/gpu"
 )
 
 // nvmlBackend is the thin adapter from NVML to Backend. go-nvml dlopens
@@ -24,14 +30,14 @@ type nvmlBackend struct {
 	xid map[string]uint64
 }
 
-// OpenNVML initialises NVML. Every failure wraps ErrNoNVML.
-func OpenNVML() (Backend, error) {
+// Open initialises NVML. Every failure wraps gpu.ErrNoNVML.
+func Open() (gpu.Backend, error) {
 	lib := nvml.New()
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return nil, fmt.Errorf("%w: libnvidia-ml.so.1 not found (no NVIDIA driver on this node?)", ErrNoNVML)
+			return nil, fmt.Errorf("%w: libnvidia-ml.so.1 not found (no NVIDIA driver on this node?)", gpu.ErrNoNVML)
 		}
-		return nil, fmt.Errorf("%w: nvmlInit: %v", ErrNoNVML, ret)
+		return nil, fmt.Errorf("%w: nvmlInit: %v", gpu.ErrNoNVML, ret)
 	}
 	b := &nvmlBackend{lib: lib, xid: map[string]uint64{}}
 	b.registerEvents()
@@ -87,7 +93,7 @@ func (b *nvmlBackend) drainEvents() {
 	}
 }
 
-func (b *nvmlBackend) Devices() ([]Device, error) {
+func (b *nvmlBackend) Devices() ([]gpu.Device, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.drainEvents()
@@ -95,7 +101,7 @@ func (b *nvmlBackend) Devices() ([]Device, error) {
 	if ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("nvmlDeviceGetCount: %w", nvmlError(ret))
 	}
-	devs := make([]Device, 0, n)
+	devs := make([]gpu.Device, 0, n)
 	for i := 0; i < n; i++ {
 		devs = append(devs, b.device(i))
 	}
@@ -103,8 +109,8 @@ func (b *nvmlBackend) Devices() ([]Device, error) {
 }
 
 // device queries one GPU; a failed essential query makes it unhealthy.
-func (b *nvmlBackend) device(i int) Device {
-	d := Device{Index: i, Healthy: true}
+func (b *nvmlBackend) device(i int) gpu.Device {
+	d := gpu.Device{Index: i, Healthy: true}
 	fail := func(what string, ret nvml.Return) {
 		if d.Healthy {
 			d.Healthy = false
@@ -144,7 +150,7 @@ func (b *nvmlBackend) device(i int) Device {
 			continue // NOT_SUPPORTED on some GPUs, NO_PERMISSION in some containers
 		}
 		for _, p := range ps {
-			d.Processes = append(d.Processes, Process{PID: p.Pid, UsedMiB: mib(p.UsedGpuMemory)})
+			d.Processes = append(d.Processes, gpu.Process{PID: p.Pid, UsedMiB: mib(p.UsedGpuMemory)})
 		}
 	}
 	if x, ok := b.xid[d.UUID]; ok && d.Healthy {

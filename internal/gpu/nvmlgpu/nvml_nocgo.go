@@ -1,10 +1,14 @@
 //go:build !cgo
 
-package gpu
+package nvmlgpu
 
-import "fmt"
+import (
+	"fmt"
 
-// OpenNVML reports that this binary cannot use NVML: go-nvml needs cgo.
-func OpenNVML() (Backend, error) {
-	return nil, fmt.Errorf("%w: node-agent was built with CGO_ENABLED=0", ErrNoNVML)
+	"github.com/mlplane/mlplane/internal/gpu"
+)
+
+// Open reports that this binary cannot use NVML: go-nvml needs cgo.
+func Open() (gpu.Backend, error) {
+	return nil, fmt.Errorf("%w: node-agent was built with CGO_ENABLED=0", gpu.ErrNoNVML)
 }

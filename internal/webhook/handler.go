@@ -19,6 +19,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	kjson "sigs.k8s.io/json"
 
@@ -114,9 +115,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 	if int64(buf.Len()) > h.maxBody {
 		return "", tooLarge(h.maxBody)
 	}
-	var review admissionv1.AdmissionReview
+	var review reviewIn
 	if err := json.Unmarshal(buf.Bytes(), &review); err != nil {
-		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: %v", err)}
+		msg := "malformed AdmissionReview: " + err.Error()
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+			where := te.Field
+			if where == "" {
+				where = "the review"
+			}
+			msg = fmt.Sprintf("malformed AdmissionReview: %s: unexpected JSON %s", where, te.Value)
+		}
+		return "", &httpError{http.StatusBadRequest, msg}
 	}
 	req := review.Request
 	if req == nil {
@@ -147,13 +156,30 @@ func tooLarge(limit int64) error {
 	return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large: the limit is %d bytes", limit)}
 }
 
+// reviewIn is the part of an AdmissionReview (v1, or the identical v1beta1)
+// the handler reads: decoding userInfo, oldObject and options would only
+// cost time.
+type reviewIn struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *requestIn `json:"request"`
+}
+
+type requestIn struct {
+	UID         types.UID               `json:"uid"`
+	Kind        metav1.GroupVersionKind `json:"kind"`
+	SubResource string                  `json:"subResource"`
+	Namespace   string                  `json:"namespace"`
+	Operation   admissionv1.Operation   `json:"operation"`
+	Object      json.RawMessage         `json:"object"`
+}
+
 // admit fills resp for one AdmissionRequest.
-func (h *Handler) admit(r *http.Request, req *admissionv1.AdmissionRequest, resp *admissionv1.AdmissionResponse) (string, error) {
+func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse) (string, error) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return ResultSkipped, nil
 	}
 	var pod corev1.Pod
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object, &pod); err != nil {
 		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
 	}
 	m := h.mutators.Mutator()

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,6 +72,10 @@ func review(t testing.TB, pod *corev1.Pod, op admissionv1.Operation) []byte {
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
 			Namespace: pod.Namespace, Operation: op,
 			Object: runtime.RawExtension{Raw: raw},
+			// What the API server sends along for a ReplicaSet's pod.
+			UserInfo: authenticationv1.UserInfo{Username: "system:serviceaccount:kube-system:replicaset-controller",
+				UID: "6a3c1f7e-7d0e-4a43-9c55-0b8f0f3c2d11", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"}},
+			Options: runtime.RawExtension{Raw: []byte(`{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}`)},
 		},
 	})
 	if err != nil {
@@ -272,7 +277,9 @@ func TestHandlerBadRequests(t *testing.T) {
 		{"malformed JSON", http.MethodPost, "application/json", []byte(`{"request": {`), http.StatusBadRequest,
 			"malformed AdmissionReview: unexpected end of JSON input"},
 		{"not an object", http.MethodPost, "application/json", []byte(`[1,2]`), http.StatusBadRequest,
-			"malformed AdmissionReview: json: cannot unmarshal array into Go value of type v1.AdmissionReview"},
+			"malformed AdmissionReview: the review: unexpected JSON array"},
+		{"wrong field type", http.MethodPost, "application/json", []byte(`{"request":{"uid":5}}`), http.StatusBadRequest,
+			"malformed AdmissionReview: request.uid: unexpected JSON number"},
 		{"no request", http.MethodPost, "application/json", []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`), http.StatusBadRequest,
 			"malformed AdmissionReview: no request"},
 		{"object not a pod", http.MethodPost, "application/json",
@@ -303,8 +310,8 @@ func TestHandlerBadRequests(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked oversized body: HTTP %d %s", rec.Code, rec.Body)
 	}
-	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 8 {
-		t.Errorf("bad_request count %v, want 8", n)
+	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 9 {
+		t.Errorf("bad_request count %v, want 9", n)
 	}
 }
 

@@ -284,12 +284,22 @@ func (c *Cluster) port(name string) (int, error) {
 	if p, ok := c.ports[name]; ok {
 		return p, nil
 	}
-	p, err := freePort()
-	if err != nil {
-		return 0, err
+	// The kernel may hand out a port again once its probe listener closed;
+	// never give two names the same port.
+	for {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		taken := false
+		for _, q := range c.ports {
+			taken = taken || q == p
+		}
+		if !taken {
+			c.ports[name] = p
+			return p, nil
+		}
 	}
-	c.ports[name] = p
-	return p, nil
 }
 
 func (c *Cluster) addr(name string) string {

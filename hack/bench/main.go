@@ -78,6 +78,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.DurationVar(&o.web.Warmup, "warmup", time.Second, "warm-up before each load run")
 		fs.IntVar(&o.web.Rounds, "rounds", 3, "repetitions of the matrix (medians reported)")
 		fs.BoolVar(&o.web.HTTP1, "http1", false, "HTTP/1.1, a connection per client, instead of HTTP/2")
+		fs.StringVar(&o.web.Dir, "dir", "", "keep the servers' logs and certificates here (default: a temporary directory)")
 		if cmd == "webhook" {
 			fs.StringVar(&o.web.Kubeconfig, "kubeconfig", "", "existing cluster (default: start a local one)")
 		}

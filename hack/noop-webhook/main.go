@@ -32,13 +32,16 @@ func main() {
 		host, certDir, healthAddr, metricsAddr, kubeconfig string
 		port                                               int
 	)
-	flag.StringVar(&host, "host", "", "address to serve on (default all)")
-	flag.IntVar(&port, "port", 9443, "HTTPS port")
-	flag.StringVar(&certDir, "cert-dir", "", "directory with tls.crt and tls.key")
-	flag.StringVar(&healthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
-	flag.StringVar(&metricsAddr, "metrics-addr", ":8080", "address of /metrics (0 disables)")
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default in-cluster); the manager needs one, nothing is read")
-	flag.Parse()
+	// Its own flag set: controller-runtime registers --kubeconfig on the
+	// global one.
+	fs := flag.NewFlagSet("noop-webhook", flag.ExitOnError)
+	fs.StringVar(&host, "host", "", "address to serve on (default all)")
+	fs.IntVar(&port, "port", 9443, "HTTPS port")
+	fs.StringVar(&certDir, "cert-dir", "", "directory with tls.crt and tls.key")
+	fs.StringVar(&healthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&metricsAddr, "metrics-addr", ":8080", "address of /metrics (0 disables)")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default in-cluster); the manager needs one, nothing is read")
+	_ = fs.Parse(os.Args[1:])
 
 	log := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(os.Stderr)))
 	ctrl.SetLogger(log)
@@ -55,15 +58,17 @@ func run(ctx context.Context, host string, port int, certDir, healthAddr, metric
 	if err != nil {
 		return err
 	}
-	server := crwebhook.NewServer(crwebhook.Options{Host: host, Port: port, CertDir: certDir})
 	mgr, err := manager.New(cfg, manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: healthAddr,
-		WebhookServer:          server,
+		WebhookServer:          crwebhook.NewServer(crwebhook.Options{Host: host, Port: port, CertDir: certDir}),
 	})
 	if err != nil {
 		return err
 	}
+	// GetWebhookServer, as bin/webhook does: it is what adds the server to
+	// the manager's runnables.
+	server := mgr.GetWebhookServer()
 	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
 		return admission.Allowed("")
 	})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,6 +148,8 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		}
 		defer os.RemoveAll(d)
 		o.Dir = d
+	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
 	}
 	rep := &WebhookReport{Machine: ThisMachine(), Protocol: "HTTP/2, one connection"}
 	if o.HTTP1 {
@@ -231,7 +234,9 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		cells = append(cells, cell{n, 1})
 	}
 	for _, n := range o.Containers {
-		cells = append(cells, cell{o.SizeClients, n})
+		if c := (cell{o.SizeClients, n}); !slices.Contains(cells, c) {
+			cells = append(cells, c)
+		}
 	}
 	runs := map[string]map[cell][]WebhookRun{TargetMlplane: {}, TargetNoop: {}}
 	for r := range o.Rounds {

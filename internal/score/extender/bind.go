@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,9 +36,18 @@ const patchAttempts = 3
 
 // Bind picks GPUs for the pod on the chosen node, reserves them, writes
 // AnnotationGPUIDs with a resourceVersion precondition and creates the
-// Binding. On any failure the reservation and the annotation are rolled back.
-// A retried bind of a pod already bound to that node succeeds.
+// Binding. On a failure whose outcome is known the reservation and the
+// annotation are rolled back; when the outcome is unknown (a write that
+// timed out may still have been applied) the reservation stays until the
+// informer shows what happened, so the GPUs are never handed out twice. A
+// retried bind of a pod already bound to that node succeeds.
+//
+// The API calls run on a context of their own, detached from the
+// scheduler's request: a scheduler that gives up on a slow bind must not cut
+// it off half way.
 func (e *Extender) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) *extenderv1.ExtenderBindingResult {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bindTimeout)
+	defer cancel()
 	result, err := e.bind(ctx, args)
 	e.o.Metrics.binds.WithLabelValues(result).Inc()
 	log := e.o.Logger.WithValues("pod", args.PodNamespace+"/"+args.PodName, "node", args.Node, "result", result)
@@ -49,10 +59,33 @@ func (e *Extender) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 	return &extenderv1.ExtenderBindingResult{}
 }
 
+// bindTimeout bounds one bind's API calls.
+const bindTimeout = 30 * time.Second
+
+// BindInProgress is the result of a bind for a pod another bind is still
+// working on (the scheduler gave up on the first and retried).
+const BindInProgress = "in_progress"
+
+// known reports whether a failed write certainly did not happen: the API
+// server answered with a status. A transport error or a timeout leaves it
+// open.
+func known(err error) bool {
+	var st apierrors.APIStatus
+	return errors.As(err, &st)
+}
+
 func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (string, error) {
 	if !e.o.Leader() {
 		return BindNotLeader, errors.New(notReadyMessage)
 	}
+	// One bind per pod at a time: a second one would take the first one's
+	// reservation for its own.
+	key := args.PodNamespace + "/" + args.PodName
+	if _, busy := e.inFlight.LoadOrStore(key, struct{}{}); busy {
+		return BindInProgress, fmt.Errorf("a bind of pod %s is already in progress", key)
+	}
+	defer e.inFlight.Delete(key)
+
 	pods := e.o.Client.CoreV1().Pods(args.PodNamespace)
 	pod, err := pods.Get(ctx, args.PodName, metav1.GetOptions{})
 	if err != nil {
@@ -96,7 +129,9 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 
 	patched, err := e.annotate(ctx, pod, args, value)
 	if err != nil {
-		e.o.State.Release(pod.UID)
+		if known(err) {
+			e.o.State.Release(pod.UID)
+		}
 		if apierrors.IsConflict(err) {
 			return BindConflict, err
 		}
@@ -108,7 +143,9 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 		if cur, gerr := pods.Get(ctx, args.PodName, metav1.GetOptions{}); gerr == nil && cur.UID == pod.UID && cur.Spec.NodeName == args.Node {
 			return BindRetried, nil
 		}
-		e.rollback(ctx, pod, value)
+		if known(err) {
+			e.rollback(ctx, pod, value)
+		}
 		return BindError, err
 	}
 	return BindBound, nil
@@ -177,10 +214,14 @@ func (e *Extender) rollback(ctx context.Context, pod *corev1.Pod, value string) 
 		{"op": "test", "path": path, "value": value},
 		{"op": "remove", "path": path},
 	})
-	if _, err := e.o.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager}); err != nil && !apierrors.IsNotFound(err) {
-		// The annotation stays and keeps the GPUs booked until the
-		// scheduler's retry re-picks them: safe, only wasteful.
+	_, err := e.o.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
+	if err != nil && !apierrors.IsNotFound(err) {
+		// The annotation may stay and keeps the GPUs booked (by the
+		// reservation until it expires, then by the informer's view of
+		// the pod) until the scheduler's retry re-picks them: safe,
+		// only wasteful.
 		e.o.Logger.Info("rolling back the GPU annotation failed", "pod", pod.Namespace+"/"+pod.Name, "err", err.Error())
+		return
 	}
 	e.o.State.Release(pod.UID)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -68,6 +69,8 @@ type Options struct {
 // Extender implements the verbs.
 type Extender struct {
 	o Options
+	// inFlight holds the pods ("namespace/name") being bound.
+	inFlight sync.Map
 }
 
 // New builds an Extender; a missing Client or State is a programmer error.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -644,3 +645,57 @@ func TestConcurrentBinds(t *testing.T) {
 }
 
 func resourceMiB(mib int64) *resource.Quantity { return resource.NewQuantity(mib, resource.DecimalSI) }
+
+// TestBindUnknownOutcomeKeepsReservation: a write that failed without an
+// answer from the API server may still have happened; the GPUs stay booked.
+func TestBindUnknownOutcomeKeepsReservation(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	f.failPatch = func() error { return errors.New("connection reset by peer") }
+	if r := f.bindPod(t, "p", "n"); !strings.Contains(r.Error, "connection reset") {
+		t.Fatalf("error %q", r.Error)
+	}
+	// 80 - 30: still reserved.
+	if d := cmp.Diff([]int64{50 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("reservation dropped on an unknown outcome: %s", d)
+	}
+
+	g := newFixture(t, gpuNode("n", 1, 80))
+	g.addPod(t, gpuPod("q", 30, 1))
+	g.failBind = func() error { return errors.New("http2: timeout awaiting response headers") }
+	if r := g.bindPod(t, "q", "n"); r.Error == "" {
+		t.Fatal("bind succeeded")
+	}
+	if got := g.pod(t, "q").Annotations[api.AnnotationGPUIDs]; got != "GPU-n-0" {
+		t.Fatalf("annotation rolled back on an unknown Binding outcome: %q", got)
+	}
+	if d := cmp.Diff([]int64{50 * gi}, freeMiB(g, "n")); d != "" {
+		t.Fatalf("reservation dropped on an unknown outcome: %s", d)
+	}
+}
+
+// TestBindOnePodAtATime: a scheduler that gave up on a slow bind and retried
+// gets an error, not a second set of GPUs.
+func TestBindOnePodAtATime(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 2, 80))
+	f.addPod(t, gpuPod("p", 30, 1))
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() { close(entered); <-release })
+		return false, nil, nil
+	})
+	first := make(chan *extenderv1.ExtenderBindingResult)
+	go func() { first <- f.bindPod(t, "p", "n") }()
+	<-entered
+	if r := f.bindPod(t, "p", "n"); !strings.Contains(r.Error, "already in progress") {
+		t.Fatalf("second bind: %q", r.Error)
+	}
+	close(release)
+	if r := <-first; r.Error != "" {
+		t.Fatalf("first bind: %s", r.Error)
+	}
+	if d := cmp.Diff([]int64{50 * gi, 80 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+}

@@ -158,3 +158,33 @@ func splitSample(line string) (name string, labels map[string]string, value stri
 	}
 	return name, labels, f[0], true
 }
+
+// ScrapeCounters reads a counter (or gauge) from a Prometheus text endpoint,
+// summed by the value of label.
+func ScrapeCounters(ctx context.Context, url, metric, label string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, labels, value, ok := splitSample(sc.Text())
+		if !ok || name != metric {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[labels[label]] += v
+		}
+	}
+	return out, sc.Err()
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -145,6 +145,9 @@ type SchedRun struct {
 	// WithGPUIDs counts bound pods carrying api.AnnotationGPUIDs (the
 	// extender's assignment).
 	WithGPUIDs int `json:"with_gpu_ids"`
+	// Binds counts the extender's bind calls during the run by result
+	// (mlplane_extender_binds_total): anything but "bound" is a retry.
+	Binds map[string]float64 `json:"binds,omitempty"`
 	// Extender is its latency histogram during the run, by verb.
 	Extender map[string]Quantiles `json:"extender,omitempty"`
 	// CPUSeconds is the CPU time each process used during the run (bound
@@ -182,22 +185,12 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	if err != nil {
 		return nil, err
 	}
-	healthPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort),
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort),
-	}}); err != nil {
+	// The last --metrics-addr wins: the cluster does not say which port it
+	// gave the extender's metrics.
+	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort)}}); err != nil {
 		c.DumpLogs(os.Stderr, 20)
 		return nil, err
-	}
-	// Until its informers have synced, the extender refuses every verb and
-	// the scheduler backs the pod off: wait for /readyz.
-	if err := waitHTTPOK(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), 2*time.Minute); err != nil {
-		return nil, fmt.Errorf("extender not ready: %w", err)
 	}
 
 	cfg := c.RESTConfig()
@@ -206,6 +199,15 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
+	}
+	// One pod through each scheduler first: the extender refuses every verb
+	// until its informers have synced (the scheduler then backs the pod
+	// off), and the first calls set up connections.
+	for _, mode := range o.Modes {
+		if err := warmUp(ctx, cs, mode); err != nil {
+			c.DumpLogs(os.Stderr, 20)
+			return rep, err
+		}
 	}
 	for r := range o.Rounds {
 		for _, mode := range o.Modes {
@@ -229,20 +231,30 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	return rep, nil
 }
 
-// waitHTTPOK polls url until it answers 200.
-func waitHTTPOK(ctx context.Context, url string, timeout time.Duration) error {
-	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false, err
+// warmUp creates one pod for mode's scheduler in namespace sched-warmup
+// and waits until it is bound.
+func warmUp(ctx context.Context, cs kubernetes.Interface, mode string) error {
+	const ns = "sched-warmup"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	pod := SchedPod(ns, schedulerOf(mode), 0)
+	pod.Name = "warmup-" + mode
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+			return false, nil // also while the ServiceAccount is missing
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return err == nil && p.Spec.NodeName != "", nil
 	})
+}
+
+func schedulerOf(mode string) string {
+	if mode == ModeExtender {
+		return api.DefaultSchedulerName
+	}
+	return corev1.DefaultSchedulerName
 }
 
 // SchedPod is the benchmark's GPU pod number i, as the webhook leaves it: a
@@ -277,10 +289,7 @@ func SchedPod(namespace, schedulerName string, i int) *corev1.Pod {
 }
 
 func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, o SchedBenchOptions, mode, ns, metricsURL string) (*SchedRun, error) {
-	scheduler := corev1.DefaultSchedulerName
-	if mode == ModeExtender {
-		scheduler = api.DefaultSchedulerName
-	}
+	scheduler := schedulerOf(mode)
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
@@ -336,6 +345,7 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	}
 
 	hBefore, _ := ScrapeHistograms(ctx, metricsURL, "mlplane_extender_request_duration_seconds", "verb")
+	bindsBefore, _ := ScrapeCounters(ctx, metricsURL, "mlplane_extender_binds_total", "result")
 	cpuBefore := componentCPU(c.Dir())
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -394,6 +404,16 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	for k, v := range cpuAfter {
 		if d := v - cpuBefore[k]; d > 0 {
 			run.CPUSeconds[k] = d
+		}
+	}
+	if bindsAfter, err := ScrapeCounters(context.Background(), metricsURL, "mlplane_extender_binds_total", "result"); err == nil {
+		for k, v := range bindsAfter {
+			if d := v - bindsBefore[k]; d > 0 {
+				if run.Binds == nil {
+					run.Binds = map[string]float64{}
+				}
+				run.Binds[k] = d
+			}
 		}
 	}
 	if hAfter, err := ScrapeHistograms(context.Background(), metricsURL, "mlplane_extender_request_duration_seconds", "verb"); err == nil {
@@ -467,6 +487,18 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 			run.Mode, run.Scheduler, run.Pods, run.CreateSeconds, run.BoundSeconds, run.PodsPerSecond, run.WithGPUIDs)
 	}
 	for _, run := range r.Runs {
+		if len(run.Binds) > 0 {
+			fmt.Fprintf(&b, "\nextender binds during the %s run, by result:", run.Mode)
+			results := make([]string, 0, len(run.Binds))
+			for k := range run.Binds {
+				results = append(results, k)
+			}
+			sort.Strings(results)
+			for _, k := range results {
+				fmt.Fprintf(&b, " %s %.0f", k, run.Binds[k])
+			}
+			b.WriteByte('\n')
+		}
 		if len(run.Extender) > 0 {
 			fmt.Fprintf(&b, "\nextender latency during the %s run (from its histogram)\n", run.Mode)
 			b.WriteString("verb       | calls | mean ms | p50 ms | p90 ms | p99 ms\n")

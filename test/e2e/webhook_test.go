@@ -221,7 +221,7 @@ func TestWebhookUnlabelledNamespace(t *testing.T) {
 			}
 			pods := WaitPods(ctx, t, cs, ns, "app=plain", 2, LongWait, PodRunning)
 			for _, p := range pods {
-				if p.Annotations[api.AnnotationStatus] != "" || len(p.Spec.InitContainers) != 0 || len(p.Spec.Volumes) != 0 ||
+				if p.Annotations[api.AnnotationStatus] != "" || len(p.Spec.InitContainers) != 0 || len(userVolumes(&p)) != 0 ||
 					len(p.Spec.Containers[0].Env) != 0 || p.Labels[api.LabelModel] != "" {
 					t.Errorf("pod %s was mutated:\n%s", p.Name, toYAML(t, p.Spec))
 				}
@@ -400,4 +400,16 @@ func TestWebhookCertRotation(t *testing.T) {
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)
+}
+
+// userVolumes are the pod's volumes other than the service-account token
+// volume the API server's ServiceAccount admission adds to every pod.
+func userVolumes(p *corev1.Pod) []corev1.Volume {
+	var out []corev1.Volume
+	for _, v := range p.Spec.Volumes {
+		if !strings.HasPrefix(v.Name, "kube-api-access-") {
+			out = append(out, v)
+		}
+	}
+	return out
 }

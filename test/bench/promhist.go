@@ -70,6 +70,16 @@ func (h Histogram) Mean() float64 {
 // ScrapeHistograms reads the histogram metric from a Prometheus text
 // endpoint, one Histogram per value of label (all series when label is "").
 func ScrapeHistograms(ctx context.Context, url, metric, label string) (map[string]Histogram, error) {
+	body, err := getMetrics(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return ParseHistograms(body, metric, label)
+}
+
+// getMetrics GETs a Prometheus text endpoint; the caller closes the body.
+func getMetrics(ctx context.Context, url string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -78,11 +88,11 @@ func ScrapeHistograms(ctx context.Context, url, metric, label string) (map[strin
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
 	}
-	return ParseHistograms(resp.Body, metric, label)
+	return resp.Body, nil
 }
 
 // ParseHistograms parses the Prometheus text format (see ScrapeHistograms).
@@ -162,20 +172,13 @@ func splitSample(line string) (name string, labels map[string]string, value stri
 // ScrapeCounters reads a counter (or gauge) from a Prometheus text endpoint,
 // summed by the value of label.
 func ScrapeCounters(ctx context.Context, url, metric, label string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := getMetrics(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
-	}
+	defer body.Close()
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, labels, value, ok := splitSample(sc.Text())

@@ -115,7 +115,7 @@ func printPlacement(ctx context.Context, w io.Writer, cs kubernetes.Interface, n
 		if err != nil || !ok || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
 			continue
 		}
-		name := p.Namespace + "/" + p.Name
+		name := shortPodName(&p)
 		byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], use{name, req.TotalMiB()})
 		for _, id := range api.ParseGPUIDs(p.Annotations[api.AnnotationGPUIDs]) {
 			assigned = true
@@ -127,7 +127,7 @@ func printPlacement(ctx context.Context, w io.Writer, cs kubernetes.Interface, n
 	sum := func(us []use) (total int64, names []string) {
 		for _, u := range us {
 			total += u.mib
-			names = append(names, fmt.Sprintf("%s (%s)", u.pod, mib(u.mib)))
+			names = append(names, fmt.Sprintf("%s %s", u.pod, mib(u.mib)))
 		}
 		sort.Strings(names)
 		return total, names
@@ -160,6 +160,18 @@ func printPlacement(ctx context.Context, w io.Writer, cs kubernetes.Interface, n
 		}
 	}
 	return nil
+}
+
+// shortPodName is "<deployment>/<suffix>" for a Deployment's pod, else the
+// pod name: the table stays readable.
+func shortPodName(p *corev1.Pod) string {
+	if rs := p.GenerateName; rs != "" && len(p.OwnerReferences) > 0 && p.OwnerReferences[0].Kind == "ReplicaSet" {
+		parts := strings.Split(strings.TrimSuffix(rs, "-"), "-")
+		if len(parts) > 1 {
+			return strings.Join(parts[:len(parts)-1], "-") + "/" + strings.TrimPrefix(p.Name, rs)
+		}
+	}
+	return p.Name
 }
 
 func list(names []string) string {

@@ -153,11 +153,29 @@ func killGroup(pid int, binary string, grace time.Duration) bool {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
+		if !alive(pid) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // polling for exit of a process we do not parent
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	return true
+}
+
+// alive reports whether pid runs: it exists and is not a zombie waiting for
+// a parent (once `demo up` exits, its children's new parent reaps them, or
+// not, in its own time).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
 	return true
 }

@@ -32,11 +32,15 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -226,6 +230,10 @@ func TestConfig(t *testing.T) {
 			}
 			nsEnabled, nsPlain := scopedNamespaces(ctx, t, cfg, mwc, "ss-ns", "ss-pod")
 
+			// The replicas run as the ServiceAccount mlplane-webhook with
+			// exactly the overlay's RBAC: what it grants is enough.
+			kubeconfig := webhookIdentity(ctx, t, c, cfg, cs, "overlays/self-signed", cfgName)
+
 			// Two replicas, each with its own cert dir, as two pods would be.
 			// They serve before the configuration exists (the leader retries
 			// the caBundle); then it is registered, pointing at replica 0.
@@ -234,7 +242,7 @@ func TestConfig(t *testing.T) {
 				w, err := c.StartWebhookInstance(ctx, fmt.Sprintf("webhook-selfsigned-%d", i),
 					"--cert-mode=self-signed", "--cert-dir="+filepath.Join(c.Dir(), fmt.Sprintf("selfsigned-certs-%d", i)),
 					"--namespace="+api.DefaultNamespace, "--webhook-config-name="+cfgName,
-					"--cert-hosts=127.0.0.1", "--cert-sync-interval=1s")
+					"--cert-hosts=127.0.0.1", "--cert-sync-interval=1s", "--kubeconfig="+kubeconfig)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -329,6 +337,86 @@ func TestConfig(t *testing.T) {
 		})
 
 	testenv.Test(t, install.Feature(), certManager.Feature(), selfSigned.Feature())
+}
+
+// webhookIdentity applies the webhook's ServiceAccount and RBAC from the
+// rendered overlay (the caBundle ClusterRole's resourceName set to cfgName,
+// the configuration this test registers instead of mlplane-webhook), checks
+// that it reads no Secret but its own, and writes a kubeconfig that
+// authenticates as that ServiceAccount with a bound token.
+func webhookIdentity(ctx context.Context, t *testing.T, c *cluster.Cluster, cfg *envconf.Config, cs kubernetes.Interface, overlay, cfgName string) string {
+	t.Helper()
+	const sa = "mlplane-webhook"
+	var docs []string
+	for _, o := range decodeObjects(t, kustomizeBuild(t, overlay)) {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+		default:
+			continue
+		}
+		if !strings.HasPrefix(o.GetName(), sa) {
+			continue
+		}
+		if o.GetKind() == "ClusterRole" && o.GetName() == sa+"-cabundle" {
+			rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+			for _, r := range rules {
+				r.(map[string]any)["resourceNames"] = []any{cfgName}
+			}
+			_ = unstructured.SetNestedSlice(o.Object, rules, "rules")
+		}
+		docs = append(docs, toYAML(t, o.Object))
+	}
+	if len(docs) != 7 {
+		t.Fatalf("%d webhook RBAC objects in config/%s, want 7 (ServiceAccount, 3 roles, 3 bindings)", len(docs), overlay)
+	}
+	manifest := strings.Join(docs, "---\n")
+	if _, err := Kubectl(ctx, cfg, manifest, "apply", "--server-side", "--field-manager=mlplane-e2e", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = Kubectl(context.Background(), cfg, manifest, "delete", "--ignore-not-found", "-f", "-") })
+
+	// Nobody reads Secrets but its own: ask the authorizer.
+	user := "system:serviceaccount:" + api.DefaultNamespace + ":" + sa
+	for _, a := range []struct {
+		ns, verb, name string
+		want           bool
+	}{
+		{api.DefaultNamespace, "get", certs.SecretName, true},
+		{api.DefaultNamespace, "update", certs.SecretName, true},
+		{api.DefaultNamespace, "get", "another-secret", false},
+		{api.DefaultNamespace, "list", "", false},
+		{"kube-system", "get", "any", false},
+		{"", "list", "", false},
+	} {
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + api.DefaultNamespace, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: a.ns, Verb: a.verb, Resource: "secrets", Name: a.name},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != a.want {
+			t.Errorf("%s may %s secret %q in namespace %q: %v, want %v", sa, a.verb, a.name, a.ns, sar.Status.Allowed, a.want)
+		}
+	}
+
+	tok, err := cs.CoreV1().ServiceAccounts(api.DefaultNamespace).CreateToken(ctx, sa,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := clientcmd.LoadFromFile(c.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range kc.AuthInfos {
+		kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	}
+	path := filepath.Join(c.Dir(), "webhook-sa.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // binDir is where make build and make tools put binaries and CRDs.

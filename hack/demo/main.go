@@ -4,7 +4,7 @@
 // where each pod landed, per GPU, and leaves everything running in the
 // background. `demo down` (make demo-down) stops it.
 //
-//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m]
+//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m] [--node-agents=false]
 //	demo down [--dir .cache/demo]
 package main
 
@@ -90,6 +90,7 @@ func up(args []string) error {
 	dir := fs.String("dir", defaultDir(), "the demo's state directory (logs, kubeconfig)")
 	examples := fs.String("examples", "", "the manifests to apply (default: examples/ of the module)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the examples")
+	agents := fs.Bool("node-agents", true, "run bin/node-agent per node; false: a helper process publishes the fake GPUs' Leases instead")
 	_ = fs.Parse(args)
 
 	start := time.Now()
@@ -131,7 +132,7 @@ func up(args []string) error {
 	}
 	var extra []cluster.StateProcess
 	publisher := cluster.PublishInProcess
-	if built["node-agent"] {
+	if built["node-agent"] && *agents {
 		publisher = cluster.PublishNodeAgent
 	}
 	names, err := c.AddGPUNodes(ctx, *nodes, cluster.NodeOptions{Publisher: publisher})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
@@ -16,13 +17,18 @@ type ExtenderOptions struct {
 	// SchedulerConfig is a KubeSchedulerConfiguration file (such as the one
 	// in config/scheduler/) for the mlplane-scheduler process; its
 	// extenders' urlPrefix is pointed at the local extender and its client
-	// connection at the local cluster. Default: a generated one, with one
-	// profile api.DefaultSchedulerName and the extender on filter,
-	// prioritize and bind.
+	// connection at the local cluster. Default: config/scheduler/config.yaml
+	// of the module (what users install) when it exists, else a generated
+	// one with one profile api.DefaultSchedulerName and the extender on
+	// filter, prioritize and bind.
 	SchedulerConfig string
 	// Args are extra extender flags.
 	Args []string
 }
+
+// shippedSchedulerConfig is the KubeSchedulerConfiguration StartExtender
+// uses by default.
+const shippedSchedulerConfig = "config/scheduler/config.yaml"
 
 // StartExtender starts bin/extender, waits until it is ready, then starts
 // the mlplane-scheduler (a second kube-scheduler whose profile
@@ -58,6 +64,13 @@ func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error
 	if c.Running(MlplaneScheduler) {
 		if err := c.StopComponent(MlplaneScheduler); err != nil {
 			return err
+		}
+	}
+	if opts.SchedulerConfig == "" {
+		if root, err := ModuleRoot(); err == nil {
+			if _, err := os.Stat(filepath.Join(root, shippedSchedulerConfig)); err == nil {
+				opts.SchedulerConfig = filepath.Join(root, shippedSchedulerConfig)
+			}
 		}
 	}
 	return c.StartMlplaneScheduler(ctx, fmt.Sprintf("http://127.0.0.1:%d", port), opts.SchedulerConfig)

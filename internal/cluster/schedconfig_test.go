@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -55,5 +57,37 @@ extenders:
 	}
 	if _, err := schedulerConfig([]byte("kind: Pod"), "/k", "x", ""); err == nil {
 		t.Error("a file of the wrong kind was accepted")
+	}
+}
+
+// TestShippedSchedulerConfig renders config/scheduler/config.yaml for the
+// local cluster: the extender URL and client connection are local, the
+// shipped extender settings stay.
+func TestShippedSchedulerConfig(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	base, err := os.ReadFile(filepath.Join(root, shippedSchedulerConfig))
+	if err != nil {
+		t.Skip(err)
+	}
+	b, err := schedulerConfig(base, "/k", "x", "http://127.0.0.1:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	exts := got["extenders"].([]any)
+	for _, e := range exts {
+		m := e.(map[string]any)
+		if m["urlPrefix"] != "http://127.0.0.1:7" || m["bindVerb"] != "bind" {
+			t.Errorf("extender = %v", m)
+		}
+	}
+	if got["leaderElection"].(map[string]any)["leaderElect"] != false {
+		t.Error("leader election must be off locally")
 	}
 }

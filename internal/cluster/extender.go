@@ -37,25 +37,14 @@ func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error
 	if !c.HasBin("extender") {
 		return fmt.Errorf("%s not found: run make build", c.Bin("extender"))
 	}
-	port, err := c.port(Extender)
-	if err != nil {
-		return err
-	}
-	health, _ := c.port(Extender + "-health")
-	metrics, _ := c.port(Extender + "-metrics")
-	args := []string{"serve",
-		fmt.Sprintf("--addr=127.0.0.1:%d", port),
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
-		"--kubeconfig=" + c.Kubeconfig(),
-		"--namespace=" + api.DefaultNamespace,
-		"--leader-elect=false",
-	}
+	var args []string
 	if opts.PolicyFile != "" {
 		args = append(args, "--policy="+opts.PolicyFile)
 	}
-	comp := c.newComponent(Extender, "extender", append(args, opts.Args...)...)
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	comp, port, _, err := c.extenderComponent(Extender, false, append(args, opts.Args...))
+	if err != nil {
+		return err
+	}
 	if err := c.run(ctx, comp); err != nil {
 		return err
 	}
@@ -103,4 +92,30 @@ func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, config
 		return err
 	}
 	return c.run(ctx, c.schedulerComponent(MlplaneScheduler, cfgPath, c.addr(MlplaneScheduler)))
+}
+
+// extenderComponent is bin/extender serving as component name on ports of
+// its own, with extra flags after the common ones; ready once /healthz
+// answers. It returns the ports of the verbs and of /healthz.
+func (c *Cluster) extenderComponent(name string, leaderElect bool, extra []string) (comp *component, port, health int, err error) {
+	if port, err = c.port(name); err != nil {
+		return nil, 0, 0, err
+	}
+	if health, err = c.port(name + "-health"); err != nil {
+		return nil, 0, 0, err
+	}
+	metrics, err := c.port(name + "-metrics")
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	comp = c.newComponent(name, "extender", append([]string{"serve",
+		fmt.Sprintf("--addr=127.0.0.1:%d", port),
+		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
+		"--kubeconfig=" + c.Kubeconfig(),
+		"--namespace=" + api.DefaultNamespace,
+		fmt.Sprintf("--leader-elect=%t", leaderElect),
+	}, extra...)...)
+	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	return comp, port, health, nil
 }

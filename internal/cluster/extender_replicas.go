@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"syscall"
-
-	"github.com/mlplane/mlplane/internal/api"
 )
 
 // KillComponent ends a component at once with SIGKILL to its process group,
@@ -50,28 +48,11 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	if !c.HasBin("extender") {
 		return nil, fmt.Errorf("%s not found: run make build", c.Bin("extender"))
 	}
-	port, err := c.port(name)
+	comp, port, health, err := c.extenderComponent(name, true, args)
 	if err != nil {
 		return nil, err
 	}
-	health, err := c.port(name + "-health")
-	if err != nil {
-		return nil, err
-	}
-	metrics, err := c.port(name + "-metrics")
-	if err != nil {
-		return nil, err
-	}
-	comp := c.newComponent(name, "extender", append([]string{"serve",
-		fmt.Sprintf("--addr=127.0.0.1:%d", port),
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
-		"--kubeconfig=" + c.Kubeconfig(),
-		"--namespace=" + api.DefaultNamespace,
-		"--leader-elect=true",
-	}, args...)...)
 	comp.env = []string{"POD_NAME=" + name}
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
 	if err := c.run(ctx, comp); err != nil {
 		return nil, err
 	}

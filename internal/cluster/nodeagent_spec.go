@@ -14,26 +14,10 @@ import (
 // by rewriting it. The node should have been added with PublishNone. It
 // returns once the agent's /healthz answers.
 func (c *Cluster) StartNodeAgent(ctx context.Context, node, fakeSpec string, extraArgs ...string) error {
-	metrics, err := c.port(NodeAgent(node) + "-metrics")
+	comp, err := c.nodeAgent(node, fakeSpec, extraArgs...)
 	if err != nil {
 		return err
 	}
-	health, err := c.port(NodeAgent(node) + "-health")
-	if err != nil {
-		return err
-	}
-	args := append([]string{"run",
-		"--node-name=" + node,
-		"--kubeconfig=" + c.Kubeconfig(),
-		"--backend=fake",
-		"--fake-spec=" + fakeSpec,
-		"--poll-interval=1s",
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-	}, extraArgs...)
-	comp := c.newComponent(NodeAgent(node), "node-agent", args...)
-	comp.env = []string{"NODE_NAME=" + node}
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
 	return c.run(ctx, comp)
 }
 

@@ -142,7 +142,11 @@ func (c *Cluster) AddGPUNodes(ctx context.Context, spec string, opts NodeOptions
 	case PublishNodeAgent:
 		var comps []*component
 		for _, j := range jobs {
-			comps = append(comps, c.nodeAgent(j.name, j.group))
+			comp, err := c.nodeAgent(j.name, j.group.GPUSpec())
+			if err != nil {
+				return nil, err
+			}
+			comps = append(comps, comp)
 		}
 		if err := c.runAll(ctx, comps...); err != nil {
 			return nil, err
@@ -187,21 +191,29 @@ func (c *Cluster) nodeAgentCount() int {
 	return n
 }
 
-func (c *Cluster) nodeAgent(node string, g NodeGroup) *component {
-	metrics, _ := c.port(NodeAgent(node) + "-metrics")
-	health, _ := c.port(NodeAgent(node) + "-health")
-	comp := c.newComponent(NodeAgent(node), "node-agent", "run",
-		"--node-name="+node,
-		"--kubeconfig="+c.Kubeconfig(),
+// nodeAgent is bin/node-agent for node with the fake backend reading
+// fakeSpec, extra flags after the common ones; ready once /healthz answers.
+func (c *Cluster) nodeAgent(node, fakeSpec string, extra ...string) (*component, error) {
+	metrics, err := c.port(NodeAgent(node) + "-metrics")
+	if err != nil {
+		return nil, err
+	}
+	health, err := c.port(NodeAgent(node) + "-health")
+	if err != nil {
+		return nil, err
+	}
+	comp := c.newComponent(NodeAgent(node), "node-agent", append([]string{"run",
+		"--node-name=" + node,
+		"--kubeconfig=" + c.Kubeconfig(),
 		"--backend=fake",
-		"--fake-spec="+g.GPUSpec(),
+		"--fake-spec=" + fakeSpec,
 		"--poll-interval=1s",
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-	)
+	}, extra...)...)
 	comp.env = []string{"NODE_NAME=" + node}
 	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
-	return comp
+	return comp, nil
 }
 
 // createNode creates a KWOK node; withInventory also publishes what the node

@@ -154,7 +154,7 @@ func waitWebhookSeesNamespace(ctx context.Context, t *testing.T, cs kubernetes.I
 	t.Helper()
 	var last string
 	err := wait.For(func(ctx context.Context) (bool, error) {
-		p, err := cs.CoreV1().Pods(ns).Create(ctx, modelPod(ns, "probe", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		p, err := dryRunPod(ctx, cs, ns, "probe")
 		if err != nil {
 			last = err.Error()
 			return false, nil
@@ -167,16 +167,46 @@ func waitWebhookSeesNamespace(ctx context.Context, t *testing.T, cs kubernetes.I
 	}
 }
 
+// kubectlApply runs kubectl apply with obj, as YAML, on stdin.
+func kubectlApply(ctx context.Context, t *testing.T, cfg *envconf.Config, obj any) (string, error) {
+	t.Helper()
+	return Kubectl(ctx, cfg, toYAML(t, obj), "apply", "-f", "-")
+}
+
+// checkOutput reports each of wants that kubectl's output out lacks.
+func checkOutput(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// dryRunPod creates modelPod(ns, name) with dry-run All: it reaches the
+// webhook (sideEffects None) and stores nothing.
+func dryRunPod(ctx context.Context, cs kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
+	return cs.CoreV1().Pods(ns).Create(ctx, modelPod(ns, name, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+}
+
+// optedInNamespace creates a namespace labelled for injection and returns
+// once the webhook mutates pods in it.
+func optedInNamespace(ctx context.Context, t *testing.T, cfg *envconf.Config, cs kubernetes.Interface, prefix string) string {
+	t.Helper()
+	ns := CreateNamespace(ctx, t, cfg, prefix, injectEnabled)
+	waitWebhookSeesNamespace(ctx, t, cs, ns)
+	return ns
+}
+
 func TestWebhookKubectlApply(t *testing.T) {
 	f := features.New("kubectl apply of a Deployment in an opted-in namespace").
 		WithLabel("component", "webhook").
 		Assess("ReplicaSet pods are mutated, the Deployment is not", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			RequireComponent(ctx, t, cluster.Webhook)
 			cs := Clientset(t, cfg)
-			ns := CreateNamespace(ctx, t, cfg, "inject", injectEnabled)
-			waitWebhookSeesNamespace(ctx, t, cs, ns)
+			ns := optedInNamespace(ctx, t, cfg, cs, "inject")
 			dep := llmDeployment(ns, "mistral", 2)
-			if out, err := Kubectl(ctx, cfg, toYAML(t, dep), "apply", "-f", "-"); err != nil {
+			if out, err := kubectlApply(ctx, t, cfg, dep); err != nil {
 				t.Fatal(err)
 			} else if !strings.Contains(out, "deployment.apps/mistral created") {
 				t.Errorf("kubectl apply said %q", out)
@@ -216,7 +246,7 @@ func TestWebhookUnlabelledNamespace(t *testing.T) {
 			cs := Clientset(t, cfg)
 			ns := CreateNamespace(ctx, t, cfg, "plain", nil)
 			dep := llmDeployment(ns, "plain", 2)
-			if _, err := Kubectl(ctx, cfg, toYAML(t, dep), "apply", "-f", "-"); err != nil {
+			if _, err := kubectlApply(ctx, t, cfg, dep); err != nil {
 				t.Fatal(err)
 			}
 			pods := WaitPods(ctx, t, cs, ns, "app=plain", 2, LongWait, PodRunning)
@@ -243,18 +273,13 @@ func TestWebhookInvalidAnnotation(t *testing.T) {
 		Assess("kubectl apply fails with the webhook's message", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			RequireComponent(ctx, t, cluster.Webhook)
 			cs := Clientset(t, cfg)
-			ns := CreateNamespace(ctx, t, cfg, "invalid", injectEnabled)
-			waitWebhookSeesNamespace(ctx, t, cs, ns)
+			ns := optedInNamespace(ctx, t, cfg, cs, "invalid")
 			pod := modelPod(ns, "lots", map[string]string{api.AnnotationGPUMemory: "lots"})
-			out, err := Kubectl(ctx, cfg, toYAML(t, pod), "apply", "-f", "-")
+			out, err := kubectlApply(ctx, t, cfg, pod)
 			if err == nil {
 				t.Fatalf("kubectl apply of gpu-memory=lots succeeded: %s", out)
 			}
-			for _, want := range []string{"denied the request", api.AnnotationGPUMemory, `"lots"`} {
-				if !strings.Contains(out, want) {
-					t.Errorf("kubectl output lacks %q:\n%s", want, out)
-				}
-			}
+			checkOutput(t, out, "denied the request", api.AnnotationGPUMemory, `"lots"`)
 			if _, err := cs.CoreV1().Pods(ns).Get(ctx, "lots", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("the denied pod exists (err %v)", err)
 			}
@@ -270,9 +295,8 @@ func TestWebhookDown(t *testing.T) {
 			c := RequireLocal(ctx, t)
 			RequireComponent(ctx, t, cluster.Webhook)
 			cs := Clientset(t, cfg)
-			optedIn := CreateNamespace(ctx, t, cfg, "down", injectEnabled)
+			optedIn := optedInNamespace(ctx, t, cfg, cs, "down")
 			plain := CreateNamespace(ctx, t, cfg, "up", nil)
-			waitWebhookSeesNamespace(ctx, t, cs, optedIn)
 
 			if err := c.StopComponent(cluster.Webhook); err != nil {
 				t.Fatal(err)
@@ -282,16 +306,12 @@ func TestWebhookDown(t *testing.T) {
 					_ = c.StartComponent(context.Background(), cluster.Webhook)
 				}
 			})
-			out, err := Kubectl(ctx, cfg, toYAML(t, modelPod(optedIn, "refused", nil)), "apply", "-f", "-")
+			out, err := kubectlApply(ctx, t, cfg, modelPod(optedIn, "refused", nil))
 			if err == nil {
 				t.Fatalf("an opted-in pod was created with the webhook down (fail open): %s", out)
 			}
-			for _, want := range []string{"failed calling webhook", "inject.mlplane.io"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("kubectl output lacks %q:\n%s", want, out)
-				}
-			}
-			if _, err := Kubectl(ctx, cfg, toYAML(t, modelPod(plain, "elsewhere", nil)), "apply", "-f", "-"); err != nil {
+			checkOutput(t, out, "failed calling webhook", "inject.mlplane.io")
+			if _, err := kubectlApply(ctx, t, cfg, modelPod(plain, "elsewhere", nil)); err != nil {
 				t.Errorf("a pod outside the opted-in namespaces was refused with the webhook down: %v", err)
 			}
 			if _, err := Kubectl(ctx, cfg, toYAML(t, modelPod(plain, "elsewhere", nil)), "get", "-f", "-"); err != nil {
@@ -303,7 +323,7 @@ func TestWebhookDown(t *testing.T) {
 			}
 			var last error
 			err = wait.For(func(ctx context.Context) (bool, error) {
-				_, last = Kubectl(ctx, cfg, toYAML(t, modelPod(optedIn, "accepted", nil)), "apply", "-f", "-")
+				_, last = kubectlApply(ctx, t, cfg, modelPod(optedIn, "accepted", nil))
 				return last == nil, nil
 			}, wait.WithContext(ctx), wait.WithTimeout(ShortWait), wait.WithInterval(250*time.Millisecond))
 			if err != nil {
@@ -326,8 +346,7 @@ func TestWebhookCertRotation(t *testing.T) {
 			c := RequireLocal(ctx, t)
 			RequireComponent(ctx, t, cluster.Webhook)
 			cs := Clientset(t, cfg)
-			ns := CreateNamespace(ctx, t, cfg, "rotate", injectEnabled)
-			waitWebhookSeesNamespace(ctx, t, cs, ns)
+			ns := optedInNamespace(ctx, t, cfg, cs, "rotate")
 
 			before, err := c.WebhookServingCert(ctx)
 			if err != nil {
@@ -350,7 +369,7 @@ func TestWebhookCertRotation(t *testing.T) {
 							return
 						default:
 						}
-						p, err := cs.CoreV1().Pods(ns).Create(ctx, modelPod(ns, "flow", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+						p, err := dryRunPod(ctx, cs, ns, "flow")
 						switch {
 						case err != nil:
 							failed.Add(1)

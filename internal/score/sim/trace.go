@@ -64,15 +64,7 @@ func ParseTrace(data []byte) (*Trace, error) {
 	names := map[string]bool{}
 	for i, n := range tr.Nodes {
 		p := field.NewPath("nodes").Index(i)
-		if n.Name == "" {
-			errs = append(errs, field.Required(p.Child("name"), ""))
-		} else if names[n.Name] {
-			errs = append(errs, field.Duplicate(p.Child("name"), n.Name))
-		}
-		names[n.Name] = true
-		if n.Count < 1 {
-			errs = append(errs, field.Invalid(p.Child("count"), n.Count, "must be at least 1"))
-		}
+		errs = append(errs, validateGroup(p, n.Name, n.Count, names)...)
 		for j, g := range n.GPUs {
 			gp := p.Child("gpus").Index(j)
 			if g.Count < 1 {
@@ -86,15 +78,7 @@ func ParseTrace(data []byte) (*Trace, error) {
 	pods := map[string]bool{}
 	for i, pg := range tr.Pods {
 		p := field.NewPath("pods").Index(i)
-		if pg.Name == "" {
-			errs = append(errs, field.Required(p.Child("name"), ""))
-		} else if pods[pg.Name] {
-			errs = append(errs, field.Duplicate(p.Child("name"), pg.Name))
-		}
-		pods[pg.Name] = true
-		if pg.Count < 1 {
-			errs = append(errs, field.Invalid(p.Child("count"), pg.Count, "must be at least 1"))
-		}
+		errs = append(errs, validateGroup(p, pg.Name, pg.Count, pods)...)
 		if pg.GPUMemory.Sign() <= 0 {
 			errs = append(errs, field.Invalid(p.Child("gpuMemory"), pg.GPUMemory.String(), "must be a positive quantity such as 20Gi"))
 		}
@@ -112,6 +96,22 @@ func ParseTrace(data []byte) (*Trace, error) {
 		return nil, fmt.Errorf("trace: %w", errs.ToAggregate())
 	}
 	return tr, nil
+}
+
+// validateGroup checks the name and count of the group at p; seen holds the
+// names of the groups before it, and gets this one.
+func validateGroup(p *field.Path, name string, count int, seen map[string]bool) field.ErrorList {
+	var errs field.ErrorList
+	if name == "" {
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	} else if seen[name] {
+		errs = append(errs, field.Duplicate(p.Child("name"), name))
+	}
+	seen[name] = true
+	if count < 1 {
+		errs = append(errs, field.Invalid(p.Child("count"), count, "must be at least 1"))
+	}
+	return errs
 }
 
 // mib is a quantity in whole MiB, rounded up.

@@ -22,23 +22,18 @@ func NewMetrics() *Metrics {
 			Help:    "Time to answer a scheduler extender call, by verb.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"verb"}),
-		filterFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "mlplane", Subsystem: "extender", Name: "filter_failures_total",
-			Help: "Nodes the filter turned down, by reason.",
-		}, []string{"reason"}),
-		binds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "mlplane", Subsystem: "extender", Name: "binds_total",
-			Help: "Bind calls, by result.",
-		}, []string{"result"}),
-		badRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "mlplane", Subsystem: "extender", Name: "bad_requests_total",
-			Help: "Requests with a body the extender could not read, by verb.",
-		}, []string{"verb"}),
-		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "mlplane", Subsystem: "extender", Name: "policy_reloads_total",
-			Help: "Placement policy reloads, by result.",
-		}, []string{"result"}),
+		filterFailures: counterVec("filter_failures_total", "Nodes the filter turned down, by reason.", "reason"),
+		binds:          counterVec("binds_total", "Bind calls, by result.", "result"),
+		badRequests:    counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
+		PolicyReloads:  counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
 	}
+}
+
+// counterVec is a counter mlplane_extender_<name> partitioned by label.
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mlplane", Subsystem: "extender", Name: name, Help: help,
+	}, []string{label})
 }
 
 // Register adds every metric to r.

@@ -223,7 +223,7 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 				return rep, err
 			}
 			o.Logf("deleting the pods of %s", ns)
-			if err := deleteAllPods(ctx, cs, ns); err != nil {
+			if err := deleteAllPods(ctx, cs, ns, o.Workers); err != nil {
 				return rep, err
 			}
 		}
@@ -427,18 +427,37 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	return run, runErr
 }
 
-// deleteAllPods force-deletes every pod of ns and waits until they are gone.
-func deleteAllPods(ctx context.Context, cs kubernetes.Interface, ns string) error {
+// deleteAllPods force-deletes every pod of ns from workers goroutines (one
+// DeleteCollection of thousands of pods outlives the API server's request
+// timeout) and waits until they are gone.
+func deleteAllPods(ctx context.Context, cs kubernetes.Interface, ns string, workers int) error {
 	zero := int64(0)
-	if err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}); err != nil {
-		return err
-	}
-	return wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{Limit: 1})
+	opts := metav1.DeleteOptions{GracePeriodSeconds: &zero}
+	return wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
 		}
-		return len(l.Items) == 0, nil
+		if len(l.Items) == 0 {
+			return true, nil
+		}
+		names := make(chan string)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := range names {
+					_ = cs.CoreV1().Pods(ns).Delete(ctx, n, opts) // the next List shows what is left
+				}
+			}()
+		}
+		for _, p := range l.Items {
+			names <- p.Name
+		}
+		close(names)
+		wg.Wait()
+		return false, nil
 	})
 }
 

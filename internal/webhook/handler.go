@@ -83,6 +83,8 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.msg }
 
+// ServeHTTP answers a POSTed AdmissionReview with the review's response;
+// a request it cannot read as one gets a plain HTTP error instead.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	buf := h.bufs.Get().(*bytes.Buffer)

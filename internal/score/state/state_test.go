@@ -1,6 +1,7 @@
 package state
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -143,7 +144,7 @@ func TestNodesAndLeases(t *testing.T) {
 	// Another Lease in the namespace is ignored.
 	s.OnLease(&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: api.LeaseNamespace, Name: "mlplane-extender"}, Spec: coordinationv1.LeaseSpec{RenewTime: &renew}})
 	s.View(func(c *score.Cluster, now int64) {
-		if got := c.Node("bad").Problem; got == "" || got[:len("annotation mlplane.io/gpus: invalid JSON")] != "annotation mlplane.io/gpus: invalid JSON" {
+		if got := c.Node("bad").Problem; !strings.HasPrefix(got, "annotation "+api.NodeAnnotationGPUs+": invalid JSON") {
 			t.Errorf("bad inventory problem %q", got)
 		}
 		if got := c.Node("plain").Problem; got != NodeProblemNoInventory {

@@ -177,17 +177,29 @@ func ScrapeCounters(ctx context.Context, url, metric, label string) (map[string]
 		return nil, err
 	}
 	defer body.Close()
+	return ParseCounters(body, metric, label)
+}
+
+// ParseCounters parses a counter (or gauge) in the Prometheus text format,
+// summed by the values of labels joined with spaces.
+func ParseCounters(r io.Reader, metric string, labels ...string) (map[string]float64, error) {
 	out := map[string]float64{}
-	sc := bufio.NewScanner(body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	key := make([]string, len(labels))
 	for sc.Scan() {
-		name, labels, value, ok := splitSample(sc.Text())
+		name, ls, value, ok := splitSample(sc.Text())
 		if !ok || name != metric {
 			continue
 		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			out[labels[label]] += v
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
 		}
+		for i, l := range labels {
+			key[i] = ls[l]
+		}
+		out[strings.Join(key, " ")] += v
 	}
 	return out, sc.Err()
 }

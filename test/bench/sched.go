@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -148,6 +149,10 @@ type SchedRun struct {
 	// Binds counts the extender's bind calls during the run by result
 	// (mlplane_extender_binds_total): anything but "bound" is a retry.
 	Binds map[string]float64 `json:"binds,omitempty"`
+	// APIRequests counts the API server's requests during the run
+	// (apiserver_request_total) by "VERB resource[/subresource]"; PerPod
+	// divides by Pods.
+	APIRequests map[string]float64 `json:"api_requests,omitempty"`
 	// Extender is its latency histogram during the run, by verb.
 	Extender map[string]Quantiles `json:"extender,omitempty"`
 	// CPUSeconds is the CPU time each process used during the run (bound
@@ -346,6 +351,7 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 
 	hBefore, _ := ScrapeHistograms(ctx, metricsURL, "mlplane_extender_request_duration_seconds", "verb")
 	bindsBefore, _ := ScrapeCounters(ctx, metricsURL, "mlplane_extender_binds_total", "result")
+	apiBefore, _ := apiRequests(ctx, cs)
 	cpuBefore := componentCPU(c.Dir())
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -406,6 +412,14 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 			run.CPUSeconds[k] = d
 		}
 	}
+	if apiAfter, err := apiRequests(context.Background(), cs); err == nil {
+		run.APIRequests = map[string]float64{}
+		for k, v := range apiAfter {
+			if d := v - apiBefore[k]; d > 0 {
+				run.APIRequests[k] = d
+			}
+		}
+	}
 	if bindsAfter, err := ScrapeCounters(context.Background(), metricsURL, "mlplane_extender_binds_total", "result"); err == nil {
 		for k, v := range bindsAfter {
 			if d := v - bindsBefore[k]; d > 0 {
@@ -425,6 +439,29 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 		}
 	}
 	return run, runErr
+}
+
+// apiRequests reads apiserver_request_total from the API server's
+// /metrics, by "VERB resource[/subresource]".
+func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byLabels, err := ParseCounters(bytes.NewReader(raw), "apiserver_request_total", "verb", "resource", "subresource")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for k, v := range byLabels {
+		f := strings.Split(k, " ") // verb resource subresource
+		key := f[0] + " " + f[1]
+		if f[2] != "" {
+			key += "/" + f[2]
+		}
+		out[key] += v
+	}
+	return out, nil
 }
 
 // deleteAllPods force-deletes every pod of ns from workers goroutines (one
@@ -531,6 +568,26 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 				fmt.Fprintf(&b, "%-10s | %5.0f | %7.2f | %6.2f | %6.2f | %6.2f\n", v, q.Count, q.Mean, q.P50, q.P90, q.P99)
 			}
 		}
+	}
+	for _, run := range r.Runs {
+		if len(run.APIRequests) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\nAPI requests per pod during the %s run (apiserver_request_total, 0.05 and above):", run.Mode)
+		keys := make([]string, 0, len(run.APIRequests))
+		total := 0.0
+		for k, v := range run.APIRequests {
+			keys = append(keys, k)
+			total += v
+		}
+		sort.Slice(keys, func(i, j int) bool { return run.APIRequests[keys[i]] > run.APIRequests[keys[j]] })
+		fmt.Fprintf(&b, " total %.1f;", total/float64(run.Pods))
+		for _, k := range keys {
+			if per := run.APIRequests[k] / float64(run.Pods); per >= 0.05 {
+				fmt.Fprintf(&b, " %s %.2f", k, per)
+			}
+		}
+		b.WriteByte('\n')
 	}
 	for _, run := range r.Runs {
 		fmt.Fprintf(&b, "\nCPU seconds during the %s run (%.1f s wall, %d CPUs):", run.Mode, run.BoundSeconds, r.Machine.CPUs)

@@ -259,16 +259,16 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 	}
 
 	if v, ok := ann[api.AnnotationModelName]; ok {
-		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 || v == "" {
-			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: want a non-empty label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)", api.AnnotationModelName, v))
+		if err := checkLabelValue(api.AnnotationModelName, v); err != nil {
+			errs = append(errs, err)
 		}
 		p.modelName = v
 	} else if p.model != nil {
 		p.modelName = p.model.defaultName()
 	}
 	if v, ok := ann[api.AnnotationModelVersion]; ok {
-		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 || v == "" {
-			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: want a non-empty label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)", api.AnnotationModelVersion, v))
+		if err := checkLabelValue(api.AnnotationModelVersion, v); err != nil {
+			errs = append(errs, err)
 		}
 		p.modelVersion = v
 	}
@@ -372,6 +372,15 @@ func (s *modelSource) defaultName() string {
 		r = r[i+1:]
 	}
 	return sanitizeLabelValue(r)
+}
+
+// checkLabelValue rejects an annotation value v of key that cannot be the
+// label value the webhook copies it to.
+func checkLabelValue(key, v string) error {
+	if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 || v == "" {
+		return fmt.Errorf("annotation %s: invalid value %q: want a non-empty label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)", key, v)
+	}
+	return nil
 }
 
 func sanitizeLabelValue(s string) string {

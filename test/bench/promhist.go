@@ -69,13 +69,13 @@ func (h Histogram) Mean() float64 {
 
 // ScrapeHistograms reads the histogram metric from a Prometheus text
 // endpoint, one Histogram per value of label (all series when label is "").
-func ScrapeHistograms(ctx context.Context, url, metric, label string) (map[string]Histogram, error) {
+func ScrapeHistograms(ctx context.Context, url, metric string, labels ...string) (map[string]Histogram, error) {
 	body, err := getMetrics(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	defer body.Close()
-	return ParseHistograms(body, metric, label)
+	return ParseHistograms(body, metric, labels...)
 }
 
 // getMetrics GETs a Prometheus text endpoint; the caller closes the body.
@@ -95,17 +95,24 @@ func getMetrics(ctx context.Context, url string) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// ParseHistograms parses the Prometheus text format (see ScrapeHistograms).
-func ParseHistograms(r io.Reader, metric, label string) (map[string]Histogram, error) {
-	out := map[string]Histogram{}
+// ParseHistograms parses the Prometheus text format (see ScrapeHistograms):
+// one Histogram per combination of the values of labels (joined with
+// spaces), the series that share one summed bucket by bucket.
+func ParseHistograms(r io.Reader, metric string, labels ...string) (map[string]Histogram, error) {
+	type acc struct {
+		buckets    map[float64]float64
+		sum, count float64
+	}
+	accs := map[string]*acc{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	key := make([]string, len(labels))
 	for sc.Scan() {
 		line := sc.Text()
 		if !strings.HasPrefix(line, metric+"_") {
 			continue
 		}
-		name, labels, value, ok := splitSample(line)
+		name, ls, value, ok := splitSample(line)
 		if !ok {
 			continue
 		}
@@ -113,27 +120,39 @@ func ParseHistograms(r io.Reader, metric, label string) (map[string]Histogram, e
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", line, err)
 		}
-		key := ""
-		if label != "" {
-			key = labels[label]
+		for i, l := range labels {
+			key[i] = ls[l]
 		}
-		h := out[key]
+		k := strings.Join(key, " ")
+		a := accs[k]
+		if a == nil {
+			a = &acc{buckets: map[float64]float64{}}
+			accs[k] = a
+		}
 		switch name {
 		case metric + "_bucket":
-			le, err := strconv.ParseFloat(labels["le"], 64)
+			le, err := strconv.ParseFloat(ls["le"], 64)
 			if err != nil {
 				return nil, fmt.Errorf("%q: le: %w", line, err)
 			}
-			h.Bounds = append(h.Bounds, le)
-			h.Counts = append(h.Counts, v)
+			a.buckets[le] += v
 		case metric + "_sum":
-			h.Sum = v
+			a.sum += v
 		case metric + "_count":
-			h.Count = v
-		default:
-			continue
+			a.count += v
 		}
-		out[key] = h
+	}
+	out := make(map[string]Histogram, len(accs))
+	for k, a := range accs {
+		h := Histogram{Sum: a.sum, Count: a.count}
+		for le := range a.buckets {
+			h.Bounds = append(h.Bounds, le)
+		}
+		slices.Sort(h.Bounds)
+		for _, le := range h.Bounds {
+			h.Counts = append(h.Counts, a.buckets[le])
+		}
+		out[k] = h
 	}
 	return out, sc.Err()
 }

@@ -153,6 +153,10 @@ type SchedRun struct {
 	// (apiserver_request_total) by "VERB resource[/subresource]"; PerPod
 	// divides by Pods.
 	APIRequests map[string]float64 `json:"api_requests,omitempty"`
+	// APILatency is the API server's latency during the run
+	// (apiserver_request_duration_seconds) for the writes that scheduling
+	// waits on, by "VERB resource[/subresource]".
+	APILatency map[string]Quantiles `json:"api_latency,omitempty"`
 	// Extender is its latency histogram during the run, by verb.
 	Extender map[string]Quantiles `json:"extender,omitempty"`
 	// CPUSeconds is the CPU time each process used during the run (bound
@@ -351,7 +355,7 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 
 	hBefore, _ := ScrapeHistograms(ctx, metricsURL, "mlplane_extender_request_duration_seconds", "verb")
 	bindsBefore, _ := ScrapeCounters(ctx, metricsURL, "mlplane_extender_binds_total", "result")
-	apiBefore, _ := apiRequests(ctx, cs)
+	apiBefore, latBefore, _ := apiMetrics(ctx, cs)
 	cpuBefore := componentCPU(c.Dir())
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -412,11 +416,17 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 			run.CPUSeconds[k] = d
 		}
 	}
-	if apiAfter, err := apiRequests(context.Background(), cs); err == nil {
+	if apiAfter, latAfter, err := apiMetrics(context.Background(), cs); err == nil {
 		run.APIRequests = map[string]float64{}
 		for k, v := range apiAfter {
 			if d := v - apiBefore[k]; d > 0 {
 				run.APIRequests[k] = d
+			}
+		}
+		run.APILatency = map[string]Quantiles{}
+		for _, k := range []string{"POST pods", "POST pods/binding", "PATCH pods", "GET pods", "PATCH pods/status"} {
+			if d := latAfter[k].Sub(latBefore[k]); d.Count > 0 {
+				run.APILatency[k] = quantilesOf(d)
 			}
 		}
 	}
@@ -441,27 +451,43 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	return run, runErr
 }
 
-// apiRequests reads apiserver_request_total from the API server's
-// /metrics, by "VERB resource[/subresource]".
-func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+// apiMetrics reads apiserver_request_total and
+// apiserver_request_duration_seconds from the API server's /metrics, by
+// "VERB resource[/subresource]".
+func apiMetrics(ctx context.Context, cs kubernetes.Interface) (map[string]float64, map[string]Histogram, error) {
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	byLabels, err := ParseCounters(bytes.NewReader(raw), "apiserver_request_total", "verb", "resource", "subresource")
+	counts, err := ParseCounters(bytes.NewReader(raw), "apiserver_request_total", "verb", "resource", "subresource")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := map[string]float64{}
-	for k, v := range byLabels {
-		f := strings.Split(k, " ") // verb resource subresource
-		key := f[0] + " " + f[1]
-		if f[2] != "" {
-			key += "/" + f[2]
-		}
-		out[key] += v
+	hists, err := ParseHistograms(bytes.NewReader(raw), "apiserver_request_duration_seconds", "verb", "resource", "subresource")
+	if err != nil {
+		return nil, nil, err
 	}
-	return out, nil
+	outC := map[string]float64{}
+	for k, v := range counts {
+		outC[requestKey(k)] += v
+	}
+	outH := map[string]Histogram{}
+	for k, h := range hists {
+		outH[requestKey(k)] = h // one series per verb, resource and subresource
+	}
+	return outC, outH, nil
+}
+
+// requestKey turns "VERB resource subresource" into "VERB resource[/subresource]".
+func requestKey(k string) string {
+	f := strings.Split(k, " ")
+	if len(f) < 3 {
+		return k
+	}
+	if f[2] != "" {
+		return f[0] + " " + f[1] + "/" + f[2]
+	}
+	return f[0] + " " + f[1]
 }
 
 // deleteAllPods force-deletes every pod of ns from workers goroutines (one
@@ -570,6 +596,19 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 		}
 	}
 	for _, run := range r.Runs {
+		if len(run.APILatency) > 0 {
+			fmt.Fprintf(&b, "\nAPI server latency during the %s run (apiserver_request_duration_seconds)\n", run.Mode)
+			b.WriteString("request           | count | mean ms | p50 ms | p90 ms | p99 ms\n")
+			keys := make([]string, 0, len(run.APILatency))
+			for k := range run.APILatency {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				q := run.APILatency[k]
+				fmt.Fprintf(&b, "%-17s | %5.0f | %7.1f | %6.1f | %6.1f | %6.1f\n", k, q.Count, q.Mean, q.P50, q.P90, q.P99)
+			}
+		}
 		if len(run.APIRequests) == 0 {
 			continue
 		}

@@ -78,20 +78,12 @@ func StrategyNames() []string {
 	return names
 }
 
-// pickGPUs returns the indexes (into gpus) of count distinct healthy GPUs with
-// at least mem MiB free each, in the strategy's order, or nil when the node
-// has fewer. Ties go to the lower GPU index, so picks are deterministic.
-func pickGPUs(gpus []GPU, mem int64, count int, fullestFirst bool) []int {
-	free := make([]int64, len(gpus))
-	for i, g := range gpus {
-		free[i] = g.FreeMiB()
-	}
-	return pickGPUsInto(nil, free, mem, count, fullestFirst)
-}
-
-// pickGPUsInto is pickGPUs over the GPUs' free memory (0 for an unhealthy
-// GPU), appending to buf[:0] so that a caller scoring many nodes reuses one
-// buffer. A one-GPU pod, the common case, takes a single pass.
+// pickGPUsInto returns the indexes (into free, each GPU's free memory, 0
+// for an unhealthy GPU) of count distinct GPUs with at least mem MiB free
+// each, in the strategy's order, or nil when the node has fewer. Ties go to
+// the lower GPU index, so picks are deterministic. It appends to buf[:0] so
+// that a caller scoring many nodes reuses one buffer. A one-GPU pod, the
+// common case, takes a single pass.
 func pickGPUsInto(buf []int, free []int64, mem int64, count int, fullestFirst bool) []int {
 	if mem <= 0 {
 		return nil

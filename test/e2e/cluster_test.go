@@ -88,11 +88,9 @@ func TestLocalCluster(t *testing.T) {
 				if err != nil {
 					return false, err
 				}
-				for _, cond := range p.Status.Conditions {
-					if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
-						why = cond.Message
-						return true, nil
-					}
+				if msg, ok := unschedulable(p); ok {
+					why = msg
+					return true, nil
 				}
 				if p.Spec.NodeName != "" {
 					return false, fmt.Errorf("a pod larger than any node was bound to %s", p.Spec.NodeName)

@@ -267,11 +267,9 @@ func TestExtender(t *testing.T) {
 				if err != nil {
 					return false, err
 				}
-				for _, cond := range p.Status.Conditions {
-					if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
-						last = cond.Message
-						return strings.Contains(cond.Message, want), nil
-					}
+				if msg, ok := unschedulable(p); ok {
+					last = msg
+					return strings.Contains(msg, want), nil
 				}
 				return false, nil
 			}, wait.WithContext(ctx), wait.WithTimeout(LongWait), wait.WithInterval(250*time.Millisecond))

@@ -268,3 +268,14 @@ func WaitPods(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, se
 func PodRunning(p *corev1.Pod) bool {
 	return p.Spec.NodeName != "" && p.Status.Phase == corev1.PodRunning
 }
+
+// unschedulable is the message of p's PodScheduled=False condition; ok is
+// false while p has none.
+func unschedulable(p *corev1.Pod) (msg string, ok bool) {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
+			return cond.Message, true
+		}
+	}
+	return "", false
+}

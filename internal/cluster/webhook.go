@@ -71,27 +71,16 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 	if _, err := c.RotateWebhookCert(); err != nil {
 		return err
 	}
-	port, err := c.port(Webhook)
-	if err != nil {
-		return err
-	}
-	health, _ := c.port(Webhook + "-health")
-	metrics, _ := c.port(Webhook + "-metrics")
-	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	args := []string{"serve",
-		"--host=127.0.0.1",
-		fmt.Sprintf("--port=%d", port),
-		"--cert-dir=" + st.certDir,
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
-		"--kubeconfig=" + c.Kubeconfig(),
-		"--namespace=" + api.DefaultNamespace,
-	}
+	args := []string{"--cert-dir=" + st.certDir, "--namespace=" + api.DefaultNamespace}
 	if opts.ConfigFile != "" {
 		args = append(args, "--config="+opts.ConfigFile)
 	}
-	comp := c.newComponent(Webhook, "webhook", append(args, opts.Args...)...)
-	readyz := httpProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false)
+	comp, port, _, err := c.webhookComponent(Webhook, append(args, opts.Args...))
+	if err != nil {
+		return err
+	}
+	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	readyz := comp.ready
 	comp.ready = func(ctx context.Context) error {
 		if err := readyz(ctx); err != nil {
 			return err

@@ -30,15 +30,7 @@ func (c *Cluster) StartWebhookInstance(ctx context.Context, name string, args ..
 	if !c.HasBin("webhook") {
 		return WebhookInstance{}, fmt.Errorf("%s not found: run make build", c.Bin("webhook"))
 	}
-	port, err := c.port(name)
-	if err != nil {
-		return WebhookInstance{}, err
-	}
-	health, err := c.port(name + "-health")
-	if err != nil {
-		return WebhookInstance{}, err
-	}
-	metrics, err := c.port(name + "-metrics")
+	comp, port, metrics, err := c.webhookComponent(name, args)
 	if err != nil {
 		return WebhookInstance{}, err
 	}
@@ -47,14 +39,31 @@ func (c *Cluster) StartWebhookInstance(ctx context.Context, name string, args ..
 		Addr:       fmt.Sprintf("127.0.0.1:%d", port),
 		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics),
 	}
-	all := append([]string{"serve",
+	return w, c.run(ctx, comp)
+}
+
+// webhookComponent is bin/webhook serving as component name on loopback
+// ports of its own, with extra flags after the common ones; ready once its
+// /readyz answers. It returns the ports of the admission server and of
+// /metrics.
+func (c *Cluster) webhookComponent(name string, extra []string) (comp *component, port, metrics int, err error) {
+	if port, err = c.port(name); err != nil {
+		return nil, 0, 0, err
+	}
+	health, err := c.port(name + "-health")
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if metrics, err = c.port(name + "-metrics"); err != nil {
+		return nil, 0, 0, err
+	}
+	comp = c.newComponent(name, "webhook", append([]string{"serve",
 		"--host=127.0.0.1",
 		fmt.Sprintf("--port=%d", port),
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
 		"--kubeconfig=" + c.Kubeconfig(),
-	}, args...)
-	comp := c.newComponent(name, "webhook", all...)
+	}, extra...)...)
 	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false)
-	return w, c.run(ctx, comp)
+	return comp, port, metrics, nil
 }

@@ -103,20 +103,8 @@ func New(o Options) *Extender {
 // Handler serves the three verbs.
 func (e *Extender) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+PathFilter, e.serve("filter", func(ctx context.Context, body []byte) (any, error) {
-		var args extenderv1.ExtenderArgs
-		if err := decode(body, &args); err != nil {
-			return nil, err
-		}
-		return e.Filter(&args), nil
-	}))
-	mux.HandleFunc("POST "+PathPrioritize, e.serve("prioritize", func(ctx context.Context, body []byte) (any, error) {
-		var args extenderv1.ExtenderArgs
-		if err := decode(body, &args); err != nil {
-			return nil, err
-		}
-		return e.Prioritize(&args), nil
-	}))
+	mux.HandleFunc("POST "+PathFilter, e.serve("filter", withArgs(func(args *extenderv1.ExtenderArgs) any { return e.Filter(args) })))
+	mux.HandleFunc("POST "+PathPrioritize, e.serve("prioritize", withArgs(func(args *extenderv1.ExtenderArgs) any { return e.Prioritize(args) })))
 	mux.HandleFunc("POST "+PathBind, e.serve("bind", func(ctx context.Context, body []byte) (any, error) {
 		var args extenderv1.ExtenderBindingArgs
 		if err := decode(body, &args); err != nil {
@@ -128,6 +116,17 @@ func (e *Extender) Handler() http.Handler {
 		return e.Bind(ctx, &args), nil
 	}))
 	return mux
+}
+
+// withArgs decodes the ExtenderArgs of a filter or prioritize call for fn.
+func withArgs(fn func(*extenderv1.ExtenderArgs) any) func(context.Context, []byte) (any, error) {
+	return func(_ context.Context, body []byte) (any, error) {
+		var args extenderv1.ExtenderArgs
+		if err := decode(body, &args); err != nil {
+			return nil, err
+		}
+		return fn(&args), nil
+	}
 }
 
 // badRequest is a body the extender cannot read: HTTP 400.

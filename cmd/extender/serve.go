@@ -18,8 +18,9 @@ import (
 	"github.com/mlplane/mlplane/internal/score/extender"
 )
 
-// Client rate limits: the extender writes an annotation and a Binding per
-// pod, and a burst of pods must not queue behind client-go's default 5 QPS.
+// Client rate limits: the extender creates a Binding per pod (carrying the
+// GPU annotation), and a burst of pods must not queue behind client-go's
+// default 5 QPS.
 const (
 	clientQPS   = 200
 	clientBurst = 400

@@ -95,8 +95,8 @@ var nodeAgentGrants = []string{
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "update"),
 }
 
-// The extender: informers on Nodes, Pods and the agents' Leases; the GPU
-// assignment annotation and the Binding at bind time; leader election.
+// The extender: informers on Nodes, Pods and the agents' Leases; the Binding
+// (carrying the GPU assignment annotation) at bind time; leader election.
 var extenderGrants = []string{
 	grant("cluster", "", "nodes", "", "get"),
 	grant("cluster", "", "nodes", "", "list"),
@@ -104,7 +104,6 @@ var extenderGrants = []string{
 	grant("cluster", "", "pods", "", "get"),
 	grant("cluster", "", "pods", "", "list"),
 	grant("cluster", "", "pods", "", "watch"),
-	grant("cluster", "", "pods", "", "patch"),
 	grant("cluster", "", "pods/binding", "", "create"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "get"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "list"),

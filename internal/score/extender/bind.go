@@ -2,16 +2,13 @@ package extender
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/mlplane/mlplane/internal/api"
@@ -30,21 +27,22 @@ const (
 	BindNotLeader = "not_leader"
 )
 
-// patchAttempts bounds the retries of the annotation patch on a conflict
-// (another writer changed the pod between our read and our write).
-const patchAttempts = 3
-
-// Bind picks GPUs for the pod on the chosen node, reserves them, writes
-// AnnotationGPUIDs with a resourceVersion precondition and creates the
-// Binding. On a failure whose outcome is known the reservation and the
-// annotation are rolled back; when the outcome is unknown (a write that
-// timed out may still have been applied) the reservation stays until the
-// informer shows what happened, so the GPUs are never handed out twice. A
-// retried bind of a pod already bound to that node succeeds.
+// Bind picks GPUs for the pod on the chosen node, reserves them and creates
+// one Binding that carries AnnotationGPUIDs: the API server writes the
+// annotation and spec.nodeName in one atomic update, preconditioned on the
+// pod's UID, so the pod is never half-written and there is nothing to roll
+// back. When the API server answers that the Binding failed the reservation
+// is released; when the outcome is unknown (a write that timed out may still
+// have been applied) the reservation stays until the informer shows what
+// happened, so the GPUs are never handed out twice. A retried bind of a pod
+// already bound to that node succeeds.
 //
-// The API calls run on a context of their own, detached from the
-// scheduler's request: a scheduler that gives up on a slow bind must not cut
-// it off half way.
+// The pod comes from the informer's cache; only a pod the cache does not
+// hold yet (or holds with another UID) is read from the API server.
+//
+// The API call runs on a context of its own, detached from the scheduler's
+// request: a scheduler that gives up on a slow bind must not cut it off half
+// way.
 func (e *Extender) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) *extenderv1.ExtenderBindingResult {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bindTimeout)
 	defer cancel()
@@ -86,20 +84,23 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 	}
 	defer e.inFlight.Delete(key)
 
-	pods := e.o.Client.CoreV1().Pods(args.PodNamespace)
-	pod, err := pods.Get(ctx, args.PodName, metav1.GetOptions{})
+	pod, err := e.lookup(ctx, args)
 	if err != nil {
-		return BindError, fmt.Errorf("reading pod: %w", err)
+		return BindError, err
 	}
 	if done, result, err := checkPod(pod, args); done {
 		return result, err
 	}
+	uid := pod.UID
 	req, ok, err := score.PodRequest(pod)
 	if err != nil {
 		return BindError, err
 	}
 	if !ok {
-		if err := e.createBinding(ctx, pod, args.Node); err != nil {
+		if err := e.createBinding(ctx, pod, args.Node, ""); err != nil {
+			if bound, _ := e.boundAlready(ctx, pod, args.Node, false); bound {
+				return BindRetried, nil
+			}
 			return BindError, err
 		}
 		return BindNoGPU, nil
@@ -110,7 +111,7 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 	var ids []string
 	err = e.o.State.Update(func(t state.Txn, now int64) error {
 		c := t.Cluster()
-		f, err := e.o.Policy.Placer().Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+		f, err := e.o.Policy.Placer().Facts(c, score.Pod{Key: string(uid), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
 		if err != nil {
 			return err
 		}
@@ -119,36 +120,74 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 			return fmt.Errorf("pod no longer fits node %s: %s", args.Node, why.Message)
 		}
 		ids = f.Pick(n)
-		t.Reserve(pod.UID, score.Assignment{Node: args.Node, GPUs: ids, MemoryMiB: req.MemoryMiB})
+		t.Reserve(uid, score.Assignment{Node: args.Node, GPUs: ids, MemoryMiB: req.MemoryMiB})
 		return nil
 	})
 	if err != nil {
 		return BindNoFit, err
 	}
-	value := api.FormatGPUIDs(ids)
 
-	patched, err := e.annotate(ctx, pod, args, value)
-	if err != nil {
-		if known(err) {
-			e.o.State.Release(pod.UID)
+	if err := e.createBinding(ctx, pod, args.Node, api.FormatGPUIDs(ids)); err != nil {
+		// A lost response to an earlier, successful Binding (or a cache
+		// that had not seen the bind yet) looks like a conflict here:
+		// check before releasing anything.
+		bound, checked := e.boundAlready(ctx, pod, args.Node, true)
+		if bound {
+			return BindRetried, nil
+		}
+		// Released only when the API server refused the Binding and the
+		// pod was read back: otherwise the reservation stays until the
+		// informer shows the pod, or expires.
+		if known(err) && checked {
+			e.o.State.Release(uid)
 		}
 		if apierrors.IsConflict(err) {
 			return BindConflict, err
 		}
 		return BindError, err
 	}
-	if err := e.createBinding(ctx, patched, args.Node); err != nil {
-		// A lost response to an earlier, successful Binding looks like
-		// a failure here: check before undoing anything.
-		if cur, gerr := pods.Get(ctx, args.PodName, metav1.GetOptions{}); gerr == nil && cur.UID == pod.UID && cur.Spec.NodeName == args.Node {
-			return BindRetried, nil
-		}
-		if known(err) {
-			e.rollback(ctx, pod, value)
-		}
-		return BindError, err
-	}
 	return BindBound, nil
+}
+
+// lookup finds the pod to bind: from the informer's cache, or with one GET
+// when the cache does not hold it (yet) under the UID the scheduler named.
+func (e *Extender) lookup(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (*corev1.Pod, error) {
+	if pod, ok := e.o.PodCache(args.PodNamespace, args.PodName); ok && (args.PodUID == "" || pod.UID == args.PodUID) {
+		return pod, nil
+	}
+	pod, err := e.o.Client.CoreV1().Pods(args.PodNamespace).Get(ctx, args.PodName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading pod: %w", err)
+	}
+	return pod, nil
+}
+
+// boundAlready reports, after a failed Binding, whether the pod is the same
+// pod and already bound to node (with its GPUs annotated when withGPUs): a
+// retried bind whose first attempt won, or a cache that had not seen the
+// bind. The GPUs the pod carries are then reserved in place of those this
+// attempt picked, until the informer confirms them. checked is false when
+// the pod could not be read back.
+func (e *Extender) boundAlready(ctx context.Context, pod *corev1.Pod, node string, withGPUs bool) (bound, checked bool) {
+	cur, err := e.o.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		return false, apierrors.IsNotFound(err)
+	}
+	if cur.UID != pod.UID || cur.Spec.NodeName != node {
+		return false, true
+	}
+	if !withGPUs {
+		return true, true
+	}
+	a, ok := state.Assignment(cur)
+	if !ok {
+		return false, true
+	}
+	_ = e.o.State.Update(func(t state.Txn, _ int64) error {
+		t.Reserve(cur.UID, a)
+		return nil
+	})
+	return true, true
 }
 
 // checkPod handles the pods that need no placement: done is true when the
@@ -165,63 +204,21 @@ func checkPod(pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs) (done bool,
 	return false, "", nil
 }
 
-// annotate writes AnnotationGPUIDs with the pod's resourceVersion as a
-// precondition; on a conflict it re-reads the pod and tries again while the
-// pod is still unbound and the same pod.
-func (e *Extender) annotate(ctx context.Context, pod *corev1.Pod, args *extenderv1.ExtenderBindingArgs, value string) (*corev1.Pod, error) {
-	pods := e.o.Client.CoreV1().Pods(pod.Namespace)
-	cur := pod
-	var lastErr error
-	for range patchAttempts {
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
-			"resourceVersion": cur.ResourceVersion,
-			"annotations":     map[string]string{api.AnnotationGPUIDs: value},
-		}})
-		out, err := pods.Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
-		if err == nil {
-			return out, nil
-		}
-		if !apierrors.IsConflict(err) {
-			return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, err)
-		}
-		lastErr = err
-		if cur, err = pods.Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
-			return nil, fmt.Errorf("re-reading pod after a conflict: %w", err)
-		}
-		if cur.UID != pod.UID || cur.Spec.NodeName != "" {
-			return nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("pod changed while being bound"))
-		}
-	}
-	return nil, fmt.Errorf("writing %s: %w", api.AnnotationGPUIDs, lastErr)
-}
-
-func (e *Extender) createBinding(ctx context.Context, pod *corev1.Pod, node string) error {
-	err := e.o.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
+// createBinding binds the pod to node in one call. The Binding names the
+// pod's UID, a precondition the API server checks, and carries gpuIDs (when
+// set) as AnnotationGPUIDs, which the API server copies onto the pod in the
+// same update as spec.nodeName. A pod already bound is refused with a
+// Conflict.
+func (e *Extender) createBinding(ctx context.Context, pod *corev1.Pod, node, gpuIDs string) error {
+	b := &corev1.Binding{
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
 		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
-	}, metav1.CreateOptions{FieldManager: api.FieldManager})
-	if err != nil {
+	}
+	if gpuIDs != "" {
+		b.Annotations = map[string]string{api.AnnotationGPUIDs: gpuIDs}
+	}
+	if err := e.o.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
 		return fmt.Errorf("creating binding: %w", err)
 	}
 	return nil
-}
-
-// rollback removes the annotation this bind wrote (only if it still holds
-// that value) and drops the reservation.
-func (e *Extender) rollback(ctx context.Context, pod *corev1.Pod, value string) {
-	path := "/metadata/annotations/" + strings.ReplaceAll(strings.ReplaceAll(api.AnnotationGPUIDs, "~", "~0"), "/", "~1")
-	patch, _ := json.Marshal([]map[string]any{
-		{"op": "test", "path": path, "value": value},
-		{"op": "remove", "path": path},
-	})
-	_, err := e.o.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: api.FieldManager})
-	if err != nil && !apierrors.IsNotFound(err) {
-		// The annotation may stay and keeps the GPUs booked (by the
-		// reservation until it expires, then by the informer's view of
-		// the pod) until the scheduler's retry re-picks them: safe,
-		// only wasteful.
-		e.o.Logger.Info("rolling back the GPU annotation failed", "pod", pod.Namespace+"/"+pod.Name, "err", err.Error())
-		return
-	}
-	e.o.State.Release(pod.UID)
 }

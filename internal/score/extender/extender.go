@@ -45,10 +45,13 @@ var _ PlacerSource = PlacerFunc(nil)
 
 // Options configure an Extender.
 type Options struct {
-	// Client writes pod annotations and Bindings (required).
+	// Client creates Bindings (required).
 	Client kubernetes.Interface
 	// State is the cluster picture (required).
 	State *state.State
+	// PodCache finds a pod in the informer's cache; bind reads the API
+	// server only for a pod it does not hold (default: State.Pod).
+	PodCache func(namespace, name string) (*corev1.Pod, bool)
 	// Policy is the placement policy (default: score.DefaultPolicy()).
 	Policy PlacerSource
 	// Ready gates every verb: until it returns true the extender answers
@@ -84,6 +87,9 @@ func New(o Options) *Extender {
 			panic(err)
 		}
 		o.Policy = PlacerFunc(func() *score.Placer { return p })
+	}
+	if o.PodCache == nil {
+		o.PodCache = o.State.Pod
 	}
 	if o.Ready == nil {
 		o.Ready = func() bool { return true }

@@ -23,7 +23,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
@@ -62,9 +61,10 @@ func gpuPod(name string, memGi int64, count int) *corev1.Pod {
 }
 
 // fixture is an extender over a fake clientset that behaves like the API
-// server where it matters: a merge patch carrying metadata.resourceVersion
-// is a precondition, every write bumps resourceVersion, and a Binding sets
-// spec.nodeName once.
+// server where it matters: a Binding sets spec.nodeName once, copies its own
+// annotations onto the pod in the same update, is refused with a Conflict
+// when its metadata.uid is not the pod's, and bumps resourceVersion (k8s.io/
+// kubernetes pkg/registry/core/pod/storage, BindingREST).
 type fixture struct {
 	client *fake.Clientset
 	st     *state.State
@@ -72,9 +72,12 @@ type fixture struct {
 	leader bool
 	mu     sync.Mutex // serialises the reactors' read-modify-write
 	rv     int
-	// failPatch and failBind make the next writes fail, for rollback tests.
-	failPatch, failBind func() error
-	patches, bindings   int
+	// failBind makes the next Bindings fail.
+	failBind func() error
+	// bindings counts the Binding calls, patches and gets the pod patches
+	// and reads; lastBinding is the last Binding sent.
+	bindings, patches, gets int
+	lastBinding             *corev1.Binding
 }
 
 func newFixture(t *testing.T, nodes ...*corev1.Node) *fixture {
@@ -88,7 +91,18 @@ func newFixture(t *testing.T, nodes ...*corev1.Node) *fixture {
 		f.st.OnNode(n)
 		f.st.OnLease(agentLease(n.Name, now.Add(-time.Second)))
 	}
-	f.client.PrependReactor("patch", "pods", f.patch)
+	f.client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.patches++
+		return false, nil, nil
+	})
+	f.client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.gets++
+		return false, nil, nil
+	})
 	f.client.PrependReactor("create", "pods", f.bind)
 	f.ext = New(Options{Client: f.client, State: f.st, Leader: func() bool { return f.leader }})
 	return f
@@ -110,55 +124,6 @@ func (f *fixture) pod(t *testing.T, name string) *corev1.Pod {
 	return p
 }
 
-func (f *fixture) patch(action k8stesting.Action) (bool, runtime.Object, error) {
-	pa := action.(k8stesting.PatchAction)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.patches++
-	if f.failPatch != nil {
-		if err := f.failPatch(); err != nil {
-			return true, nil, err
-		}
-	}
-	obj, err := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), pa.GetNamespace(), pa.GetName())
-	if err != nil {
-		return true, nil, err
-	}
-	pod := obj.(*corev1.Pod)
-	cur, _ := json.Marshal(pod)
-	var out []byte
-	switch pa.GetPatchType() {
-	case types.MergePatchType:
-		var meta struct {
-			Metadata struct {
-				ResourceVersion string `json:"resourceVersion"`
-			} `json:"metadata"`
-		}
-		_ = json.Unmarshal(pa.GetPatch(), &meta)
-		if rv := meta.Metadata.ResourceVersion; rv != "" && rv != pod.ResourceVersion {
-			return true, nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, fmt.Errorf("resourceVersion %s is stale (now %s)", rv, pod.ResourceVersion))
-		}
-		out, err = strategicpatch.StrategicMergePatch(cur, pa.GetPatch(), corev1.Pod{})
-	case types.JSONPatchType:
-		out, err = applyJSONPatch(cur, pa.GetPatch())
-	default:
-		return false, nil, nil
-	}
-	if err != nil {
-		return true, nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Pod").GroupKind(), pod.Name, nil)
-	}
-	np := &corev1.Pod{}
-	if err := json.Unmarshal(out, np); err != nil {
-		return true, nil, err
-	}
-	f.rv++
-	np.ResourceVersion = strconv.Itoa(f.rv)
-	if err := f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), np, np.Namespace); err != nil {
-		return true, nil, err
-	}
-	return true, np, nil
-}
-
 func (f *fixture) bind(action k8stesting.Action) (bool, runtime.Object, error) {
 	ca := action.(k8stesting.CreateAction)
 	if ca.GetSubresource() != "binding" {
@@ -168,6 +133,7 @@ func (f *fixture) bind(action k8stesting.Action) (bool, runtime.Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.bindings++
+	f.lastBinding = b.DeepCopy()
 	if f.failBind != nil {
 		if err := f.failBind(); err != nil {
 			return true, nil, err
@@ -178,51 +144,22 @@ func (f *fixture) bind(action k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, err
 	}
 	pod := obj.(*corev1.Pod).DeepCopy()
+	if b.UID != "" && b.UID != pod.UID {
+		return true, nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", b.UID, pod.UID))
+	}
 	if pod.Spec.NodeName != "" {
 		return true, nil, apierrors.NewConflict(corev1.Resource("pods/binding"), pod.Name, fmt.Errorf("pod %s is already assigned to node %q", pod.Name, pod.Spec.NodeName))
 	}
 	pod.Spec.NodeName = b.Target.Name
+	for k, v := range b.Annotations {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[k] = v
+	}
 	f.rv++
 	pod.ResourceVersion = strconv.Itoa(f.rv)
 	return true, b, f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, pod.Namespace)
-}
-
-// applyJSONPatch supports the test and remove operations the rollback uses.
-func applyJSONPatch(doc, patch []byte) ([]byte, error) {
-	var ops []struct {
-		Op, Path string
-		Value    any
-	}
-	if err := json.Unmarshal(patch, &ops); err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(doc, &m); err != nil {
-		return nil, err
-	}
-	for _, op := range ops {
-		parts := strings.Split(strings.TrimPrefix(op.Path, "/"), "/")
-		parent := m
-		for _, p := range parts[:len(parts)-1] {
-			next, ok := parent[p].(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("path %s not found", op.Path)
-			}
-			parent = next
-		}
-		key := strings.ReplaceAll(strings.ReplaceAll(parts[len(parts)-1], "~1", "/"), "~0", "~")
-		switch op.Op {
-		case "test":
-			if parent[key] != op.Value {
-				return nil, fmt.Errorf("test failed at %s", op.Path)
-			}
-		case "remove":
-			delete(parent, key)
-		default:
-			return nil, fmt.Errorf("op %s unsupported", op.Op)
-		}
-	}
-	return json.Marshal(m)
 }
 
 // bindPod calls Bind as the scheduler would.
@@ -311,6 +248,14 @@ func TestBindHappyPath(t *testing.T) {
 	if r := f.bindPod(t, "p1", "n"); r.Error != "" {
 		t.Fatal(r.Error)
 	}
+	// One API call: the Binding, carrying the pod's UID and the GPUs.
+	if b := f.lastBinding; f.bindings != 1 || b.Name != "p1" || b.Namespace != "ml" || b.UID != "uid-p1" || b.Target.Name != "n" ||
+		!cmp.Equal(b.Annotations, map[string]string{api.AnnotationGPUIDs: "GPU-n-0"}) {
+		t.Fatalf("%d bindings, last %+v", f.bindings, b)
+	}
+	if f.patches != 0 {
+		t.Fatalf("%d pod patches, want none", f.patches)
+	}
 	p1 := f.pod(t, "p1")
 	if p1.Spec.NodeName != "n" || p1.Annotations[api.AnnotationGPUIDs] != "GPU-n-0" {
 		t.Fatalf("p1 bound to %q with %q", p1.Spec.NodeName, p1.Annotations[api.AnnotationGPUIDs])
@@ -337,11 +282,11 @@ func TestBindHappyPath(t *testing.T) {
 	}
 	// A third pod that does not fit is refused, and nothing is written.
 	f.addPod(t, gpuPod("p3", 60, 1))
-	before := f.patches
+	before := f.bindings
 	if r := f.bindPod(t, "p3", "n"); !strings.Contains(r.Error, "largest free GPU has 51200 MiB, pod needs 61440 MiB") {
 		t.Fatalf("p3: %q", r.Error)
 	}
-	if f.patches != before {
+	if f.bindings != before || f.patches != 0 {
 		t.Fatal("a refused bind wrote to the pod")
 	}
 }
@@ -364,14 +309,18 @@ func TestBindRetried(t *testing.T) {
 	if r := f.bindPod(t, "p", "other"); !strings.Contains(r.Error, "already bound to node n") {
 		t.Fatalf("bind to another node: %q", r.Error)
 	}
-	// A lost response to a successful Binding: the Binding call fails
-	// with "already assigned", yet the pod is on our node: success.
+	// A lost response to a successful Binding: an earlier attempt bound q
+	// with GPU 0 (the API server applied it, the answer never came), the
+	// retry picked other GPUs and its Binding fails with "already
+	// assigned", yet the pod is on our node: success, and the GPUs the pod
+	// really holds are the ones booked.
 	f.addPod(t, gpuPod("q", 30, 1))
 	f.failBind = func() error {
 		f.failBind = nil
 		obj, _ := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "q")
 		pod := obj.(*corev1.Pod).DeepCopy()
 		pod.Spec.NodeName = "n"
+		pod.Annotations[api.AnnotationGPUIDs] = "GPU-n-0"
 		_ = f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, "ml")
 		return apierrors.NewConflict(corev1.Resource("pods/binding"), "q", fmt.Errorf("already assigned"))
 	}
@@ -379,88 +328,127 @@ func TestBindRetried(t *testing.T) {
 		t.Fatalf("lost-response bind: %s", r.Error)
 	}
 	if f.pod(t, "q").Annotations[api.AnnotationGPUIDs] != "GPU-n-0" {
-		t.Fatal("annotation rolled back on a bind that had succeeded")
+		t.Fatal("annotation changed on a bind that had succeeded")
+	}
+	// p (informer not run: its reservation) and q hold 30 GiB each.
+	if d := cmp.Diff([]int64{20 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
 	}
 }
 
-func TestBindConflictRollsBack(t *testing.T) {
-	f := newFixture(t, gpuNode("n", 1, 80))
-	f.addPod(t, gpuPod("p", 30, 1))
-	// Every patch conflicts: someone keeps changing the pod.
-	f.failPatch = func() error {
-		return apierrors.NewConflict(corev1.Resource("pods"), "p", fmt.Errorf("the object has been modified"))
-	}
-	r := f.bindPod(t, "p", "n")
-	if !strings.Contains(r.Error, "the object has been modified") {
-		t.Fatalf("error %q", r.Error)
-	}
-	if f.patches != patchAttempts {
-		t.Fatalf("%d patch attempts, want %d", f.patches, patchAttempts)
-	}
-	if d := cmp.Diff([]int64{80 * gi}, freeMiB(f, "n")); d != "" {
-		t.Fatalf("reservation not released: %s", d)
-	}
-	if f.bindings != 0 {
-		t.Fatal("created a Binding after a failed annotation")
-	}
-	// A conflict that goes away on the re-read is retried and succeeds.
-	fails := 1
-	f.failPatch = func() error {
-		if fails > 0 {
-			fails--
-			return apierrors.NewConflict(corev1.Resource("pods"), "p", fmt.Errorf("modified"))
-		}
-		return nil
-	}
-	if r := f.bindPod(t, "p", "n"); r.Error != "" {
-		t.Fatalf("second try: %s", r.Error)
-	}
-}
-
-func TestBindStaleResourceVersion(t *testing.T) {
-	f := newFixture(t, gpuNode("n", 1, 80))
-	f.addPod(t, gpuPod("p", 30, 1))
-	// Another writer updates the pod between our read and our patch: the
-	// precondition catches it, we re-read and succeed.
-	first := true
-	f.client.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if !first {
-			return false, nil, nil
-		}
-		first = false
-		obj, _ := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "p")
-		stale := obj.(*corev1.Pod).DeepCopy()
-		cur := stale.DeepCopy()
-		cur.ResourceVersion = "50" // the pod moved on
-		_ = f.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), cur, "ml")
-		return true, stale, nil
-	})
+// TestBindStaleCache: the informer's cache still shows the pod unbound
+// although an earlier bind placed it; the Binding is refused with a
+// Conflict, the pod read back is bound to the node with its GPUs: success,
+// and the GPUs this attempt picked go back.
+func TestBindStaleCache(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 2, 80))
+	stale := gpuPod("p", 30, 1)
+	f.ext.o.PodCache = func(ns, name string) (*corev1.Pod, bool) { return stale, ns == "ml" && name == "p" }
+	bound := stale.DeepCopy()
+	bound.Spec.NodeName = "n"
+	bound.Annotations[api.AnnotationGPUIDs] = "GPU-n-1"
+	f.addPod(t, bound)
 	if r := f.bindPod(t, "p", "n"); r.Error != "" {
 		t.Fatal(r.Error)
 	}
-	if f.patches != 2 {
-		t.Fatalf("%d patches, want a conflict then a success", f.patches)
+	if f.bindings != 1 || f.gets != 1 {
+		t.Fatalf("%d bindings, %d gets: want the refused Binding and one read", f.bindings, f.gets)
+	}
+	if d := cmp.Diff([]int64{80 * gi, 50 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("booked GPUs: %s", d)
+	}
+	f.st.OnPod(f.pod(t, "p"))
+	if n := f.st.Reservations(); n != 0 {
+		t.Fatalf("%d reservations left after confirmation", n)
 	}
 }
 
-func TestBindFailureRollsBackAnnotation(t *testing.T) {
+// TestBindFromCache: a pod the informer holds is bound with the Binding
+// alone, no read.
+func TestBindFromCache(t *testing.T) {
 	f := newFixture(t, gpuNode("n", 1, 80))
-	f.addPod(t, gpuPod("p", 30, 1))
-	f.failBind = func() error { return apierrors.NewServiceUnavailable("etcd is sad") }
-	r := f.bindPod(t, "p", "n")
-	if !strings.Contains(r.Error, "etcd is sad") {
+	p := gpuPod("p", 30, 1)
+	p.Annotations[api.AnnotationPlacement] = "spread"
+	f.addPod(t, p)
+	f.ext.o.PodCache = func(ns, name string) (*corev1.Pod, bool) {
+		obj, err := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), ns, name)
+		if err != nil {
+			return nil, false
+		}
+		return obj.(*corev1.Pod), true
+	}
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.gets != 0 || f.patches != 0 || f.bindings != 1 {
+		t.Fatalf("%d gets, %d patches, %d bindings: want the Binding alone", f.gets, f.patches, f.bindings)
+	}
+	obj, _ := f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "p")
+	if got := obj.(*corev1.Pod); got.Spec.NodeName != "n" || got.Annotations[api.AnnotationGPUIDs] != "GPU-n-0" {
+		t.Fatalf("pod on %q with %q", got.Spec.NodeName, got.Annotations[api.AnnotationGPUIDs])
+	}
+	// A cached pod of another UID (replaced since) is read from the API server.
+	old := gpuPod("r", 30, 1)
+	old.UID = "uid-old"
+	f.ext.o.PodCache = func(string, string) (*corev1.Pod, bool) { return old, true }
+	f.addPod(t, gpuPod("r", 10, 1))
+	if r := f.bindPod(t, "r", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.gets != 1 {
+		t.Fatalf("%d gets, want 1", f.gets)
+	}
+	if d := cmp.Diff([]int64{40 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// TestBindRefusedReleases: a Binding the API server refused wrote nothing
+// (annotation and node are one atomic update), and its GPUs are free again.
+func TestBindRefusedReleases(t *testing.T) {
+	for _, fail := range []error{
+		apierrors.NewServiceUnavailable("etcd is sad"),
+		apierrors.NewConflict(corev1.Resource("pods/binding"), "p", fmt.Errorf("the object has been modified")),
+	} {
+		f := newFixture(t, gpuNode("n", 1, 80))
+		f.addPod(t, gpuPod("p", 30, 1))
+		f.failBind = func() error { return fail }
+		r := f.bindPod(t, "p", "n")
+		if !strings.Contains(r.Error, fail.Error()) {
+			t.Fatalf("error %q", r.Error)
+		}
+		p := f.pod(t, "p")
+		if _, has := p.Annotations[api.AnnotationGPUIDs]; has || p.Spec.NodeName != "" {
+			t.Fatalf("pod written: %v node %q", p.Annotations, p.Spec.NodeName)
+		}
+		if d := cmp.Diff([]int64{80 * gi}, freeMiB(f, "n")); d != "" {
+			t.Fatalf("reservation not released: %s", d)
+		}
+		f.failBind = nil
+		if r := f.bindPod(t, "p", "n"); r.Error != "" {
+			t.Fatal(r.Error)
+		}
+	}
+}
+
+// TestBindUIDPrecondition: the pod was deleted and recreated under the same
+// name after the cache saw it: the Binding names the old UID and is refused,
+// and nothing stays booked.
+func TestBindUIDPrecondition(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	cached := gpuPod("p", 30, 1)
+	f.ext.o.PodCache = func(string, string) (*corev1.Pod, bool) { return cached, true }
+	now := gpuPod("p", 30, 1)
+	now.UID = "uid-new"
+	f.addPod(t, now)
+	if r := f.bindPod(t, "p", "n"); !strings.Contains(r.Error, "Precondition failed") {
 		t.Fatalf("error %q", r.Error)
 	}
-	p := f.pod(t, "p")
-	if _, has := p.Annotations[api.AnnotationGPUIDs]; has || p.Spec.NodeName != "" {
-		t.Fatalf("not rolled back: %v node %q", p.Annotations, p.Spec.NodeName)
+	if p := f.pod(t, "p"); p.Spec.NodeName != "" || p.Annotations[api.AnnotationGPUIDs] != "" {
+		t.Fatal("replaced pod was bound")
 	}
 	if d := cmp.Diff([]int64{80 * gi}, freeMiB(f, "n")); d != "" {
 		t.Fatalf("reservation not released: %s", d)
-	}
-	f.failBind = nil
-	if r := f.bindPod(t, "p", "n"); r.Error != "" {
-		t.Fatal(r.Error)
 	}
 }
 
@@ -651,7 +639,7 @@ func resourceMiB(mib int64) *resource.Quantity { return resource.NewQuantity(mib
 func TestBindUnknownOutcomeKeepsReservation(t *testing.T) {
 	f := newFixture(t, gpuNode("n", 1, 80))
 	f.addPod(t, gpuPod("p", 30, 1))
-	f.failPatch = func() error { return errors.New("connection reset by peer") }
+	f.failBind = func() error { return errors.New("connection reset by peer") }
 	if r := f.bindPod(t, "p", "n"); !strings.Contains(r.Error, "connection reset") {
 		t.Fatalf("error %q", r.Error)
 	}
@@ -662,15 +650,59 @@ func TestBindUnknownOutcomeKeepsReservation(t *testing.T) {
 
 	g := newFixture(t, gpuNode("n", 1, 80))
 	g.addPod(t, gpuPod("q", 30, 1))
+	// The reads after the failure fail too: still unknown, still booked.
 	g.failBind = func() error { return errors.New("http2: timeout awaiting response headers") }
+	g.client.PrependReactor("get", "pods", failReadsAfterBind(g))
 	if r := g.bindPod(t, "q", "n"); r.Error == "" {
 		t.Fatal("bind succeeded")
 	}
-	if got := g.pod(t, "q").Annotations[api.AnnotationGPUIDs]; got != "GPU-n-0" {
-		t.Fatalf("annotation rolled back on an unknown Binding outcome: %q", got)
-	}
 	if d := cmp.Diff([]int64{50 * gi}, freeMiB(g, "n")); d != "" {
 		t.Fatalf("reservation dropped on an unknown outcome: %s", d)
+	}
+	// A known refusal whose read-back fails keeps the reservation as well.
+	h := newFixture(t, gpuNode("n", 1, 80))
+	h.addPod(t, gpuPod("q", 30, 1))
+	h.failBind = func() error {
+		return apierrors.NewConflict(corev1.Resource("pods/binding"), "q", fmt.Errorf("already assigned"))
+	}
+	h.client.PrependReactor("get", "pods", failReadsAfterBind(h))
+	if r := h.bindPod(t, "q", "n"); r.Error == "" {
+		t.Fatal("bind succeeded")
+	}
+	if d := cmp.Diff([]int64{50 * gi}, freeMiB(h, "n")); d != "" {
+		t.Fatalf("reservation dropped without reading the pod back: %s", d)
+	}
+	// The Binding applied but its answer lost: the pod holds the GPUs.
+	k := newFixture(t, gpuNode("n", 1, 80))
+	k.addPod(t, gpuPod("q", 30, 1))
+	k.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if _, obj, err := k.bind(a); err != nil || obj == nil {
+			return true, obj, err
+		}
+		return true, nil, errors.New("http2: timeout awaiting response headers")
+	})
+	k.client.PrependReactor("get", "pods", failReadsAfterBind(k))
+	if r := k.bindPod(t, "q", "n"); r.Error == "" {
+		t.Fatal("bind succeeded")
+	}
+	obj, _ := k.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), "ml", "q")
+	if got := obj.(*corev1.Pod).Annotations[api.AnnotationGPUIDs]; got != "GPU-n-0" {
+		t.Fatalf("annotation %q", got)
+	}
+	if d := cmp.Diff([]int64{50 * gi}, freeMiB(k, "n")); d != "" {
+		t.Fatalf("reservation dropped on an unknown outcome: %s", d)
+	}
+}
+
+// failReadsAfterBind fails the reads of pods once a Binding was tried.
+func failReadsAfterBind(f *fixture) k8stesting.ReactionFunc {
+	return func(k8stesting.Action) (bool, runtime.Object, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.bindings == 0 {
+			return false, nil, nil
+		}
+		return true, nil, errors.New("http2: client connection lost")
 	}
 }
 

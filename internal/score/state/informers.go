@@ -38,6 +38,7 @@ func (s *State) Start(ctx context.Context, client kubernetes.Interface) error {
 	if err := pods.SetTransform(trimPod); err != nil {
 		return err
 	}
+	s.pods.Store(&podStore{pods.GetStore()})
 	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.OnPod(o.(*corev1.Pod)) },
 		UpdateFunc: func(_, o any) { s.OnPod(o.(*corev1.Pod)) },
@@ -80,6 +81,24 @@ func (s *State) SeedFromAPI(ctx context.Context, client kubernetes.Interface) (i
 	return s.Seed(list.Items), nil
 }
 
+// podStore is the pod informer's cache.
+type podStore struct{ cache.Store }
+
+// Pod is the informer's copy of a pod (trimmed to what placement reads; not
+// to be modified); ok is false before Start or for a pod it does not hold.
+func (s *State) Pod(namespace, name string) (*corev1.Pod, bool) {
+	st := s.pods.Load()
+	if st == nil {
+		return nil, false
+	}
+	o, ok, err := st.GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	p, ok := o.(*corev1.Pod)
+	return p, ok
+}
+
 func unwrap(o any) any {
 	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
 		return t.Obj
@@ -94,7 +113,7 @@ func trimPod(o any) (any, error) {
 		return o, nil
 	}
 	ann := map[string]string{}
-	for _, k := range []string{api.AnnotationGPUIDs, api.AnnotationGPUMemory, api.AnnotationGPUCount} {
+	for _, k := range []string{api.AnnotationGPUIDs, api.AnnotationGPUMemory, api.AnnotationGPUCount, api.AnnotationPlacement} {
 		if v, ok := p.Annotations[k]; ok {
 			ann[k] = v
 		}

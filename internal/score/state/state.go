@@ -5,8 +5,9 @@
 //
 // The informer-fed record is the truth that survives restarts: a pod's
 // assignment is its AnnotationGPUIDs plus its GPU request, and it counts until
-// the pod is deleted or terminal, whether or not it is bound yet (a pod whose
-// bind failed half way keeps its GPUs until the retry re-picks them).
+// the pod is deleted or terminal, whether or not it is bound yet (the
+// extender writes the annotation and the node in one atomic Binding, but a
+// pod annotated otherwise keeps its GPUs until a bind re-picks them).
 package state
 
 import (
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -41,6 +43,8 @@ type State struct {
 	now      func() time.Time
 	ttl      time.Duration
 	log      logr.Logger
+	// pods is the pod informer's cache, once Start has run.
+	pods atomic.Pointer[podStore]
 }
 
 type reservation struct {

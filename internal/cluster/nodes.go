@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,13 +173,7 @@ func (c *Cluster) Nodes() map[string]NodeGroup {
 
 // NodeNames returns the GPU nodes' names, sorted.
 func (c *Cluster) NodeNames() []string {
-	nodes := c.Nodes()
-	names := make([]string, 0, len(nodes))
-	for n := range nodes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Nodes()))
 }
 
 func (c *Cluster) nodeAgentCount() int {

@@ -2,8 +2,8 @@ package score
 
 import (
 	"cmp"
+	"maps"
 	"slices"
-	"sort"
 )
 
 // MaxScore is the top of every scorer's range, the scheduler's
@@ -70,12 +70,7 @@ var Strategies = map[string]func() Strategy{
 
 // StrategyNames lists the valid strategy names, sorted.
 func StrategyNames() []string {
-	names := make([]string, 0, len(Strategies))
-	for n := range Strategies {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(Strategies))
 }
 
 // pickGPUsInto returns the indexes (into free, each GPU's free memory, 0

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -571,12 +573,7 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 	for _, run := range r.Runs {
 		if len(run.Binds) > 0 {
 			fmt.Fprintf(&b, "\nextender binds during the %s run, by result:", run.Mode)
-			results := make([]string, 0, len(run.Binds))
-			for k := range run.Binds {
-				results = append(results, k)
-			}
-			sort.Strings(results)
-			for _, k := range results {
+			for _, k := range slices.Sorted(maps.Keys(run.Binds)) {
 				fmt.Fprintf(&b, " %s %.0f", k, run.Binds[k])
 			}
 			b.WriteByte('\n')
@@ -584,12 +581,7 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 		if len(run.Extender) > 0 {
 			fmt.Fprintf(&b, "\nextender latency during the %s run (from its histogram)\n", run.Mode)
 			b.WriteString("verb       | calls | mean ms | p50 ms | p90 ms | p99 ms\n")
-			verbs := make([]string, 0, len(run.Extender))
-			for v := range run.Extender {
-				verbs = append(verbs, v)
-			}
-			sort.Strings(verbs)
-			for _, v := range verbs {
+			for _, v := range slices.Sorted(maps.Keys(run.Extender)) {
 				q := run.Extender[v]
 				fmt.Fprintf(&b, "%-10s | %5.0f | %7.2f | %6.2f | %6.2f | %6.2f\n", v, q.Count, q.Mean, q.P50, q.P90, q.P99)
 			}
@@ -599,12 +591,7 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 		if len(run.APILatency) > 0 {
 			fmt.Fprintf(&b, "\nAPI server latency during the %s run (apiserver_request_duration_seconds)\n", run.Mode)
 			b.WriteString("request           | count | mean ms | p50 ms | p90 ms | p99 ms\n")
-			keys := make([]string, 0, len(run.APILatency))
-			for k := range run.APILatency {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(run.APILatency)) {
 				q := run.APILatency[k]
 				fmt.Fprintf(&b, "%-17s | %5.0f | %7.1f | %6.1f | %6.1f | %6.1f\n", k, q.Count, q.Mean, q.P50, q.P90, q.P99)
 			}

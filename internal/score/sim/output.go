@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -80,11 +81,7 @@ func WriteSVG(w io.Writer, title string, r *Result) error {
 		}
 		groups[p.group] = true
 	}
-	var groupNames []string
-	for g := range groups {
-		groupNames = append(groupNames, g)
-	}
-	sort.Strings(groupNames)
+	groupNames := slices.Sorted(maps.Keys(groups))
 	color := map[string]string{}
 	for i, g := range groupNames {
 		color[g] = palette[i%len(palette)]

@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/gpu"
 )
 
 // NodeGroup is one term of a node spec: Count nodes, each with GPUs GPUs of
@@ -74,8 +73,7 @@ func ParseNodeSpec(spec string) ([]NodeGroup, error) {
 // FakeGPUs is the inventory a node agent with the fake backend
 // (--fake-spec g.GPUSpec()) publishes for nodeName: same UUIDs (FakeUUID),
 // model name and sizes, so a test sees the same GPUs whether the cluster or
-// a real agent publishes. (internal/gpu is not imported: it links NVML
-// through cgo, which the test and demo binaries must not need.)
+// a real agent publishes.
 func FakeGPUs(nodeName string, g NodeGroup) []api.GPU {
 	gpus := make([]api.GPU, g.GPUs)
 	for i := range gpus {
@@ -90,14 +88,10 @@ func FakeGPUs(nodeName string, g NodeGroup) []api.GPU {
 	return gpus
 }
 
-// FakeUUID is the UUID of fake GPU index on node nodeName, derived as
-// internal/gpu.FakeUUID derives it: the first 16 bytes of
-// sha256("<node>/<index>") in NVML's "GPU-8-4-4-4-12" form.
-func FakeUUID(nodeName string, index int) string {
-	sum := sha256.Sum256([]byte(nodeName + "/" + strconv.Itoa(index)))
-	h := hex.EncodeToString(sum[:16])
-	return "GPU-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+// FakeUUID is the UUID of fake GPU index on node nodeName: the node agent's
+// fake backend derivation (internal/gpu links no NVML; its adapter lives in
+// internal/gpu/nvmlgpu), so the cluster and the agents never disagree.
+func FakeUUID(nodeName string, index int) string { return gpu.FakeUUID(nodeName, index) }
 
 // formatMiB renders MiB as the shortest exact quantity: 81920 -> "80Gi".
 func formatMiB(mib int64) string {

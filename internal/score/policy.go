@@ -36,6 +36,17 @@ type PlacementPolicy struct {
 	// AllowPodOverride lets a pod choose its strategy with annotation
 	// mlplane.io/placement (default true).
 	AllowPodOverride *bool `json:"allowPodOverride,omitempty"`
+	// CandidateNodes is how many nodes the extender's filter hands back to
+	// kube-scheduler: the best ones under this policy (default 1). With 1
+	// the extender decides, as HAMi's does: kube-scheduler binds a pod with
+	// one feasible node without running its score plugins or calling
+	// prioritize, so placement is exactly what `extender simulate`
+	// predicts, at about half the scheduler's CPU per pod. A larger number
+	// lets the scheduler's own scores (preferred node affinity, soft
+	// topology spread) choose among that many, with prioritize's score on
+	// top; 0 hands back every node the pod fits. The scheduler's filter
+	// plugins (taints, required affinity, CPU and memory) always run first.
+	CandidateNodes *int32 `json:"candidateNodes,omitempty"`
 }
 
 // Weights of the scorers, each 0..MaxWeight. A node's raw score is
@@ -70,6 +81,7 @@ const (
 	DefaultGPUWeight           int32 = 2
 	DefaultProtectEmptyWeight  int32 = 3
 	DefaultFragmentationWeight int32 = 1
+	DefaultCandidateNodes      int32 = 1
 )
 
 // DefaultPolicy is the policy used when none is configured.
@@ -100,6 +112,7 @@ func SetDefaults(p *PlacementPolicy) {
 	setWeight(&p.Weights.GPU, DefaultGPUWeight)
 	setWeight(&p.Weights.ProtectEmptyGPUs, DefaultProtectEmptyWeight)
 	setWeight(&p.MultiGPU.Fragmentation, DefaultFragmentationWeight)
+	setWeight(&p.CandidateNodes, DefaultCandidateNodes)
 	if p.AllowPodOverride == nil {
 		t := true
 		p.AllowPodOverride = &t
@@ -129,6 +142,12 @@ func Validate(p *PlacementPolicy) field.ErrorList {
 	errs = append(errs, validateWeight(w.Child("gpu"), p.Weights.GPU)...)
 	errs = append(errs, validateWeight(w.Child("protectEmptyGPUs"), p.Weights.ProtectEmptyGPUs)...)
 	errs = append(errs, validateWeight(field.NewPath("multiGPU", "fragmentation"), p.MultiGPU.Fragmentation)...)
+	switch c := p.CandidateNodes; {
+	case c == nil:
+		errs = append(errs, field.Required(field.NewPath("candidateNodes"), "set by defaulting"))
+	case *c < 0:
+		errs = append(errs, field.Invalid(field.NewPath("candidateNodes"), *c, "must be 0 (every node that fits) or more"))
+	}
 	if p.Weights.Node != nil && p.Weights.GPU != nil && *p.Weights.Node == 0 && *p.Weights.GPU == 0 {
 		errs = append(errs, field.Invalid(w, "node: 0, gpu: 0", "node and gpu weights cannot both be 0"))
 	}

@@ -17,7 +17,7 @@ func TestParsePolicyDefaults(t *testing.T) {
 	if d := cmp.Diff(DefaultPolicy(), p); d != "" {
 		t.Fatalf("defaults (-want +got):\n%s", d)
 	}
-	if p.NodeStrategy != Binpack || p.MultiGPU.GPUStrategy != Binpack || *p.Weights.ProtectEmptyGPUs != DefaultProtectEmptyWeight || !*p.AllowPodOverride {
+	if p.NodeStrategy != Binpack || p.MultiGPU.GPUStrategy != Binpack || *p.Weights.ProtectEmptyGPUs != DefaultProtectEmptyWeight || !*p.AllowPodOverride || *p.CandidateNodes != 1 {
 		t.Fatalf("unexpected defaults: %+v", p)
 	}
 	// multiGPU.gpuStrategy follows gpuStrategy unless set; an explicit 0 weight stays 0.
@@ -25,11 +25,12 @@ func TestParsePolicyDefaults(t *testing.T) {
 kind: PlacementPolicy
 gpuStrategy: spread
 weights: {protectEmptyGPUs: 0}
+candidateNodes: 0
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.MultiGPU.GPUStrategy != Spread || *p.Weights.ProtectEmptyGPUs != 0 || *p.Weights.Node != DefaultNodeWeight {
+	if p.MultiGPU.GPUStrategy != Spread || *p.Weights.ProtectEmptyGPUs != 0 || *p.Weights.Node != DefaultNodeWeight || *p.CandidateNodes != 0 {
 		t.Fatalf("got %+v", p)
 	}
 }
@@ -41,6 +42,7 @@ nodeStrategy: fast
 gpuStrategy: random
 multiGPU: {gpuStrategy: first, fragmentation: 101}
 weights: {node: 0, gpu: 0, protectEmptyGPUs: -1}
+candidateNodes: -2
 `))
 	if err == nil {
 		t.Fatal("invalid policy accepted")
@@ -53,6 +55,7 @@ weights: {node: 0, gpu: 0, protectEmptyGPUs: -1}
 		`multiGPU.gpuStrategy: Unsupported value: "first": supported values: "binpack", "spread"`,
 		`weights.protectEmptyGPUs: Invalid value: -1: must be between 0 and 100`,
 		`multiGPU.fragmentation: Invalid value: 101: must be between 0 and 100`,
+		`candidateNodes: Invalid value: -2: must be 0 (every node that fits) or more`,
 		`weights: Invalid value: "node: 0, gpu: 0": node and gpu weights cannot both be 0`,
 	}
 	msg := err.Error()
@@ -76,8 +79,9 @@ func TestParsePolicyRejectsUnknownFields(t *testing.T) {
 
 func TestValidateRequiresDefaults(t *testing.T) {
 	errs := Validate(&PlacementPolicy{})
-	// apiVersion, kind, three strategies, four weights: nine problems at once.
-	if len(errs) != 9 {
+	// apiVersion, kind, three strategies, four weights, candidateNodes: ten
+	// problems at once.
+	if len(errs) != 10 {
 		t.Fatalf("got %d errors: %v", len(errs), errs)
 	}
 }

@@ -207,17 +207,20 @@ func candidates(args *extenderv1.ExtenderArgs) []string {
 
 // podFacts computes the per-pod facts once per call; ok is false for a pod
 // that needs no GPU.
-func (e *Extender) podFacts(c *score.Cluster, pod *corev1.Pod) (f *score.Facts, ok bool, err error) {
+func podFacts(placer *score.Placer, c *score.Cluster, pod *corev1.Pod) (f *score.Facts, ok bool, err error) {
 	req, ok, err := score.PodRequest(pod)
 	if !ok || err != nil {
 		return nil, ok, err
 	}
-	f, err = e.o.Policy.Placer().Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+	f, err = placer.Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
 	return f, true, err
 }
 
-// Filter keeps the nodes with enough free GPU memory for the pod; a pod that
-// needs no GPU passes untouched.
+// Filter keeps the nodes with enough free GPU memory for the pod, and of
+// those only the policy's candidateNodes best (by the same score Prioritize
+// ranks with; 0 keeps them all); a pod that needs no GPU passes untouched.
+// With one candidate left kube-scheduler skips its score plugins and the
+// prioritize call and binds the pod there.
 func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
 	names := candidates(args)
 	if args.Pod == nil {
@@ -225,8 +228,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	}
 	res := &extenderv1.ExtenderFilterResult{}
 	var passed []string
+	placer := e.o.Policy.Placer()
 	e.o.State.View(func(c *score.Cluster, now int64) {
-		f, ok, err := e.podFacts(c, args.Pod)
+		f, ok, err := podFacts(placer, c, args.Pod)
 		if err != nil {
 			res.FailedAndUnresolvableNodes = make(extenderv1.FailedNodesMap, len(names))
 			for _, n := range names {
@@ -240,11 +244,20 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 			return
 		}
 		passed = make([]string, 0, len(names))
+		var best topNodes
+		if want := placer.Policy().CandidateNodes; *want > 0 {
+			best.limit = int(*want)
+		}
 		counts := map[string]int{}
 		for _, name := range names {
-			fit, why := f.Fit(name, c.Node(name), now)
+			n := c.Node(name)
+			fit, why := f.Fit(name, n, now)
 			if fit {
-				passed = append(passed, name)
+				if best.limit > 0 {
+					best.offer(name, f.Score(n))
+				} else {
+					passed = append(passed, name)
+				}
 				continue
 			}
 			counts[why.Code]++
@@ -262,6 +275,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 		}
 		for code, n := range counts {
 			e.o.Metrics.filterFailures.WithLabelValues(code).Add(float64(n))
+		}
+		if best.limit > 0 {
+			passed = best.names(passed)
 		}
 	})
 	if args.NodeNames == nil && args.Nodes != nil {
@@ -293,8 +309,9 @@ func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPri
 	if args.Pod == nil {
 		return &out
 	}
+	placer := e.o.Policy.Placer()
 	e.o.State.View(func(c *score.Cluster, now int64) {
-		f, ok, err := e.podFacts(c, args.Pod)
+		f, ok, err := podFacts(placer, c, args.Pod)
 		if !ok || err != nil {
 			return
 		}
@@ -312,4 +329,42 @@ func (e *Extender) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPri
 		}
 	})
 	return &out
+}
+
+// topNodes keeps the limit best-scoring nodes offered to it; among equal
+// scores the one offered first wins, as in the simulator.
+type topNodes struct {
+	limit int
+	top   []scored
+}
+
+type scored struct {
+	name  string
+	score float64
+}
+
+func (t *topNodes) offer(name string, s float64) {
+	// Insert after every node that scores at least as well; drop the last
+	// when over the limit. The limit is small (default 1), so a sorted
+	// slice beats a heap.
+	i := len(t.top)
+	for i > 0 && t.top[i-1].score < s {
+		i--
+	}
+	if i >= t.limit {
+		return
+	}
+	if len(t.top) < t.limit {
+		t.top = append(t.top, scored{})
+	}
+	copy(t.top[i+1:], t.top[i:])
+	t.top[i] = scored{name, s}
+}
+
+// names appends the kept nodes, best first, to dst.
+func (t *topNodes) names(dst []string) []string {
+	for _, s := range t.top {
+		dst = append(dst, s.name)
+	}
+	return dst
 }

@@ -241,6 +241,55 @@ func TestPrioritize(t *testing.T) {
 	}
 }
 
+// TestFilterCandidateNodes: the filter hands back only the policy's
+// candidateNodes best nodes, ranked as Prioritize ranks them; ties go to the
+// node offered first, as in the simulator.
+func TestFilterCandidateNodes(t *testing.T) {
+	f := newFixture(t, gpuNode("a", 2, 80), gpuNode("b", 2, 80), gpuNode("c", 2, 80), gpuNode("d", 2, 80), gpuNode("e", 1, 16))
+	f.st.Update(func(tx state.Txn, _ int64) error {
+		tx.Reserve("x", score.Assignment{GPUs: []string{"GPU-b-0"}, MemoryMiB: 60 * gi})
+		tx.Reserve("y", score.Assignment{GPUs: []string{"GPU-c-0"}, MemoryMiB: 70 * gi})
+		return nil
+	})
+	// Raw scores as in TestPrioritize: b 25, c -19.375, a and d -23.75 (a
+	// tie); e is too small and is reported, whatever the limit.
+	names := []string{"a", "b", "c", "d", "e"}
+	for _, tc := range []struct {
+		candidates int32
+		want       []string
+	}{
+		{1, []string{"b"}},
+		{2, []string{"b", "c"}},
+		{3, []string{"b", "c", "a"}},
+		{4, []string{"b", "c", "a", "d"}},
+		{10, []string{"b", "c", "a", "d"}},
+		{0, []string{"a", "b", "c", "d"}}, // every fit, in the scheduler's order
+	} {
+		pol := score.DefaultPolicy()
+		pol.CandidateNodes = &tc.candidates
+		placer, err := score.NewPlacer(pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ext.o.Policy = PlacerFunc(func() *score.Placer { return placer })
+		res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names})
+		if d := cmp.Diff(tc.want, *res.NodeNames); d != "" {
+			t.Errorf("candidateNodes %d: passed (-want +got):\n%s", tc.candidates, d)
+		}
+		if got := res.FailedAndUnresolvableNodes["e"]; got != "largest GPU has 16384 MiB, pod needs 20480 MiB per GPU on 1 GPU" {
+			t.Errorf("candidateNodes %d: e's reason %q", tc.candidates, got)
+		}
+		if len(res.FailedNodes)+len(res.FailedAndUnresolvableNodes) != 1 {
+			t.Errorf("candidateNodes %d: a node that fits was reported as failed: %+v", tc.candidates, res)
+		}
+	}
+	// The default policy hands back one node: the extender decides.
+	f.ext.o.Policy = PlacerFunc(func() *score.Placer { p, _ := score.NewPlacer(score.DefaultPolicy()); return p })
+	if res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names}); !cmp.Equal(*res.NodeNames, []string{"b"}) {
+		t.Errorf("default policy passed %v, want [b]", *res.NodeNames)
+	}
+}
+
 func TestBindHappyPath(t *testing.T) {
 	f := newFixture(t, gpuNode("n", 2, 80))
 	f.addPod(t, gpuPod("p1", 30, 1))

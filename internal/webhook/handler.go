@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -117,17 +118,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 	if int64(buf.Len()) > h.maxBody {
 		return "", tooLarge(h.maxBody)
 	}
-	var review reviewIn
-	if err := json.Unmarshal(buf.Bytes(), &review); err != nil {
-		msg := "malformed AdmissionReview: " + err.Error()
-		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
-			where := te.Field
-			if where == "" {
-				where = "the review"
-			}
-			msg = fmt.Sprintf("malformed AdmissionReview: %s: unexpected JSON %s", where, te.Value)
-		}
-		return "", &httpError{http.StatusBadRequest, msg}
+	review, err := readReview(buf.Bytes())
+	if err != nil {
+		return "", err
 	}
 	req := review.Request
 	if req == nil {
@@ -173,6 +166,115 @@ type requestIn struct {
 	Namespace   string                  `json:"namespace"`
 	Operation   admissionv1.Operation   `json:"operation"`
 	Object      json.RawMessage         `json:"object"`
+	// pod is Object decoded, when readReview did so in its one pass.
+	pod *corev1.Pod
+}
+
+// podReviewIn is reviewIn with the object decoded as a Pod in the same pass.
+// (requestIn's fields are repeated rather than embedded: encoding/json would
+// name an embedded struct in the field path of its errors.)
+type podReviewIn struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		UID         types.UID               `json:"uid"`
+		Kind        metav1.GroupVersionKind `json:"kind"`
+		SubResource string                  `json:"subResource"`
+		Namespace   string                  `json:"namespace"`
+		Operation   admissionv1.Operation   `json:"operation"`
+		Object      *corev1.Pod             `json:"object"`
+	} `json:"request"`
+}
+
+// reviewKeys are the JSON names of the fields of reviewIn, requestIn and
+// metav1.GroupVersionKind, and "object": the keys encoding/json matches
+// case-insensitively where sigs.k8s.io/json does not.
+var reviewKeys = []string{"kind", "apiVersion", "request", "uid", "subResource", "namespace", "operation", "object", "group", "version"}
+
+// readReview reads an AdmissionReview. The review the API server sends, a
+// pod's, is scanned once: sigs.k8s.io/json decodes the object straight into
+// a Pod while it reads the request (scanning it into a json.RawMessage
+// first, and validating it, cost as much as decoding the pod). Whatever that
+// pass cannot take exactly as the two-step decode would (an error, which the
+// two-step decode words; no object or a null one; keys that only match
+// case-insensitively; a repeated object, which a Pod would merge and a
+// RawMessage replaces) goes the two-step way, so answers and messages do
+// not depend on the path.
+func readReview(data []byte) (*reviewIn, error) {
+	if exactKeys(data) {
+		var fast podReviewIn
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &fast); err == nil && fast.Request != nil && fast.Request.Object != nil {
+			r := fast.Request
+			return &reviewIn{TypeMeta: fast.TypeMeta, Request: &requestIn{UID: r.UID, Kind: r.Kind, SubResource: r.SubResource,
+				Namespace: r.Namespace, Operation: r.Operation, pod: r.Object}}, nil
+		}
+	}
+	var review reviewIn
+	if err := json.Unmarshal(data, &review); err != nil {
+		msg := "malformed AdmissionReview: " + err.Error()
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+			where := te.Field
+			if where == "" {
+				where = "the review"
+			}
+			msg = fmt.Sprintf("malformed AdmissionReview: %s: unexpected JSON %s", where, te.Value)
+		}
+		return nil, &httpError{http.StatusBadRequest, msg}
+	}
+	return &review, nil
+}
+
+// exactKeys reports whether sigs.k8s.io/json, which matches keys exactly,
+// reads the review's fields as encoding/json does: no object key, at any
+// depth, is one of reviewKeys but for case (non-ASCII or escaped keys count
+// as such, since Unicode folding and escapes could make them one), and
+// "object" is a key at most once. It lexes strings only, without checking
+// the JSON, which the decoders do.
+func exactKeys(data []byte) bool {
+	objects := 0
+	for i := 0; i < len(data); i++ {
+		if data[i] != '"' {
+			continue
+		}
+		start, plain := i+1, true
+		for i++; i < len(data) && data[i] != '"'; i++ {
+			if c := data[i]; c == '\\' {
+				plain = false
+				i++
+			} else if c >= utf8.RuneSelf {
+				plain = false
+			}
+		}
+		if i >= len(data) {
+			return true // unterminated: a syntax error either way
+		}
+		key := data[start:i]
+		j := i + 1
+		for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r') {
+			j++
+		}
+		if j == len(data) || data[j] != ':' {
+			continue // a value
+		}
+		if !plain {
+			return false
+		}
+		if len(key) < len("uid") || len(key) > len("subResource") {
+			continue
+		}
+		for _, k := range reviewKeys {
+			if len(k) == len(key) && bytes.EqualFold(key, []byte(k)) {
+				if string(key) != k {
+					return false
+				}
+				if k == "object" {
+					if objects++; objects > 1 {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
 }
 
 // admit fills resp for one AdmissionRequest.
@@ -180,9 +282,12 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return ResultSkipped, nil
 	}
-	var pod corev1.Pod
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object, &pod); err != nil {
-		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
+	pod := req.pod
+	if pod == nil {
+		pod = new(corev1.Pod)
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object, pod); err != nil {
+			return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
+		}
 	}
 	m := h.mutators.Mutator()
 	if m.Excluded(req.Namespace) {
@@ -196,10 +301,10 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 			Reason: metav1.StatusReasonInternalError, Message: "mlplane webhook: " + err.Error()}
 		return ResultError, nil
 	}
-	res, err := m.Mutate(&pod, mutate.Namespace{Name: req.Namespace, Labels: labels})
+	res, err := m.Mutate(pod, mutate.Namespace{Name: req.Namespace, Labels: labels})
 	resp.Warnings = res.Warnings
 	if err != nil {
-		h.log.Info("Denied pod", "namespace", req.Namespace, "name", podName(&pod), "error", err.Error())
+		h.log.Info("Denied pod", "namespace", req.Namespace, "name", podName(pod), "error", err.Error())
 		resp.Allowed = false
 		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest,
 			Reason: metav1.StatusReasonBadRequest, Message: err.Error()}
@@ -215,7 +320,7 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
 	if v := h.log.V(2); v.Enabled() {
-		v.Info("Mutated pod", "namespace", req.Namespace, "name", podName(&pod), "injected", res.Injected)
+		v.Info("Mutated pod", "namespace", req.Namespace, "name", podName(pod), "injected", res.Injected)
 	}
 	return ResultMutated, nil
 }

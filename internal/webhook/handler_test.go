@@ -233,6 +233,14 @@ func TestHandlerAnswers(t *testing.T) {
 		{"system namespace without lookup", never, review(t, system, admissionv1.Create), true, false, 0, "", ResultSkipped, 0},
 		{"namespace lookup fails", failing, review(t, vllmPod(), admissionv1.Create), false, false, http.StatusInternalServerError,
 			"mlplane webhook: connection refused", ResultError, 0},
+		// encoding/json matches keys case-insensitively; the API server
+		// never sends such a review, but it is answered as always.
+		{"capitalised keys", testNamespaces, bytes.Replace(bytes.Replace(review(t, vllmPod(), admissionv1.Create),
+			[]byte(`"request"`), []byte(`"Request"`), 1), []byte(`"object"`), []byte(`"OBJECT"`), 1), true, true, 0, "", ResultMutated, 1},
+		{"non-pod object", never, []byte(`{"request":{"uid":"1","kind":{"group":"apps","version":"v1","kind":"Deployment"},"operation":"CREATE","namespace":"ml","object":{"spec":{"containers":"nope"}}}}`),
+			true, false, 0, "", ResultSkipped, 0},
+		{"null object", testNamespaces, []byte(`{"request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ml","object":null}}`),
+			true, false, 0, "", ResultSkipped, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTestHandler(t, tc.ns, HandlerOptions{})
@@ -285,6 +293,9 @@ func TestHandlerBadRequests(t *testing.T) {
 		{"object not a pod", http.MethodPost, "application/json",
 			[]byte(`{"request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ml","object":{"spec":{"containers":"nope"}}}}`),
 			http.StatusBadRequest, "malformed AdmissionReview: request.object is not a Pod: json: cannot unmarshal string into Go struct field PodSpec.spec.containers of type []v1.Container"},
+		{"no object", http.MethodPost, "application/json",
+			[]byte(`{"request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ml"}}`),
+			http.StatusBadRequest, "malformed AdmissionReview: request.object is not a Pod: unexpected end of JSON input"},
 		{"oversized", http.MethodPost, "application/json", big, http.StatusRequestEntityTooLarge,
 			"request body too large: the limit is 1024 bytes"},
 		{"wrong content type", http.MethodPost, "text/plain", []byte(`{}`), http.StatusUnsupportedMediaType,
@@ -310,8 +321,8 @@ func TestHandlerBadRequests(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked oversized body: HTTP %d %s", rec.Code, rec.Body)
 	}
-	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 9 {
-		t.Errorf("bad_request count %v, want 9", n)
+	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 10 {
+		t.Errorf("bad_request count %v, want 10", n)
 	}
 }
 

@@ -280,6 +280,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 			passed = best.names(passed)
 		}
 	})
+	if len(passed) == 1 && *placer.Policy().CandidateNodes == 1 {
+		e.hold(placer, args.Pod, passed[0])
+	}
 	if args.NodeNames == nil && args.Nodes != nil {
 		keep := map[string]bool{}
 		for _, n := range passed {
@@ -296,6 +299,42 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	}
 	res.NodeNames = &passed
 	return res
+}
+
+// FilterHoldTTL bounds how long the filter's hold outlives a pod the
+// scheduler never binds.
+const FilterHoldTTL = 30 * time.Second
+
+// hold books the GPUs the pod would get on node, the one node the filter
+// hands back, until the bind replaces the hold with its own reservation:
+// kube-scheduler binds asynchronously and filters the next pod before this
+// one's bind arrives, and without the hold both would be offered the same
+// free memory (the second bind would then fail no_fit and its pod go back
+// to the queue with a back-off). This is the scheduler's own "assume" step,
+// for GPUs. The bind counts the pod's hold as its own free memory. A pod the
+// scheduler gives up on keeps the hold for at most FilterHoldTTL; one
+// filtered again gets a new hold in place of the old. A pod that already
+// has GPUs (a bind's reservation, or annotated) gets no hold: see
+// state.Txn.Hold.
+func (e *Extender) hold(placer *score.Placer, pod *corev1.Pod, node string) {
+	if pod.UID == "" {
+		return
+	}
+	_ = e.o.State.Update(func(t state.Txn, now int64) error {
+		c := t.Cluster()
+		f, ok, err := podFacts(placer, c, pod)
+		if !ok || err != nil {
+			return nil
+		}
+		n := c.Node(node)
+		if fit, _ := f.Fit(node, n, now); !fit {
+			return nil // taken since the read lock was dropped; bind decides
+		}
+		if t.Hold(pod.UID, score.Assignment{Node: node, GPUs: f.Pick(n), MemoryMiB: f.Request().MemoryMiB}, FilterHoldTTL) {
+			e.o.Metrics.filterHolds.Inc()
+		}
+		return nil
+	})
 }
 
 // Prioritize scores each candidate 0..10 under the placement policy; the

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	dto "github.com/prometheus/client_model/go"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -287,6 +288,50 @@ func TestFilterCandidateNodes(t *testing.T) {
 	f.ext.o.Policy = PlacerFunc(func() *score.Placer { p, _ := score.NewPlacer(score.DefaultPolicy()); return p })
 	if res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names}); !cmp.Equal(*res.NodeNames, []string{"b"}) {
 		t.Errorf("default policy passed %v, want [b]", *res.NodeNames)
+	}
+}
+
+// TestFilterHolds: with one candidate the filter holds the pod's GPUs until
+// its bind, so the next pod, filtered before that bind arrives (the
+// scheduler binds asynchronously), is not offered the same memory; the bind
+// then takes over the hold.
+func TestFilterHolds(t *testing.T) {
+	f := newFixture(t, gpuNode("x", 1, 80), gpuNode("y", 2, 80))
+	f.st.Update(func(tx state.Txn, _ int64) error {
+		tx.Reserve("other", score.Assignment{GPUs: []string{"GPU-x-0"}, MemoryMiB: 50 * gi})
+		return nil
+	})
+	names := []string{"x", "y"}
+	p1, p2 := gpuPod("p1", 20, 1), gpuPod("p2", 20, 1)
+	f.addPod(t, p1)
+	if res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p1, NodeNames: &names}); !cmp.Equal(*res.NodeNames, []string{"x"}) {
+		t.Fatalf("p1 offered %v, want the fuller node x", *res.NodeNames)
+	}
+	if d := cmp.Diff([]int64{10 * gi}, freeMiB(f, "x")); d != "" {
+		t.Fatalf("no hold on x: %s", d)
+	}
+	// Filtering p1 again (a retry) moves its hold, it does not add one.
+	if res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p1, NodeNames: &names}); !cmp.Equal(*res.NodeNames, []string{"x"}) || !cmp.Equal(freeMiB(f, "x"), []int64{10 * gi}) {
+		t.Fatalf("refilter: offered %v, x free %v", *res.NodeNames, freeMiB(f, "x"))
+	}
+	res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p2, NodeNames: &names})
+	if !cmp.Equal(*res.NodeNames, []string{"y"}) {
+		t.Fatalf("p2 offered %v, want y: x's free memory is held for p1", *res.NodeNames)
+	}
+	if got := res.FailedNodes["x"]; got != "largest free GPU has 10240 MiB, pod needs 20480 MiB per GPU on 1 GPU" {
+		t.Errorf("x's reason for p2: %q", got)
+	}
+	// p1's bind on x uses its held memory (x has only 10 GiB free for
+	// anyone else) and replaces the hold with its reservation.
+	if r := f.bindPod(t, "p1", "x"); r.Error != "" {
+		t.Fatalf("bind p1: %s", r.Error)
+	}
+	if d := cmp.Diff([]int64{10 * gi}, freeMiB(f, "x")); d != "" {
+		t.Fatalf("x after p1's bind: %s", d)
+	}
+	var m dto.Metric
+	if err := f.ext.o.Metrics.filterHolds.Write(&m); err != nil || m.GetCounter().GetValue() != 3 {
+		t.Errorf("filter_holds_total = %v (%v), want 3", m.GetCounter().GetValue(), err)
 	}
 }
 

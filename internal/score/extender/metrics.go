@@ -9,6 +9,7 @@ type Metrics struct {
 	latency        *prometheus.HistogramVec
 	filterFailures *prometheus.CounterVec
 	binds          *prometheus.CounterVec
+	filterHolds    prometheus.Counter
 	badRequests    *prometheus.CounterVec
 	// PolicyReloads counts policy file reloads by result (ok, invalid).
 	PolicyReloads *prometheus.CounterVec
@@ -24,8 +25,12 @@ func NewMetrics() *Metrics {
 		}, []string{"verb"}),
 		filterFailures: counterVec("filter_failures_total", "Nodes the filter turned down, by reason.", "reason"),
 		binds:          counterVec("binds_total", "Bind calls, by result.", "result"),
-		badRequests:    counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
-		PolicyReloads:  counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
+		filterHolds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mlplane", Subsystem: "extender", Name: "filter_holds_total",
+			Help: "GPUs held at filter time for the one node handed back, until the bind.",
+		}),
+		badRequests:   counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
+		PolicyReloads: counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
 	}
 }
 
@@ -38,7 +43,7 @@ func counterVec(name, help, label string) *prometheus.CounterVec {
 
 // Register adds every metric to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.badRequests, m.PolicyReloads} {
+	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.badRequests, m.PolicyReloads} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

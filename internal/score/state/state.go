@@ -50,6 +50,8 @@ type State struct {
 type reservation struct {
 	a       score.Assignment
 	expires time.Time
+	// hold marks the filter's reservation (Hold).
+	hold bool
 }
 
 // Options configure a State.
@@ -95,6 +97,24 @@ func (t Txn) Cluster() *score.Cluster { return t.s.cluster }
 func (t Txn) Reserve(uid types.UID, a score.Assignment) {
 	t.s.reserved[uid] = reservation{a: a, expires: t.s.now().Add(t.s.ttl)}
 	t.s.apply(uid)
+}
+
+// Hold is the filter's reservation, made before the bind: like Reserve but
+// for ttl, and it gives way to everything else. It never replaces a bind's
+// reservation or an assignment the informer saw (a bind whose answer was
+// lost may have landed with other GPUs), a bind's Reserve replaces it, and
+// the informer showing the pod with any GPUs drops it. It reports whether
+// it held.
+func (t Txn) Hold(uid types.UID, a score.Assignment, ttl time.Duration) bool {
+	if r, ok := t.s.reserved[uid]; ok && !r.hold {
+		return false
+	}
+	if _, ok := t.s.seen[uid]; ok {
+		return false
+	}
+	t.s.reserved[uid] = reservation{a: a, expires: t.s.now().Add(ttl), hold: true}
+	t.s.apply(uid)
+	return true
 }
 
 // Update runs fn under the write lock; now as in View.
@@ -176,8 +196,8 @@ func (s *State) OnPod(pod *corev1.Pod) {
 	switch {
 	case ok:
 		s.seen[pod.UID] = a
-		if r, has := s.reserved[pod.UID]; has && slices.Equal(r.a.GPUs, a.GPUs) {
-			delete(s.reserved, pod.UID) // confirmed
+		if r, has := s.reserved[pod.UID]; has && (r.hold || slices.Equal(r.a.GPUs, a.GPUs)) {
+			delete(s.reserved, pod.UID) // confirmed, or a hold the pod's own GPUs overrule
 		}
 	case terminal:
 		delete(s.seen, pod.UID)

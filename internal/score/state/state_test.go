@@ -116,6 +116,86 @@ func TestPodLifecycle(t *testing.T) {
 	}
 }
 
+// TestHold: the filter's hold books GPUs until the bind replaces it, and
+// gives way to anything else the extender knows of the pod.
+func TestHold(t *testing.T) {
+	clock := t0
+	s := New(Options{Now: func() time.Time { return clock }, ReservationTTL: time.Minute})
+	s.OnNode(node("n", 80, 80))
+	hold := func(p *corev1.Pod, gpu string) bool {
+		var ok bool
+		_ = s.Update(func(tx Txn, _ int64) error {
+			ok = tx.Hold(p.UID, score.Assignment{GPUs: []string{gpu}, MemoryMiB: 20 * gi}, 10*time.Second)
+			return nil
+		})
+		return ok
+	}
+	reserve := func(p *corev1.Pod, gpu string) {
+		_ = s.Update(func(tx Txn, _ int64) error {
+			tx.Reserve(p.UID, score.Assignment{GPUs: []string{gpu}, MemoryMiB: 20 * gi})
+			return nil
+		})
+	}
+
+	// A hold books its GPU and expires after its own TTL, not the
+	// reservation TTL.
+	p := pod("p", "", "20Gi", corev1.PodPending)
+	if !hold(p, "n-a") {
+		t.Fatal("hold refused")
+	}
+	if d := cmp.Diff([]int64{60 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("hold not counted: %s", d)
+	}
+	clock = clock.Add(11 * time.Second)
+	s.Sweep()
+	if d := cmp.Diff([]int64{80 * gi, 80 * gi}, free(s, "n")); d != "" || s.Reservations() != 0 {
+		t.Fatalf("hold outlived its TTL: %s", d)
+	}
+
+	// A new hold replaces the pod's old one; a bind's Reserve replaces a
+	// hold and lasts the reservation TTL; a later hold does not replace
+	// the bind's reservation.
+	if !hold(p, "n-a") || !hold(p, "n-b") {
+		t.Fatal("hold refused")
+	}
+	if d := cmp.Diff([]int64{80 * gi, 60 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("second hold did not replace the first: %s", d)
+	}
+	reserve(p, "n-a")
+	if hold(p, "n-b") {
+		t.Fatal("a hold replaced a bind's reservation")
+	}
+	clock = clock.Add(30 * time.Second)
+	s.Sweep()
+	if d := cmp.Diff([]int64{60 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("bind's reservation lost: %s", d)
+	}
+
+	// The informer showing the pod with other GPUs (a lost bind answer)
+	// overrules a hold, and an annotated pod gets no hold.
+	q := pod("q", "", "20Gi", corev1.PodPending)
+	if !hold(q, "n-b") {
+		t.Fatal("hold refused")
+	}
+	s.OnPod(pod("q", "n-a", "20Gi", corev1.PodPending))
+	if s.Reservations() != 1 { // p's reservation only
+		t.Fatalf("%d reservations, want the hold dropped", s.Reservations())
+	}
+	if d := cmp.Diff([]int64{40 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("informer's GPUs not counted over the hold: %s", d)
+	}
+	if hold(q, "n-b") {
+		t.Fatal("an annotated pod got a hold")
+	}
+	// A deleted pod's hold goes with it.
+	r := pod("r", "", "20Gi", corev1.PodPending)
+	hold(r, "n-b")
+	s.OnPodDelete(r.UID)
+	if d := cmp.Diff([]int64{40 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatalf("deleted pod's hold kept: %s", d)
+	}
+}
+
 func TestSeed(t *testing.T) {
 	s := New(Options{Now: func() time.Time { return t0 }})
 	s.OnNode(node("n", 80))

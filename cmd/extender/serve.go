@@ -34,6 +34,7 @@ func runServe(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.Addr, "addr", ":8888", "address of the extender verbs (POST /filter /prioritize /bind)")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics")
+	fs.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics address")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster config when empty)")
 	fs.StringVar(&o.PolicyPath, "policy", "", "PlacementPolicy YAML file, reloaded on change (built-in policy when empty)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader is ready and binds")

@@ -199,7 +199,7 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	// The last --metrics-addr wins: the cluster does not say which port it
 	// gave the extender's metrics.
-	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort)}}); err != nil {
+	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}}); err != nil {
 		c.DumpLogs(os.Stderr, 20)
 		return nil, err
 	}

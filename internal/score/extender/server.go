@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ type ServerOptions struct {
 	Client kubernetes.Interface
 	// Logger (default: discard).
 	Logger logr.Logger
+	// Profiling serves Go's pprof handlers under /debug/pprof/ beside
+	// /metrics (default false: they reveal internals and cost CPU when
+	// used, as kube-scheduler's --profiling).
+	Profiling bool
 	// PolicyPollInterval (default 2s).
 	PolicyPollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
@@ -129,6 +134,13 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	})
 	metrics := http.NewServeMux()
 	metrics.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if o.Profiling {
+		metrics.HandleFunc("/debug/pprof/", pprof.Index)
+		metrics.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		metrics.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		metrics.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		metrics.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 
 	for _, s := range []struct {
 		name, addr string

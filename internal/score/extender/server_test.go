@@ -64,7 +64,7 @@ func (s *server) stop() error {
 
 func (s *server) get(path string) (int, string) {
 	addr := s.addrs["health"]
-	if path == "/metrics" {
+	if path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/") {
 		addr = s.addrs["metrics"]
 	}
 	resp, err := http.Get("http://" + addr + path)
@@ -131,6 +131,21 @@ func TestServeHealthMetricsAndReload(t *testing.T) {
 	})
 	if err := s.stop(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
+	}
+}
+
+// TestProfiling: pprof is served on the metrics address only when asked.
+func TestProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s := startServer(t, ServerOptions{Client: fake.NewClientset(), Profiling: on})
+		code, body := s.get("/debug/pprof/cmdline")
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; code != want {
+			t.Errorf("profiling %v: /debug/pprof/cmdline answered %d, want %d", on, code, want)
+		}
+		if on && !strings.Contains(body, "extender.test") {
+			t.Errorf("cmdline %q does not name the test binary", body)
+		}
+		_ = s.stop()
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
@@ -62,6 +63,13 @@ type SchedBenchOptions struct {
 	Modes []string
 	// Rounds repeats Modes (pods are deleted between runs). Default 1.
 	Rounds int
+	// PolicyFile is the extender's PlacementPolicy (--policy). Default: its
+	// built-in policy.
+	PolicyFile string
+	// PercentageOfNodesToScore, when above 0, replaces the shipped
+	// scheduler configuration's value for mlplane-scheduler (config/
+	// scheduler/config.yaml sets 100). Default: as shipped.
+	PercentageOfNodesToScore int
 	// Timeout bounds each run. Default 15m.
 	Timeout time.Duration
 	// Logf receives progress lines. Default: discarded.
@@ -164,6 +172,22 @@ type SchedRun struct {
 	// CPUSeconds is the CPU time each process used during the run (bound
 	// part), by component; "bench" is this process (client and Leases).
 	CPUSeconds map[string]float64 `json:"cpu_seconds"`
+	// Packing is where the pods landed, once all were bound.
+	Packing SchedPacking `json:"packing"`
+}
+
+// SchedPacking is how densely a run placed its pods.
+type SchedPacking struct {
+	// NodesUsed is the number of nodes with at least one of the pods.
+	NodesUsed int `json:"nodes_used"`
+	// GPUsUsed is the number of GPUs named in the pods' api.AnnotationGPUIDs
+	// (0 without the extender, which assigns no GPUs).
+	GPUsUsed int `json:"gpus_used"`
+	// GPUsLowerBound is the fewest GPUs of the node's size that can hold
+	// the pods' memory: sum of requests / GPU size, rounded up.
+	GPUsLowerBound int `json:"gpus_lower_bound"`
+	// NodesLowerBound is GPUsLowerBound / GPUs per node, rounded up.
+	NodesLowerBound int `json:"nodes_lower_bound"`
 }
 
 // SchedReport is the result of SchedBench.
@@ -199,7 +223,13 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	// The last --metrics-addr wins: the cluster does not say which port it
 	// gave the extender's metrics.
-	if err := c.StartExtender(ctx, cluster.ExtenderOptions{Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}}); err != nil {
+	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}}
+	if o.PercentageOfNodesToScore > 0 {
+		if eo.SchedulerConfig, err = schedConfigWithPercentage(c.Dir(), o.PercentageOfNodesToScore); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.StartExtender(ctx, eo); err != nil {
 		c.DumpLogs(os.Stderr, 20)
 		return nil, err
 	}
@@ -411,6 +441,11 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 	if run.Bound == o.Pods && run.BoundSeconds > 0 {
 		run.PodsPerSecond = float64(o.Pods) / run.BoundSeconds
 	}
+	pk, err := packingOf(inf.GetStore().List(), o.GPUs)
+	if err != nil {
+		return run, err
+	}
+	run.Packing = pk
 	cpuAfter := componentCPU(c.Dir())
 	run.CPUSeconds = map[string]float64{}
 	for k, v := range cpuAfter {
@@ -451,6 +486,70 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 		}
 	}
 	return run, runErr
+}
+
+// packingOf summarises where pods landed on nodes of gpus ("8x80Gi").
+func packingOf(objs []any, gpus string) (SchedPacking, error) {
+	perNode, size, err := parseGPUSpec(gpus)
+	if err != nil {
+		return SchedPacking{}, err
+	}
+	nodes, ids := map[string]bool{}, map[string]bool{}
+	var totalMiB int64
+	for _, o := range objs {
+		p, ok := o.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" {
+			continue
+		}
+		nodes[p.Spec.NodeName] = true
+		for _, id := range api.ParseGPUIDs(p.Annotations[api.AnnotationGPUIDs]) {
+			ids[id] = true
+		}
+		q := p.Spec.Containers[0].Resources.Requests[api.ResourceGPUMemory]
+		totalMiB += q.Value()
+	}
+	sizeMiB := size.Value() >> 20
+	lb := int((totalMiB + sizeMiB - 1) / sizeMiB)
+	return SchedPacking{NodesUsed: len(nodes), GPUsUsed: len(ids), GPUsLowerBound: lb, NodesLowerBound: (lb + perNode - 1) / perNode}, nil
+}
+
+// parseGPUSpec reads "8x80Gi".
+func parseGPUSpec(s string) (perNode int, size resource.Quantity, err error) {
+	n, q, ok := strings.Cut(s, "x")
+	if !ok {
+		return 0, size, fmt.Errorf("GPUs %q: want COUNTxSIZE, e.g. 8x80Gi", s)
+	}
+	if _, err := fmt.Sscanf(n, "%d", &perNode); err != nil || perNode < 1 {
+		return 0, size, fmt.Errorf("GPUs %q: bad count", s)
+	}
+	if size, err = resource.ParseQuantity(q); err != nil {
+		return 0, size, fmt.Errorf("GPUs %q: %w", s, err)
+	}
+	return perNode, size, nil
+}
+
+// schedConfigWithPercentage writes config/scheduler/config.yaml with
+// percentageOfNodesToScore replaced into dir and returns its path.
+func schedConfigWithPercentage(dir string, pct int) (string, error) {
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(root, "config", "scheduler", "config.yaml"))
+	if err != nil {
+		return "", err
+	}
+	cfg := map[string]any{}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		return "", err
+	}
+	cfg["percentageOfNodesToScore"] = pct
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "mlplane-scheduler-base.yaml")
+	return path, os.WriteFile(path, out, 0o644)
 }
 
 // apiMetrics reads apiserver_request_total and
@@ -565,10 +664,12 @@ func (r *SchedReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "machine: %d CPUs, %s, %s, load average at start %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAverage)
 	fmt.Fprintf(&b, "cluster: %d KWOK nodes of %s\n\n", r.Nodes, r.GPUs)
-	b.WriteString("mode     | scheduler          | pods | created in s | bound in s | pods/s | with gpu-ids\n")
+	b.WriteString("mode     | scheduler          | pods | created in s | bound in s | pods/s | with gpu-ids | nodes used (bound) | GPUs used (bound)\n")
 	for _, run := range r.Runs {
-		fmt.Fprintf(&b, "%-8s | %-18s | %4d | %12.1f | %10.1f | %6.1f | %d\n",
-			run.Mode, run.Scheduler, run.Pods, run.CreateSeconds, run.BoundSeconds, run.PodsPerSecond, run.WithGPUIDs)
+		pk := run.Packing
+		fmt.Fprintf(&b, "%-8s | %-18s | %4d | %12.1f | %10.1f | %6.1f | %12d | %d (%d) | %d (%d)\n",
+			run.Mode, run.Scheduler, run.Pods, run.CreateSeconds, run.BoundSeconds, run.PodsPerSecond, run.WithGPUIDs,
+			pk.NodesUsed, pk.NodesLowerBound, pk.GPUsUsed, pk.GPUsLowerBound)
 	}
 	for _, run := range r.Runs {
 		if len(run.Binds) > 0 {

@@ -106,11 +106,14 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.IntVar(&o.sched.Rounds, "rounds", 1, "repetitions of the modes")
 		fs.StringVar(&o.sched.Dir, "dir", "", "keep the cluster's files (logs) here")
 		fs.StringVar(&o.sched.PolicyFile, "policy", "", "the extender's PlacementPolicy file (default: built-in)")
-		fs.IntVar(&o.sched.PercentageOfNodesToScore, "percentage-of-nodes-to-score", 0, "mlplane-scheduler's percentageOfNodesToScore (default: as in config/scheduler/config.yaml)")
+		pct := fs.Int("percentage-of-nodes-to-score", -1, "mlplane-scheduler's percentageOfNodesToScore, 0 for kube-scheduler's adaptive default (default: as in config/scheduler/config.yaml)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
 		o.sched.ClientQPS = float32(*qps)
+		if *pct >= 0 {
+			o.sched.PercentageOfNodesToScore = pct
+		}
 	} else if err := fs.Parse(args); err != nil {
 		return err
 	}

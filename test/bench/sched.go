@@ -66,10 +66,11 @@ type SchedBenchOptions struct {
 	// PolicyFile is the extender's PlacementPolicy (--policy). Default: its
 	// built-in policy.
 	PolicyFile string
-	// PercentageOfNodesToScore, when above 0, replaces the shipped
-	// scheduler configuration's value for mlplane-scheduler (config/
-	// scheduler/config.yaml sets 100). Default: as shipped.
-	PercentageOfNodesToScore int
+	// PercentageOfNodesToScore, when set, replaces the shipped scheduler
+	// configuration's value for mlplane-scheduler (config/scheduler/
+	// config.yaml sets 100; 0 is kube-scheduler's adaptive default).
+	// Default: as shipped.
+	PercentageOfNodesToScore *int
 	// Timeout bounds each run. Default 15m.
 	Timeout time.Duration
 	// Logf receives progress lines. Default: discarded.
@@ -224,8 +225,8 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	// The last --metrics-addr wins: the cluster does not say which port it
 	// gave the extender's metrics.
 	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}}
-	if o.PercentageOfNodesToScore > 0 {
-		if eo.SchedulerConfig, err = schedConfigWithPercentage(c.Dir(), o.PercentageOfNodesToScore); err != nil {
+	if o.PercentageOfNodesToScore != nil {
+		if eo.SchedulerConfig, err = schedConfigWithPercentage(c.Dir(), *o.PercentageOfNodesToScore); err != nil {
 			return nil, err
 		}
 	}

@@ -219,6 +219,7 @@ func podFacts(placer *score.Placer, c *score.Cluster, pod *corev1.Pod) (f *score
 // Filter keeps the nodes with enough free GPU memory for the pod, and of
 // those only the policy's candidateNodes best (by the same score Prioritize
 // ranks with; 0 keeps them all); a pod that needs no GPU passes untouched.
+// The reason each other node failed is reported when no node passed.
 // With one candidate left kube-scheduler skips its score plugins and the
 // prioritize call and binds the pod there.
 func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
@@ -278,6 +279,12 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 		}
 		if best.limit > 0 {
 			passed = best.names(passed)
+		}
+		if len(passed) > 0 {
+			// The scheduler reads the reasons only for a pod no node can
+			// take (its event, and preemption); otherwise they are bytes
+			// to encode and decode for every failed node of every pod.
+			res.FailedNodes, res.FailedAndUnresolvableNodes = nil, nil
 		}
 	})
 	if len(passed) == 1 && *placer.Policy().CandidateNodes == 1 {

@@ -193,7 +193,17 @@ func TestFilter(t *testing.T) {
 	if d := cmp.Diff([]string{"big"}, *res.NodeNames); d != "" {
 		t.Fatalf("passed (-want +got):\n%s", d)
 	}
-	// full: 81920 - 69632 = 12288 MiB free.
+	// A node passed: the scheduler will not read the others' reasons.
+	if res.FailedNodes != nil || res.FailedAndUnresolvableNodes != nil {
+		t.Fatalf("reasons sent although a node passed: %+v", res)
+	}
+	// No node passes: every reason, resolvable (preemption may help) or
+	// not. full: 81920 - 69632 = 12288 MiB free.
+	names = names[1:]
+	res = f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 40, 1), NodeNames: &names})
+	if len(*res.NodeNames) != 0 {
+		t.Fatalf("passed %v", *res.NodeNames)
+	}
 	wantFailed := extenderv1.FailedNodesMap{"full": "largest free GPU has 12288 MiB, pod needs 40960 MiB per GPU on 1 GPU"}
 	if d := cmp.Diff(wantFailed, res.FailedNodes); d != "" {
 		t.Errorf("FailedNodes (-want +got):\n%s", d)
@@ -210,6 +220,7 @@ func TestFilter(t *testing.T) {
 
 	// A pod without a GPU request passes untouched.
 	cpuPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
+	names = append([]string{"big"}, names...)
 	res = f.ext.Filter(&extenderv1.ExtenderArgs{Pod: cpuPod, NodeNames: &names})
 	if d := cmp.Diff(names, *res.NodeNames); d != "" || len(res.FailedNodes)+len(res.FailedAndUnresolvableNodes) != 0 {
 		t.Fatalf("plain pod filtered: %s %v", d, res)
@@ -253,7 +264,7 @@ func TestFilterCandidateNodes(t *testing.T) {
 		return nil
 	})
 	// Raw scores as in TestPrioritize: b 25, c -19.375, a and d -23.75 (a
-	// tie); e is too small and is reported, whatever the limit.
+	// tie); e is too small.
 	names := []string{"a", "b", "c", "d", "e"}
 	for _, tc := range []struct {
 		candidates int32
@@ -277,11 +288,8 @@ func TestFilterCandidateNodes(t *testing.T) {
 		if d := cmp.Diff(tc.want, *res.NodeNames); d != "" {
 			t.Errorf("candidateNodes %d: passed (-want +got):\n%s", tc.candidates, d)
 		}
-		if got := res.FailedAndUnresolvableNodes["e"]; got != "largest GPU has 16384 MiB, pod needs 20480 MiB per GPU on 1 GPU" {
-			t.Errorf("candidateNodes %d: e's reason %q", tc.candidates, got)
-		}
-		if len(res.FailedNodes)+len(res.FailedAndUnresolvableNodes) != 1 {
-			t.Errorf("candidateNodes %d: a node that fits was reported as failed: %+v", tc.candidates, res)
+		if res.FailedNodes != nil || res.FailedAndUnresolvableNodes != nil {
+			t.Errorf("candidateNodes %d: reasons sent although nodes passed: %+v", tc.candidates, res)
 		}
 	}
 	// The default policy hands back one node: the extender decides.
@@ -318,7 +326,9 @@ func TestFilterHolds(t *testing.T) {
 	if !cmp.Equal(*res.NodeNames, []string{"y"}) {
 		t.Fatalf("p2 offered %v, want y: x's free memory is held for p1", *res.NodeNames)
 	}
-	if got := res.FailedNodes["x"]; got != "largest free GPU has 10240 MiB, pod needs 20480 MiB per GPU on 1 GPU" {
+	// Filtered on x alone, p2 learns why.
+	onlyX := []string{"x"}
+	if got := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p2, NodeNames: &onlyX}).FailedNodes["x"]; got != "largest free GPU has 10240 MiB, pod needs 20480 MiB per GPU on 1 GPU" {
 		t.Errorf("x's reason for p2: %q", got)
 	}
 	// p1's bind on x uses its held memory (x has only 10 GiB free for

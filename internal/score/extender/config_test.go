@@ -37,8 +37,11 @@ func TestSchedulerConfigs(t *testing.T) {
 		if !e.NodeCacheCapable || e.Ignorable || len(e.ManagedResources) != 1 || e.ManagedResources[0].Name != api.ResourceGPUMemory || e.ManagedResources[0].IgnoredByScheduler {
 			t.Errorf("%s: extender %+v", f, e)
 		}
-		if cfg.PercentageOfNodesToScore == nil || *cfg.PercentageOfNodesToScore != 100 {
-			t.Errorf("%s: percentageOfNodesToScore must be 100 for bin packing", f)
+		// The adaptive default packs as well at half the scheduler's CPU
+		// (BENCHMARKS.md); in the default scheduler's configuration a
+		// value would apply to every pod of the cluster.
+		if cfg.PercentageOfNodesToScore != nil {
+			t.Errorf("%s: percentageOfNodesToScore %d: leave it to kube-scheduler's adaptive default", f, *cfg.PercentageOfNodesToScore)
 		}
 	}
 }

@@ -368,15 +368,29 @@ func (p *leasePublisher) run(ctx context.Context) {
 			cur[k] = v
 		}
 		p.mu.Unlock()
+		// Concurrently, as a node agent per node would: one after the
+		// other, 1,000 renewals against a busy API server (100 ms each)
+		// take longer than api.LeaseDuration, and Leases expire.
+		sem := make(chan struct{}, leaseRenewWorkers)
+		var wg sync.WaitGroup
 		for n, l := range cur {
-			if nl, err := p.renew(ctx, n, l); err == nil {
-				p.mu.Lock()
-				p.leases[n] = nl
-				p.mu.Unlock()
-			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if nl, err := p.renew(ctx, n, l); err == nil {
+					p.mu.Lock()
+					p.leases[n] = nl
+					p.mu.Unlock()
+				}
+			}()
 		}
+		wg.Wait()
 	}
 }
+
+// leaseRenewWorkers bounds the Lease renewals in flight.
+const leaseRenewWorkers = 32
 
 func (p *leasePublisher) stop() {
 	if p.cancel != nil {

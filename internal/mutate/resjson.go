@@ -2,6 +2,7 @@ package mutate
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,14 +20,18 @@ var _ json.Marshaler = (*resourcesValue)(nil)
 // MarshalJSON writes {"claims":...,"limits":{...},"requests":{...}}, keys
 // sorted, as encoding/json does.
 func (r *resourcesValue) MarshalJSON() ([]byte, error) {
-	buf := make([]byte, 0, 192)
+	return r.appendJSON(make([]byte, 0, 192))
+}
+
+func (r *resourcesValue) appendJSON(buf []byte) ([]byte, error) {
+	start := len(buf)
 	buf = append(buf, '{')
 	if len(r.Limits) > 0 {
 		buf = append(buf, `"limits":`...)
 		buf = appendResourceList(buf, r.Limits)
 	}
 	if len(r.Requests) > 0 {
-		if len(buf) > 1 {
+		if len(buf) > start+1 {
 			buf = append(buf, ',')
 		}
 		buf = append(buf, `"requests":`...)
@@ -37,13 +42,80 @@ func (r *resourcesValue) MarshalJSON() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(buf) > 1 {
+		if len(buf) > start+1 {
 			buf = append(buf, ',')
 		}
 		buf = append(buf, `"claims":`...)
 		buf = append(buf, claims...)
 	}
 	return append(buf, '}'), nil
+}
+
+// AppendPatch appends ops as JSON to dst: the bytes json.Marshal(ops)
+// writes, without encoding/json's reflection where the value's type is one
+// the builder makes often (strings, maps of strings, resources), nor its
+// validation and compaction of what resourcesValue.MarshalJSON writes.
+// Other values, containers and volumes, go through json.Marshal one by one.
+func AppendPatch(dst []byte, ops []Op) ([]byte, error) {
+	if ops == nil {
+		return append(dst, "null"...), nil
+	}
+	dst = append(dst, '[')
+	for i := range ops {
+		op := &ops[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"op":`...)
+		dst = appendJSONString(dst, op.Op)
+		dst = append(dst, `,"path":`...)
+		dst = appendJSONString(dst, op.Path)
+		dst = append(dst, `,"value":`...)
+		var err error
+		switch v := op.Value.(type) {
+		case string:
+			dst = appendJSONString(dst, v)
+		case map[string]string:
+			dst = appendStringMap(dst, v)
+		case *resourcesValue:
+			if v == nil {
+				dst = append(dst, "null"...)
+			} else if dst, err = v.appendJSON(dst); err != nil {
+				return nil, &json.MarshalerError{Type: reflect.TypeFor[*resourcesValue](), Err: err}
+			}
+		default:
+			b, err := json.Marshal(v)
+			if err != nil {
+				return nil, err
+			}
+			dst = append(dst, b...)
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, ']'), nil
+}
+
+// appendStringMap writes m as encoding/json does: null for nil, keys sorted.
+func appendStringMap(buf []byte, m map[string]string) []byte {
+	if m == nil {
+		return append(buf, "null"...)
+	}
+	var keyBuf [16]string
+	keys := keyBuf[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	buf = append(buf, '{')
+	for i, k := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, k)
+		buf = append(buf, ':')
+		buf = appendJSONString(buf, m[k])
+	}
+	return append(buf, '}')
 }
 
 func appendResourceList(buf []byte, l corev1.ResourceList) []byte {

@@ -132,18 +132,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 	if review.Kind == "" {
 		review.Kind = "AdmissionReview"
 	}
+	// The review is decoded (into copies), so buf is free for the patch,
+	// which admit writes into it, and then the response, after the patch.
+	buf.Reset()
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
-	result, err := h.admit(r, req, resp)
+	result, err := h.admit(r, req, resp, buf)
 	if err != nil {
 		return "", err
 	}
-	buf.Reset()
+	start := buf.Len()
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
 	if err := json.NewEncoder(buf).Encode(&out); err != nil {
 		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(buf.Bytes()[start:])
 	return result, nil
 }
 
@@ -277,8 +280,9 @@ func exactKeys(data []byte) bool {
 	return true
 }
 
-// admit fills resp for one AdmissionRequest.
-func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse) (string, error) {
+// admit fills resp for one AdmissionRequest. It writes the patch into buf
+// (resp.Patch is buf's bytes).
+func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse, buf *bytes.Buffer) (string, error) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return ResultSkipped, nil
 	}
@@ -313,10 +317,14 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	if len(res.Patch) == 0 {
 		return ResultSkipped, nil
 	}
-	patch, err := json.Marshal(res.Patch)
+	patch, err := mutate.AppendPatch(buf.AvailableBuffer(), res.Patch)
 	if err != nil {
 		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the patch: %v", err)}
 	}
+	// Writing back what was appended in place costs a copy onto itself; it
+	// keeps a larger array, if append made one, in buf and so in the pool.
+	buf.Write(patch)
+	patch = buf.Bytes()
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
 	if v := h.log.V(2); v.Enabled() {

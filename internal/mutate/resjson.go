@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -67,14 +68,14 @@ func AppendPatch(dst []byte, ops []Op) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"op":`...)
-		dst = appendJSONString(dst, op.Op)
+		dst = AppendJSONString(dst, op.Op)
 		dst = append(dst, `,"path":`...)
-		dst = appendJSONString(dst, op.Path)
+		dst = AppendJSONString(dst, op.Path)
 		dst = append(dst, `,"value":`...)
 		var err error
 		switch v := op.Value.(type) {
 		case string:
-			dst = appendJSONString(dst, v)
+			dst = AppendJSONString(dst, v)
 		case map[string]string:
 			dst = appendStringMap(dst, v)
 		case *resourcesValue:
@@ -111,9 +112,9 @@ func appendStringMap(buf []byte, m map[string]string) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, k)
+		buf = AppendJSONString(buf, k)
 		buf = append(buf, ':')
-		buf = appendJSONString(buf, m[k])
+		buf = AppendJSONString(buf, m[k])
 	}
 	return append(buf, '}')
 }
@@ -130,7 +131,7 @@ func appendResourceList(buf []byte, l corev1.ResourceList) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, string(k))
+		buf = AppendJSONString(buf, string(k))
 		buf = append(buf, ':')
 		buf = appendQuantity(buf, l[k])
 	}
@@ -146,16 +147,56 @@ func appendQuantity(buf []byte, q resource.Quantity) []byte {
 	return append(buf, '"')
 }
 
-// appendJSONString quotes s; names the API server accepted need no escaping,
-// anything else goes through encoding/json.
-func appendJSONString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(buf, b...)
-		}
-	}
+// AppendJSONString appends s quoted exactly as encoding/json quotes it
+// (HTML characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and
+// U+2029 escaped): the algorithm of its appendString, without the
+// allocations json.Marshal makes for a string.
+func AppendJSONString(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	buf = append(buf, '"')
-	buf = append(buf, s...)
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			buf = append(buf, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				buf = append(buf, '\\', b)
+			case '\b':
+				buf = append(buf, '\\', 'b')
+			case '\f':
+				buf = append(buf, '\\', 'f')
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+		case c == '\u2028' || c == '\u2029':
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', 'u', '2', '0', '2', hex[c&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	buf = append(buf, s[start:]...)
 	return append(buf, '"')
 }

@@ -33,3 +33,36 @@ func TestResourcesValueJSON(t *testing.T) {
 		}
 	}
 }
+
+// jsonStrings are strings that encoding/json escapes in every way it can.
+var jsonStrings = []string{
+	"", "plain", "mlplane.io/status", `a"b\c`, "<script>&amp;</script>", "\x00\x01\x1f\x7f",
+	"\b\f\n\r\t", "é ü 漢字 🙂", "\u2028\u2029", "\xff\xfe", "a\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+	`annotation mlplane.io/model-secret: the webhook does not check that Secret "hf-token" exists`,
+}
+
+// TestAppendJSONString: AppendJSONString writes what json.Marshal does.
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range jsonStrings {
+		checkAppendJSONString(t, s)
+	}
+}
+
+// FuzzAppendJSONString: for any string, AppendJSONString writes what
+// json.Marshal does.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range jsonStrings {
+		f.Add(s)
+	}
+	f.Fuzz(checkAppendJSONString)
+}
+
+func checkAppendJSONString(t *testing.T, s string) {
+	want, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := AppendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+		t.Errorf("AppendJSONString(%q) = %s, want x%s", s, got, want)
+	}
+}

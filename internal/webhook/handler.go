@@ -6,12 +6,14 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -141,13 +143,62 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 		return "", err
 	}
 	start := buf.Len()
-	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
-	if err := json.NewEncoder(buf).Encode(&out); err != nil {
-		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
+	if b, ok := appendResponse(buf.AvailableBuffer(), review.TypeMeta, resp); ok {
+		buf.Write(b)
+	} else {
+		out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+		if err := json.NewEncoder(buf).Encode(&out); err != nil {
+			return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf.Bytes()[start:])
 	return result, nil
+}
+
+// appendResponse appends the AdmissionReview {tm, Response: resp} as
+// json.NewEncoder(w).Encode writes it, newline included, without encoding/json's
+// reflection, for the answers nearly every request gets: no status, no audit
+// annotations. ok is false for the others, which go through encoding/json.
+func appendResponse(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) (_ []byte, ok bool) {
+	if resp.Result != nil || len(resp.AuditAnnotations) > 0 {
+		return dst, false
+	}
+	dst = append(dst, '{')
+	if tm.Kind != "" {
+		dst = append(dst, `"kind":`...)
+		dst = mutate.AppendJSONString(dst, tm.Kind)
+		dst = append(dst, ',')
+	}
+	if tm.APIVersion != "" {
+		dst = append(dst, `"apiVersion":`...)
+		dst = mutate.AppendJSONString(dst, tm.APIVersion)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"response":{"uid":`...)
+	dst = mutate.AppendJSONString(dst, string(resp.UID))
+	dst = append(dst, `,"allowed":`...)
+	dst = strconv.AppendBool(dst, resp.Allowed)
+	if len(resp.Patch) > 0 {
+		dst = append(dst, `,"patch":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, resp.Patch)
+		dst = append(dst, '"')
+	}
+	if resp.PatchType != nil {
+		dst = append(dst, `,"patchType":`...)
+		dst = mutate.AppendJSONString(dst, string(*resp.PatchType))
+	}
+	if len(resp.Warnings) > 0 {
+		dst = append(dst, `,"warnings":[`...)
+		for i, w := range resp.Warnings {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = mutate.AppendJSONString(dst, w)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, "}}\n"...), true
 }
 
 func tooLarge(limit int64) error {

@@ -96,10 +96,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if buf.Cap() <= 1<<20 {
 		h.bufs.Put(buf)
 	}
-	if herr := (*httpError)(nil); errors.As(err, &herr) {
-		result = ResultBadRequest
-		h.log.Info("Bad admission request", "code", herr.code, "error", herr.msg, "remote", r.RemoteAddr)
-		http.Error(w, herr.msg, herr.code)
+	if err != nil {
+		// Declared here, herr costs an allocation (errors.As takes its
+		// address) only for requests that fail.
+		var herr *httpError
+		if errors.As(err, &herr) {
+			result = ResultBadRequest
+			h.log.Info("Bad admission request", "code", herr.code, "error", herr.msg, "remote", r.RemoteAddr)
+			http.Error(w, herr.msg, herr.code)
+		}
 	}
 	h.metrics.observe(result, time.Since(start))
 }
@@ -108,8 +113,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 	if r.Method != http.MethodPost {
 		return "", &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed: want POST", r.Method)}
 	}
-	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-		return "", &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: want application/json", r.Header.Get("Content-Type"))}
+	// The API server sends exactly "application/json", which needs no
+	// parsing (and the allocation of the parameters' map).
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return "", &httpError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: want application/json", ct)}
+		}
 	}
 	if r.ContentLength > h.maxBody {
 		return "", tooLarge(h.maxBody)
@@ -157,9 +166,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 }
 
 // appendResponse appends the AdmissionReview {tm, Response: resp} as
-// json.NewEncoder(w).Encode writes it, newline included, without encoding/json's
-// reflection, for the answers nearly every request gets: no status, no audit
-// annotations. ok is false for the others, which go through encoding/json.
+// json.NewEncoder(w).Encode writes it, newline included, without
+// encoding/json's reflection, for the answers nearly every request gets: no
+// status, no audit annotations. ok is false for the others, which go through
+// encoding/json.
 func appendResponse(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) (_ []byte, ok bool) {
 	if resp.Result != nil || len(resp.AuditAnnotations) > 0 {
 		return dst, false
@@ -179,7 +189,7 @@ func appendResponse(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionR
 	dst = mutate.AppendJSONString(dst, string(resp.UID))
 	dst = append(dst, `,"allowed":`...)
 	dst = strconv.AppendBool(dst, resp.Allowed)
-	if len(resp.Patch) > 0 {
+	if len(resp.Patch) > 0 { // base64, as for any []byte; nothing to escape
 		dst = append(dst, `,"patch":"`...)
 		dst = base64.StdEncoding.AppendEncode(dst, resp.Patch)
 		dst = append(dst, '"')
@@ -240,19 +250,19 @@ type podReviewIn struct {
 }
 
 // reviewKeys are the JSON names of the fields of reviewIn, requestIn and
-// metav1.GroupVersionKind, and "object": the keys encoding/json matches
-// case-insensitively where sigs.k8s.io/json does not.
+// metav1.GroupVersionKind: the keys encoding/json also matches in another
+// case, and sigs.k8s.io/json does not.
 var reviewKeys = []string{"kind", "apiVersion", "request", "uid", "subResource", "namespace", "operation", "object", "group", "version"}
 
 // readReview reads an AdmissionReview. The review the API server sends, a
 // pod's, is scanned once: sigs.k8s.io/json decodes the object straight into
-// a Pod while it reads the request (scanning it into a json.RawMessage
-// first, and validating it, cost as much as decoding the pod). Whatever that
-// pass cannot take exactly as the two-step decode would (an error, which the
-// two-step decode words; no object or a null one; keys that only match
-// case-insensitively; a repeated object, which a Pod would merge and a
-// RawMessage replaces) goes the two-step way, so answers and messages do
-// not depend on the path.
+// a Pod while it reads the request (encoding/json validating the review and
+// copying the object into a json.RawMessage cost about as much as decoding
+// the pod from it). Whatever that pass cannot take exactly as the two-step
+// decode would (an error, which the two-step decode words; no object or a
+// null one; keys that only match case-insensitively; a repeated object,
+// which a Pod would merge and a RawMessage replaces) goes the two-step way,
+// so answers and messages do not depend on the path.
 func readReview(data []byte) (*reviewIn, error) {
 	if exactKeys(data) {
 		var fast podReviewIn
@@ -281,42 +291,43 @@ func readReview(data []byte) (*reviewIn, error) {
 // reads the review's fields as encoding/json does: no object key, at any
 // depth, is one of reviewKeys but for case (non-ASCII or escaped keys count
 // as such, since Unicode folding and escapes could make them one), and
-// "object" is a key at most once. It lexes strings only, without checking
-// the JSON, which the decoders do.
+// "object" is a key at most once. It does not check the JSON, which the
+// decoders do: it finds each key from the colon after it (a colon that
+// follows a closing quote, one no backslash escapes, ends a key) and so
+// skips values, the bulk of a pod, at the speed of bytes.IndexByte.
 func exactKeys(data []byte) bool {
 	objects := 0
-	for i := 0; i < len(data); i++ {
-		if data[i] != '"' {
-			continue
+	for i := 0; ; i++ {
+		n := bytes.IndexByte(data[i:], ':')
+		if n < 0 {
+			return true
 		}
-		start, plain := i+1, true
-		for i++; i < len(data) && data[i] != '"'; i++ {
-			if c := data[i]; c == '\\' {
-				plain = false
-				i++
-			} else if c >= utf8.RuneSelf {
+		i += n
+		end := i - 1
+		for end >= 0 && (data[end] == ' ' || data[end] == '\t' || data[end] == '\n' || data[end] == '\r') {
+			end--
+		}
+		if end < 0 || data[end] != '"' || escaped(data, end) {
+			continue // a colon in a string
+		}
+		start, plain := end-1, true
+		for ; start >= 0 && data[start] != '"'; start-- {
+			if c := data[start]; c == '\\' || c >= utf8.RuneSelf {
 				plain = false
 			}
 		}
-		if i >= len(data) {
-			return true // unterminated: a syntax error either way
+		if start < 0 {
+			continue // not JSON
 		}
-		key := data[start:i]
-		j := i + 1
-		for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r') {
-			j++
-		}
-		if j == len(data) || data[j] != ':' {
-			continue // a value
-		}
-		if !plain {
+		if !plain || escaped(data, start) { // an escape, or a quote, in the key
 			return false
 		}
-		if len(key) < len("uid") || len(key) > len("subResource") {
+		key := data[start+1 : end]
+		if len(key) >= len(reviewKeysByLen) {
 			continue
 		}
-		for _, k := range reviewKeys {
-			if len(k) == len(key) && bytes.EqualFold(key, []byte(k)) {
+		for _, k := range reviewKeysByLen[len(key)] {
+			if equalFoldLetters(key, k) {
 				if string(key) != k {
 					return false
 				}
@@ -328,7 +339,35 @@ func exactKeys(data []byte) bool {
 			}
 		}
 	}
+}
+
+// reviewKeysByLen are reviewKeys by length.
+var reviewKeysByLen = func() (t [len("subResource") + 1][]string) {
+	for _, k := range reviewKeys {
+		t[len(k)] = append(t[len(k)], k)
+	}
+	return t
+}()
+
+// equalFoldLetters reports whether ASCII b equals the letters of name but
+// for case, as encoding/json's folding compares them.
+func equalFoldLetters(b []byte, name string) bool {
+	for i := range len(b) {
+		if b[i]|0x20 != name[i]|0x20 { // only letters fold onto letters
+			return false
+		}
+	}
 	return true
+}
+
+// escaped reports whether a backslash escapes data[i]: whether an odd run of
+// them precedes it.
+func escaped(data []byte, i int) bool {
+	j := i
+	for j > 0 && data[j-1] == '\\' {
+		j--
+	}
+	return (i-j)%2 == 1
 }
 
 // admit fills resp for one AdmissionRequest. It writes the patch into buf
@@ -376,13 +415,16 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	// keeps a larger array, if append made one, in buf and so in the pool.
 	buf.Write(patch)
 	patch = buf.Bytes()
-	pt := admissionv1.PatchTypeJSONPatch
-	resp.Patch, resp.PatchType = patch, &pt
+	resp.Patch, resp.PatchType = patch, &jsonPatch
 	if v := h.log.V(2); v.Enabled() {
 		v.Info("Mutated pod", "namespace", req.Namespace, "name", podName(pod), "injected", res.Injected)
 	}
 	return ResultMutated, nil
 }
+
+// jsonPatch is every response's PatchType, shared: responses are only
+// encoded.
+var jsonPatch = admissionv1.PatchTypeJSONPatch
 
 func podName(p *corev1.Pod) string {
 	if p.Name != "" {

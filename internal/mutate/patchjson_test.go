@@ -96,10 +96,36 @@ func TestAppendPatch(t *testing.T) {
 			Claims:   []corev1.ResourceClaim{{Name: "gpu<", Request: "a&b"}}}}},
 		{{Op: "add", Path: "/a", Value: nil}, {Op: "add", Path: "/b", Value: 5}, {Op: "add", Path: "/c", Value: []string{"<"}}},
 		{{Op: "add", Path: "/spec/containers/-", Value: &corev1.Container{Name: "c", Env: []corev1.EnvVar{{Name: "X", Value: "<y>"}}}}},
+		{{Op: "add", Path: "/env", Value: []corev1.EnvVar(nil)}, {Op: "add", Path: "/env", Value: []corev1.EnvVar{}}},
+		{{Op: "add", Path: "/env", Value: []corev1.EnvVar{{Name: "A", Value: "<1>"}, {Name: "B"}, visibleDevicesFn,
+			{Name: "C", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		{{Op: "replace", Path: "/env/0", Value: corev1.EnvVar{Name: "D", ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k"}}}}},
+		{{Op: "replace", Path: "/env/0", Value: corev1.EnvVar{Name: "E", Value: "v", ValueFrom: &corev1.EnvVarSource{
+			FieldRef:         &corev1.ObjectFieldSelector{FieldPath: "metadata.name"},
+			ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}}}},
+		{{Op: "replace", Path: "/env/0", Value: corev1.EnvVar{Name: "F", ValueFrom: &corev1.EnvVarSource{}}}},
+		{{Op: "add", Path: "/spec/volumes", Value: []*corev1.Volume(nil)}, {Op: "add", Path: "/spec/volumes", Value: []*corev1.Volume{nil}},
+			{Op: "add", Path: "/spec/volumes/-", Value: (*corev1.Volume)(nil)}},
+		{{Op: "add", Path: "/spec/volumes", Value: []*corev1.Volume{
+			{Name: "a", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "b", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: "Memory", SizeLimit: ptr(q("+1Gi")), Mode: ptr(int32(0o755))}}},
+			{Name: "c", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(q("1.50Gi"))}}},
+			{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Mode: ptr(int32(-1))}}},
+			{Name: "e<", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+			{Name: "f", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c", ReadOnly: true}}},
+			{Name: "g", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{},
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}},
+			{Name: "h", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "m"}}}},
+			{Name: "i", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}, Secret: &corev1.SecretVolumeSource{SecretName: "s"}}},
+			{Name: "j"},
+		}}},
 	} {
 		checkAppendPatch(t, ops)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // goldenPods are the pods and pod templates in file, each as Inject hands
 // it to Mutate.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strconv"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,9 +55,12 @@ func (r *resourcesValue) appendJSON(buf []byte) ([]byte, error) {
 
 // AppendPatch appends ops as JSON to dst: the bytes json.Marshal(ops)
 // writes, without encoding/json's reflection where the value's type is one
-// the builder makes often (strings, maps of strings, resources), nor its
-// validation and compaction of what resourcesValue.MarshalJSON writes.
-// Other values, containers and volumes, go through json.Marshal one by one.
+// the builder makes often (strings, maps of strings, resources, env vars,
+// volumes), nor its validation and compaction of what
+// resourcesValue.MarshalJSON writes. Other values, containers above all, go
+// through json.Marshal one by one. TestAppendPatch and FuzzMutate compare
+// the two; a field a newer k8s.io/api adds without omitempty would show
+// there.
 func AppendPatch(dst []byte, ops []Op) ([]byte, error) {
 	if ops == nil {
 		return append(dst, "null"...), nil
@@ -84,16 +88,139 @@ func AppendPatch(dst []byte, ops []Op) ([]byte, error) {
 			} else if dst, err = v.appendJSON(dst); err != nil {
 				return nil, &json.MarshalerError{Type: reflect.TypeFor[*resourcesValue](), Err: err}
 			}
+		case corev1.EnvVar:
+			dst, err = appendEnvVar(dst, &v)
+		case []corev1.EnvVar:
+			dst, err = appendList(dst, v, appendEnvVar)
+		case *corev1.Volume:
+			dst, err = appendVolume(dst, v)
+		case []*corev1.Volume:
+			dst, err = appendList(dst, v, func(dst []byte, v **corev1.Volume) ([]byte, error) { return appendVolume(dst, *v) })
 		default:
-			b, err := json.Marshal(v)
-			if err != nil {
-				return nil, err
-			}
-			dst = append(dst, b...)
+			dst, err = appendMarshal(dst, v)
+		}
+		if err != nil {
+			return nil, err
 		}
 		dst = append(dst, '}')
 	}
 	return append(dst, ']'), nil
+}
+
+func appendMarshal(dst []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	return append(dst, b...), err
+}
+
+// appendList writes l as encoding/json does, each item with appendItem.
+func appendList[T any](dst []byte, l []T, appendItem func([]byte, *T) ([]byte, error)) ([]byte, error) {
+	if l == nil {
+		return append(dst, "null"...), nil
+	}
+	dst = append(dst, '[')
+	for i := range l {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendItem(dst, &l[i]); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, ']'), nil
+}
+
+// appendEnvVar writes the env vars the builder makes, a value or a field
+// reference, by hand; any other goes through encoding/json. The struct
+// comparisons see every field, those a newer k8s.io/api adds included.
+func appendEnvVar(dst []byte, e *corev1.EnvVar) ([]byte, error) {
+	if *e != (corev1.EnvVar{Name: e.Name, Value: e.Value, ValueFrom: e.ValueFrom}) {
+		return appendMarshal(dst, *e) // a copy, so that e does not escape
+	}
+	dst = append(dst, `{"name":`...)
+	dst = AppendJSONString(dst, e.Name)
+	if e.Value != "" {
+		dst = append(dst, `,"value":`...)
+		dst = AppendJSONString(dst, e.Value)
+	}
+	if e.ValueFrom != nil {
+		dst = append(dst, `,"valueFrom":`...)
+		ref := e.ValueFrom.FieldRef
+		if ref == nil || *e.ValueFrom != (corev1.EnvVarSource{FieldRef: ref}) ||
+			*ref != (corev1.ObjectFieldSelector{APIVersion: ref.APIVersion, FieldPath: ref.FieldPath}) {
+			var err error
+			if dst, err = appendMarshal(dst, e.ValueFrom); err != nil {
+				return nil, err
+			}
+			return append(dst, '}'), nil
+		}
+		dst = append(dst, `{"fieldRef":{`...)
+		if ref.APIVersion != "" {
+			dst = append(dst, `"apiVersion":`...)
+			dst = AppendJSONString(dst, ref.APIVersion)
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"fieldPath":`...)
+		dst = AppendJSONString(dst, ref.FieldPath)
+		dst = append(dst, "}}"...)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendVolume writes the volumes the builder makes, an emptyDir or a
+// persistentVolumeClaim, by hand: encoding/json's reflection over the 30-odd
+// sources of a VolumeSource costs more than the rest of the patch. Any other
+// volume goes through encoding/json.
+func appendVolume(dst []byte, v *corev1.Volume) ([]byte, error) {
+	if v == nil {
+		return append(dst, "null"...), nil
+	}
+	ed, pvc := v.EmptyDir, v.PersistentVolumeClaim
+	if v.VolumeSource != (corev1.VolumeSource{EmptyDir: ed, PersistentVolumeClaim: pvc}) ||
+		ed != nil && *ed != (corev1.EmptyDirVolumeSource{Medium: ed.Medium, SizeLimit: ed.SizeLimit, Mode: ed.Mode}) ||
+		pvc != nil && *pvc != (corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.ClaimName, ReadOnly: pvc.ReadOnly}) {
+		return appendMarshal(dst, v)
+	}
+	dst = append(dst, `{"name":`...)
+	dst = AppendJSONString(dst, v.Name)
+	if ed != nil { // fields in the order of VolumeSource and EmptyDirVolumeSource
+		dst = append(dst, `,"emptyDir":{`...)
+		n := len(dst)
+		if ed.Medium != "" {
+			dst = append(dst, `"medium":`...)
+			dst = AppendJSONString(dst, string(ed.Medium))
+		}
+		if ed.SizeLimit != nil {
+			if len(dst) > n {
+				dst = append(dst, ',')
+			}
+			// Quantity.MarshalJSON, not appendQuantity: a parsed
+			// quantity keeps its own spelling ("+1Gi").
+			b, err := ed.SizeLimit.MarshalJSON()
+			if err != nil {
+				return nil, &json.MarshalerError{Type: reflect.TypeFor[*resource.Quantity](), Err: err}
+			}
+			dst = append(dst, `"sizeLimit":`...)
+			dst = append(dst, b...)
+		}
+		if ed.Mode != nil {
+			if len(dst) > n {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `"mode":`...)
+			dst = strconv.AppendInt(dst, int64(*ed.Mode), 10)
+		}
+		dst = append(dst, '}')
+	}
+	if pvc != nil {
+		dst = append(dst, `,"persistentVolumeClaim":{"claimName":`...)
+		dst = AppendJSONString(dst, pvc.ClaimName)
+		if pvc.ReadOnly {
+			dst = append(dst, `,"readOnly":true`...)
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, '}'), nil
 }
 
 // appendStringMap writes m as encoding/json does: null for nil, keys sorted.
@@ -139,9 +266,12 @@ func appendResourceList(buf []byte, l corev1.ResourceList) []byte {
 }
 
 func appendQuantity(buf []byte, q resource.Quantity) []byte {
-	var scratch [32]byte
-	number, suffix := q.CanonicalizeBytes(scratch[:0])
 	buf = append(buf, '"')
+	// CanonicalizeBytes appends the number to the slice it is given, here
+	// buf's spare capacity, as Quantity.MarshalJSON does: appending number
+	// then copies it onto itself, or from wherever CanonicalizeBytes had to
+	// put it. (A scratch array would escape, an allocation per quantity.)
+	number, suffix := q.CanonicalizeBytes(buf[len(buf):])
 	buf = append(buf, number...)
 	buf = append(buf, suffix...)
 	return append(buf, '"')

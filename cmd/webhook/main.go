@@ -61,6 +61,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.CertDir, "cert-dir", "", "directory with tls.crt and tls.key, reloaded on change")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics (0 disables)")
+	fs.StringVar(&o.PprofAddr, "pprof-addr", "0", "address of Go's /debug/pprof/ handlers (0 disables)")
 	fs.StringVar(&o.ConfigFile, "config", "", "InjectionConfig file, reloaded on change (default: the built-in config)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig to read namespace labels with (default in-cluster)")
 	fs.StringVar(&o.Namespace, "namespace", api.DefaultNamespace, "the webhook's own namespace, never mutated")

@@ -37,6 +37,9 @@ type Options struct {
 	HealthAddr string
 	// MetricsAddr serves Prometheus /metrics. Default ":8080"; "0" disables.
 	MetricsAddr string
+	// PprofAddr serves Go's pprof handlers (controller-runtime's
+	// PprofBindAddress). Default "" or "0": off.
+	PprofAddr string
 	// ConfigFile is the InjectionConfig; default "" (the built-in config).
 	ConfigFile string
 	// Kubeconfig is used to read namespace labels; default "" (in-cluster).
@@ -109,6 +112,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		Logger:                  log,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.HealthAddr,
+		PprofBindAddress:        o.PprofAddr,
 		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
 		GracefulShutdownTimeout: &o.ShutdownTimeout,
 		Cache:                   cache.Options{DefaultTransform: cache.TransformStripManagedFields()},

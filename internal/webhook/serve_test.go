@@ -162,13 +162,13 @@ current-context: fake
 	writeServingCert(t, certDir)
 
 	crlog.SetLogger(testr.New(t))
-	port, health, metrics := freePort(t), freePort(t), freePort(t)
+	port, health, metrics, pprofPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Host: "127.0.0.1", Port: port, CertDir: certDir, Kubeconfig: kubeconfig,
 			HealthAddr: fmt.Sprintf("127.0.0.1:%d", health), MetricsAddr: fmt.Sprintf("127.0.0.1:%d", metrics),
-			ShutdownTimeout: 10 * time.Second}, testr.New(t))
+			PprofAddr: fmt.Sprintf("127.0.0.1:%d", pprofPort), ShutdownTimeout: 10 * time.Second}, testr.New(t))
 	}()
 	stopped := false
 	defer func() {
@@ -202,6 +202,9 @@ current-context: fake
 	})
 	if _, err := get(fmt.Sprintf("http://127.0.0.1:%d/healthz", health)); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/cmdline", pprofPort)); err != nil {
+		t.Fatalf("--pprof-addr: %v", err)
 	}
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}

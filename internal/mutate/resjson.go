@@ -228,7 +228,17 @@ func appendStringMap(buf []byte, m map[string]string) []byte {
 	if m == nil {
 		return append(buf, "null"...)
 	}
-	var keyBuf [16]string
+	return appendSortedMap(buf, m, AppendJSONString)
+}
+
+func appendResourceList(buf []byte, l corev1.ResourceList) []byte {
+	return appendSortedMap(buf, l, appendQuantity)
+}
+
+// appendSortedMap writes a non-nil map as encoding/json does, keys sorted,
+// each value by value.
+func appendSortedMap[K ~string, V any](buf []byte, m map[K]V, value func([]byte, V) []byte) []byte {
+	var keyBuf [16]K // on the stack for the maps a pod has
 	keys := keyBuf[:0]
 	for k := range m {
 		keys = append(keys, k)
@@ -239,28 +249,9 @@ func appendStringMap(buf []byte, m map[string]string) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = AppendJSONString(buf, k)
-		buf = append(buf, ':')
-		buf = AppendJSONString(buf, m[k])
-	}
-	return append(buf, '}')
-}
-
-func appendResourceList(buf []byte, l corev1.ResourceList) []byte {
-	var keyBuf [8]corev1.ResourceName
-	keys := keyBuf[:0]
-	for k := range l {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	buf = append(buf, '{')
-	for i, k := range keys {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
 		buf = AppendJSONString(buf, string(k))
 		buf = append(buf, ':')
-		buf = appendQuantity(buf, l[k])
+		buf = value(buf, m[k])
 	}
 	return append(buf, '}')
 }

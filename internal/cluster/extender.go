@@ -26,9 +26,9 @@ type ExtenderOptions struct {
 	Args []string
 }
 
-// shippedSchedulerConfig is the KubeSchedulerConfiguration StartExtender
-// uses by default.
-const shippedSchedulerConfig = "config/scheduler/config.yaml"
+// ShippedSchedulerConfig (relative to the module root) is the
+// KubeSchedulerConfiguration StartExtender uses by default.
+const ShippedSchedulerConfig = "config/scheduler/config.yaml"
 
 // StartExtender starts bin/extender, waits until it is ready, then starts
 // the mlplane-scheduler (a second kube-scheduler whose profile
@@ -57,8 +57,8 @@ func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error
 	}
 	if opts.SchedulerConfig == "" {
 		if root, err := ModuleRoot(); err == nil {
-			if _, err := os.Stat(filepath.Join(root, shippedSchedulerConfig)); err == nil {
-				opts.SchedulerConfig = filepath.Join(root, shippedSchedulerConfig)
+			if _, err := os.Stat(filepath.Join(root, ShippedSchedulerConfig)); err == nil {
+				opts.SchedulerConfig = filepath.Join(root, ShippedSchedulerConfig)
 			}
 		}
 	}

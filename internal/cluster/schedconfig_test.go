@@ -68,7 +68,7 @@ func TestShippedSchedulerConfig(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	base, err := os.ReadFile(filepath.Join(root, shippedSchedulerConfig))
+	base, err := os.ReadFile(filepath.Join(root, ShippedSchedulerConfig))
 	if err != nil {
 		t.Skip(err)
 	}

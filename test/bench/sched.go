@@ -536,7 +536,7 @@ func schedConfigWithPercentage(dir string, pct int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile(filepath.Join(root, "config", "scheduler", "config.yaml"))
+	b, err := os.ReadFile(filepath.Join(root, cluster.ShippedSchedulerConfig))
 	if err != nil {
 		return "", err
 	}

@@ -230,6 +230,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	res := &extenderv1.ExtenderFilterResult{}
 	var passed []string
 	placer := e.o.Policy.Placer()
+	keep := int(*placer.Policy().CandidateNodes) // 0: every node that fits
 	e.o.State.View(func(c *score.Cluster, now int64) {
 		f, ok, err := podFacts(placer, c, args.Pod)
 		if err != nil {
@@ -245,10 +246,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 			return
 		}
 		passed = make([]string, 0, len(names))
-		var best topNodes
-		if want := placer.Policy().CandidateNodes; *want > 0 {
-			best.limit = int(*want)
-		}
+		best := topNodes{limit: keep}
 		counts := map[string]int{}
 		for _, name := range names {
 			n := c.Node(name)
@@ -287,7 +285,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 			res.FailedNodes, res.FailedAndUnresolvableNodes = nil, nil
 		}
 	})
-	if len(passed) == 1 && *placer.Policy().CandidateNodes == 1 {
+	if len(passed) == 1 && keep == 1 {
 		e.hold(placer, args.Pod, passed[0])
 	}
 	if args.NodeNames == nil && args.Nodes != nil {

@@ -79,6 +79,8 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.IntVar(&o.web.Rounds, "rounds", 3, "repetitions of the matrix (medians reported)")
 		fs.BoolVar(&o.web.HTTP1, "http1", false, "HTTP/1.1, a connection per client, instead of HTTP/2")
 		fs.StringVar(&o.web.Dir, "dir", "", "keep the servers' logs and certificates here (default: a temporary directory)")
+		fs.StringVar(&o.web.ProfileDir, "profile-dir", "", "write a CPU profile of each server (<target>.cpu.pprof) during its first run with --profile-clients clients here")
+		fs.IntVar(&o.web.ProfileClients, "profile-clients", 8, "concurrency of the profiled run")
 		if cmd == "webhook" {
 			fs.StringVar(&o.web.Kubeconfig, "kubeconfig", "", "existing cluster (default: start a local one)")
 		}

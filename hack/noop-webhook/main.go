@@ -29,8 +29,8 @@ import (
 
 func main() {
 	var (
-		host, certDir, healthAddr, metricsAddr, kubeconfig string
-		port                                               int
+		host, certDir, healthAddr, metricsAddr, pprofAddr, kubeconfig string
+		port                                                          int
 	)
 	// Its own flag set: controller-runtime registers --kubeconfig on the
 	// global one.
@@ -40,6 +40,7 @@ func main() {
 	fs.StringVar(&certDir, "cert-dir", "", "directory with tls.crt and tls.key")
 	fs.StringVar(&healthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&metricsAddr, "metrics-addr", ":8080", "address of /metrics (0 disables)")
+	fs.StringVar(&pprofAddr, "pprof-addr", "0", "address of Go's /debug/pprof/ handlers (0 disables), as bin/webhook's flag")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default in-cluster); the manager needs one, nothing is read")
 	_ = fs.Parse(os.Args[1:])
 
@@ -47,13 +48,13 @@ func main() {
 	ctrl.SetLogger(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, host, port, certDir, healthAddr, metricsAddr, kubeconfig); err != nil {
+	if err := run(ctx, host, port, certDir, healthAddr, metricsAddr, pprofAddr, kubeconfig); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, host string, port int, certDir, healthAddr, metricsAddr, kubeconfig string) error {
+func run(ctx context.Context, host string, port int, certDir, healthAddr, metricsAddr, pprofAddr, kubeconfig string) error {
 	cfg, err := webhook.RestConfig(kubeconfig)
 	if err != nil {
 		return err
@@ -61,6 +62,7 @@ func run(ctx context.Context, host string, port int, certDir, healthAddr, metric
 	mgr, err := manager.New(cfg, manager.Options{
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: healthAddr,
+		PprofBindAddress:       pprofAddr,
 		WebhookServer:          crwebhook.NewServer(crwebhook.Options{Host: host, Port: port, CertDir: certDir}),
 	})
 	if err != nil {

@@ -61,3 +61,48 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 	u.CPU = time.Duration(ut+st) * time.Second / clockTicks
 	return u, nil
 }
+
+// MachineCPU is the machine's CPU time since boot, from /proc/stat's "cpu"
+// line: busy (everything but idle and iowait) and total.
+type MachineCPU struct {
+	Busy, Total int64 // USER_HZ ticks
+}
+
+// ReadMachineCPU reads /proc/stat (Linux).
+func ReadMachineCPU() (MachineCPU, error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineCPU{}, err
+	}
+	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 6 || f[0] != "cpu" {
+		return MachineCPU{}, fmt.Errorf("/proc/stat: first line %q", line)
+	}
+	var m MachineCPU
+	for i, s := range f[1:] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return MachineCPU{}, fmt.Errorf("/proc/stat: %q: %w", s, err)
+		}
+		if i == 7 { // steal: neither ours nor idle
+			continue
+		}
+		if i >= 8 { // guest and guest_nice are already in user and nice
+			break
+		}
+		m.Total += v
+		if i != 3 && i != 4 { // idle, iowait
+			m.Busy += v
+		}
+	}
+	return m, nil
+}
+
+// BusySince is the fraction of CPU time busy between then and m.
+func (m MachineCPU) BusySince(then MachineCPU) float64 {
+	if m.Total <= then.Total {
+		return 0
+	}
+	return float64(m.Busy-then.Busy) / float64(m.Total-then.Total)
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -51,6 +53,13 @@ type WebhookBenchOptions struct {
 	HTTP1 bool
 	// Dir keeps logs and certificates. Default: a temporary directory.
 	Dir string
+	// ProfileDir, when set, starts both servers with Go's pprof handlers and
+	// writes <target>.cpu.pprof there: a CPU profile of each server during
+	// its first run with ProfileClients clients and one container; and
+	// <target>.client.cpu.pprof, the load generator's profile meanwhile.
+	ProfileDir string
+	// ProfileClients picks the profiled cell. Default 8.
+	ProfileClients int
 	// Logf receives progress lines. Default: discarded.
 	Logf func(format string, args ...any)
 }
@@ -61,6 +70,12 @@ type WebhookRun struct {
 	// ServerCPUMicros is the server's CPU time (user+system) per answered
 	// request, in microseconds.
 	ServerCPUMicros float64 `json:"server_cpu_us_per_req"`
+	// ClientCPUMicros is the load generator's (this process's) CPU time
+	// per answered request, in microseconds.
+	ClientCPUMicros float64 `json:"client_cpu_us_per_req"`
+	// MachineBusy is the fraction of the machine's CPU time that was busy
+	// during the run (1 = every core saturated).
+	MachineBusy float64 `json:"machine_busy"`
 	// ServerRSSMiB is the server's resident memory after the run.
 	ServerRSSMiB float64 `json:"server_rss_mib"`
 }
@@ -118,6 +133,9 @@ func (o *WebhookBenchOptions) setDefaults() error {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	if o.ProfileClients < 1 {
+		o.ProfileClients = 8
+	}
 	return nil
 }
 
@@ -125,6 +143,9 @@ func (o *WebhookBenchOptions) setDefaults() error {
 type webhookServer struct {
 	*child
 	url string
+	// pprof is the base URL of its /debug/pprof/ handlers, when started
+	// with them.
+	pprof string
 }
 
 // WebhookBench runs bin/webhook (built-in configuration, namespace labels
@@ -184,7 +205,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		{TargetMlplane, filepath.Join(o.BinDir, "webhook")},
 		{TargetNoop, o.NoopBin},
 	} {
-		s, err := startWebhookServer(ctx, t.name, t.bin, kubeconfig, certDir, o.Dir)
+		s, err := startWebhookServer(ctx, t.name, t.bin, kubeconfig, certDir, o.Dir, o.ProfileDir != "")
 		if s != nil {
 			defer s.stop()
 		}
@@ -194,13 +215,52 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		servers[t.name] = s
 	}
 
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	profiled := map[string]bool{}
 	load := func(target string, clients, containers int) (WebhookRun, error) {
 		s := servers[target]
+		var profileErr chan error
+		if o.ProfileDir != "" && !profiled[target] && clients == o.ProfileClients && containers == 1 {
+			profiled[target] = true
+			profileErr = make(chan error, 1)
+			path := filepath.Join(o.ProfileDir, target+".cpu.pprof")
+			go func() {
+				// Starts with the warm-up and ends before the run does.
+				time.Sleep(o.Warmup)
+				d := o.Duration - o.Duration/10
+				// The load generator's own profile beside the server's.
+				f, err := os.Create(filepath.Join(o.ProfileDir, target+".client.cpu.pprof"))
+				if err != nil {
+					profileErr <- err
+					return
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					profileErr <- err
+					return
+				}
+				err = fetchProfile(ctx, s.pprof, d, path)
+				pprof.StopCPUProfile()
+				profileErr <- err
+			}()
+		}
 		body, err := AdmissionReview(VLLMPod(BenchNamespace, containers))
 		if err != nil {
 			return WebhookRun{}, err
 		}
 		before, err := ReadProcUsage(s.pid())
+		if err != nil {
+			return WebhookRun{}, err
+		}
+		clientBefore, err := ReadProcUsage(os.Getpid())
+		if err != nil {
+			return WebhookRun{}, err
+		}
+		machineBefore, err := ReadMachineCPU()
 		if err != nil {
 			return WebhookRun{}, err
 		}
@@ -215,13 +275,29 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		if err != nil {
 			return WebhookRun{}, err
 		}
-		run := WebhookRun{LoadResult: res, ServerRSSMiB: float64(after.RSSBytes) / (1 << 20)}
+		clientAfter, err := ReadProcUsage(os.Getpid())
+		if err != nil {
+			return WebhookRun{}, err
+		}
+		machineAfter, err := ReadMachineCPU()
+		if err != nil {
+			return WebhookRun{}, err
+		}
+		if profileErr != nil {
+			if err := <-profileErr; err != nil {
+				return WebhookRun{}, fmt.Errorf("profile of %s: %w", target, err)
+			}
+		}
+		run := WebhookRun{LoadResult: res, ServerRSSMiB: float64(after.RSSBytes) / (1 << 20),
+			MachineBusy: machineAfter.BusySince(machineBefore)}
 		// CPU over warm-up and measurement, per request answered in both:
 		// the measured rate times the whole time approximates the count.
 		if n := res.RPS * (o.Duration + o.Warmup).Seconds(); n > 0 {
 			run.ServerCPUMicros = float64(after.CPU-before.CPU) / float64(time.Microsecond) / n
+			run.ClientCPUMicros = float64(clientAfter.CPU-clientBefore.CPU) / float64(time.Microsecond) / n
 		}
-		o.Logf("%-7s containers %2d  %s  server CPU %.0f µs/req", target, containers, res, run.ServerCPUMicros)
+		o.Logf("%-7s containers %2d  %s  server CPU %.0f µs/req  client CPU %.0f µs/req  machine busy %.0f%%",
+			target, containers, res, run.ServerCPUMicros, run.ClientCPUMicros, 100*run.MachineBusy)
 		if res.Requests == 0 {
 			return run, fmt.Errorf("%s answered nothing: %s", target, res.FirstError)
 		}
@@ -302,11 +378,13 @@ func medianRun(rs []WebhookRun) WebhookRun {
 	m.Mean = pick(func(r WebhookRun) float64 { return r.Mean })
 	m.ServerCPUMicros = pick(func(r WebhookRun) float64 { return r.ServerCPUMicros })
 	m.ServerRSSMiB = pick(func(r WebhookRun) float64 { return r.ServerRSSMiB })
+	m.ClientCPUMicros = pick(func(r WebhookRun) float64 { return r.ClientCPUMicros })
+	m.MachineBusy = pick(func(r WebhookRun) float64 { return r.MachineBusy })
 	return m
 }
 
-func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir string) (*webhookServer, error) {
-	var ports [3]int
+func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir string, pprof bool) (*webhookServer, error) {
+	var ports [4]int
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -322,6 +400,10 @@ func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir
 		"--cert-dir=" + certDir,
 		"--kubeconfig=" + kubeconfig,
 	}
+	if pprof {
+		// Both binaries take --pprof-addr.
+		args = append(args, fmt.Sprintf("--pprof-addr=127.0.0.1:%d", ports[3]))
+	}
 	if name == TargetMlplane {
 		args = append([]string{"serve"}, args...)
 	}
@@ -330,6 +412,9 @@ func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir
 		return nil, err
 	}
 	s := &webhookServer{child: c, url: fmt.Sprintf("https://127.0.0.1:%d%s", ports[0], api.WebhookPath)}
+	if pprof {
+		s.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", ports[3])
+	}
 	return s, c.waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), time.Minute)
 }
 
@@ -358,12 +443,13 @@ func (r *WebhookReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "machine: %d CPUs, %s, %s, load average at start %s\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAverage)
 	fmt.Fprintf(&b, "protocol: %s; medians of %d rounds\n\n", r.Protocol, roundsOf(r.Throughput))
 	b.WriteString("throughput (vLLM pod, 1 container)\n")
-	b.WriteString("clients | no-op req/s | mlplane req/s | ratio | no-op p50/p99 ms | mlplane p50/p90/p99 ms | mlplane max ms | server CPU µs/req no-op / mlplane | errors\n")
+	b.WriteString("clients | no-op req/s | mlplane req/s | ratio | no-op p50/p99 ms | mlplane p50/p90/p99 ms | mlplane max ms | server CPU µs/req no-op / mlplane | client CPU µs/req no-op / mlplane | machine busy no-op / mlplane | errors\n")
 	writePairs(&b, r.Throughput, func(noop, ml WebhookCase) string {
-		return fmt.Sprintf("%7d | %11.0f | %13.0f | %4.0f%% | %6.2f / %6.2f | %5.2f / %5.2f / %5.2f | %7.2f | %5.0f / %5.0f | %d",
+		return fmt.Sprintf("%7d | %11.0f | %13.0f | %4.0f%% | %6.2f / %6.2f | %5.2f / %5.2f / %5.2f | %7.2f | %5.0f / %5.0f | %5.0f / %5.0f | %3.0f%% / %3.0f%% | %d",
 			ml.Clients, noop.Median.RPS, ml.Median.RPS, 100*ml.Median.RPS/noop.Median.RPS,
 			noop.Median.P50, noop.Median.P99, ml.Median.P50, ml.Median.P90, ml.Median.P99, ml.Median.Max,
-			noop.Median.ServerCPUMicros, ml.Median.ServerCPUMicros, noop.Median.Errors+ml.Median.Errors)
+			noop.Median.ServerCPUMicros, ml.Median.ServerCPUMicros, noop.Median.ClientCPUMicros, ml.Median.ClientCPUMicros,
+			100*noop.Median.MachineBusy, 100*ml.Median.MachineBusy, noop.Median.Errors+ml.Median.Errors)
 	})
 	if len(r.PodSize) > 0 {
 		fmt.Fprintf(&b, "\nlatency against pod size (%d client(s))\n", r.PodSize[0].Clients)
@@ -395,4 +481,31 @@ func writePairs(b *strings.Builder, cs []WebhookCase, line func(noop, ml Webhook
 		b.WriteString(line(noop, ml))
 		b.WriteByte('\n')
 	}
+}
+
+// fetchProfile writes a CPU profile of d from the pprof handlers at base.
+func fetchProfile(ctx context.Context, base string, d time.Duration, path string) error {
+	secs := max(1, int(d/time.Second))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%sprofile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: HTTP %d: %s", req.URL, resp.StatusCode, b)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

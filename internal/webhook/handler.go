@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -234,43 +233,14 @@ type requestIn struct {
 	pod *corev1.Pod
 }
 
-// podReviewIn is reviewIn with the object decoded as a Pod in the same pass.
-// (requestIn's fields are repeated rather than embedded: encoding/json would
-// name an embedded struct in the field path of its errors.)
-type podReviewIn struct {
-	metav1.TypeMeta `json:",inline"`
-	Request         *struct {
-		UID         types.UID               `json:"uid"`
-		Kind        metav1.GroupVersionKind `json:"kind"`
-		SubResource string                  `json:"subResource"`
-		Namespace   string                  `json:"namespace"`
-		Operation   admissionv1.Operation   `json:"operation"`
-		Object      *corev1.Pod             `json:"object"`
-	} `json:"request"`
-}
-
-// reviewKeys are the JSON names of the fields of reviewIn, requestIn and
-// metav1.GroupVersionKind: the keys encoding/json also matches in another
-// case, and sigs.k8s.io/json does not.
-var reviewKeys = []string{"kind", "apiVersion", "request", "uid", "subResource", "namespace", "operation", "object", "group", "version"}
-
 // readReview reads an AdmissionReview. The review the API server sends, a
-// pod's, is scanned once: sigs.k8s.io/json decodes the object straight into
-// a Pod while it reads the request (encoding/json validating the review and
-// copying the object into a json.RawMessage cost about as much as decoding
-// the pod from it). Whatever that pass cannot take exactly as the two-step
-// decode would (an error, which the two-step decode words; no object or a
-// null one; keys that only match case-insensitively; a repeated object,
-// which a Pod would merge and a RawMessage replaces) goes the two-step way,
-// so answers and messages do not depend on the path.
+// pod's, is read by onePass; whatever onePass cannot take exactly as the
+// two-step decode would (encoding/json reading the review, the object kept
+// as JSON for sigs.k8s.io/json to decode as a Pod in admit) goes the
+// two-step way, which also words the errors.
 func readReview(data []byte) (*reviewIn, error) {
-	if exactKeys(data) {
-		var fast podReviewIn
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &fast); err == nil && fast.Request != nil && fast.Request.Object != nil {
-			r := fast.Request
-			return &reviewIn{TypeMeta: fast.TypeMeta, Request: &requestIn{UID: r.UID, Kind: r.Kind, SubResource: r.SubResource,
-				Namespace: r.Namespace, Operation: r.Operation, pod: r.Object}}, nil
-		}
+	if r := onePass(data); r != nil {
+		return r, nil
 	}
 	var review reviewIn
 	if err := json.Unmarshal(data, &review); err != nil {
@@ -285,89 +255,6 @@ func readReview(data []byte) (*reviewIn, error) {
 		return nil, &httpError{http.StatusBadRequest, msg}
 	}
 	return &review, nil
-}
-
-// exactKeys reports whether sigs.k8s.io/json, which matches keys exactly,
-// reads the review's fields as encoding/json does: no object key, at any
-// depth, is one of reviewKeys but for case (non-ASCII or escaped keys count
-// as such, since Unicode folding and escapes could make them one), and
-// "object" is a key at most once. It does not check the JSON, which the
-// decoders do: it finds each key from the colon after it (a colon that
-// follows a closing quote, one no backslash escapes, ends a key) and so
-// skips values, the bulk of a pod, at the speed of bytes.IndexByte.
-func exactKeys(data []byte) bool {
-	objects := 0
-	for i := 0; ; i++ {
-		n := bytes.IndexByte(data[i:], ':')
-		if n < 0 {
-			return true
-		}
-		i += n
-		end := i - 1
-		for end >= 0 && (data[end] == ' ' || data[end] == '\t' || data[end] == '\n' || data[end] == '\r') {
-			end--
-		}
-		if end < 0 || data[end] != '"' || escaped(data, end) {
-			continue // a colon in a string
-		}
-		start, plain := end-1, true
-		for ; start >= 0 && data[start] != '"'; start-- {
-			if c := data[start]; c == '\\' || c >= utf8.RuneSelf {
-				plain = false
-			}
-		}
-		if start < 0 {
-			continue // not JSON
-		}
-		if !plain || escaped(data, start) { // an escape, or a quote, in the key
-			return false
-		}
-		key := data[start+1 : end]
-		if len(key) >= len(reviewKeysByLen) {
-			continue
-		}
-		for _, k := range reviewKeysByLen[len(key)] {
-			if equalFoldLetters(key, k) {
-				if string(key) != k {
-					return false
-				}
-				if k == "object" {
-					if objects++; objects > 1 {
-						return false
-					}
-				}
-			}
-		}
-	}
-}
-
-// reviewKeysByLen are reviewKeys by length.
-var reviewKeysByLen = func() (t [len("subResource") + 1][]string) {
-	for _, k := range reviewKeys {
-		t[len(k)] = append(t[len(k)], k)
-	}
-	return t
-}()
-
-// equalFoldLetters reports whether ASCII b equals the letters of name but
-// for case, as encoding/json's folding compares them.
-func equalFoldLetters(b []byte, name string) bool {
-	for i := range len(b) {
-		if b[i]|0x20 != name[i]|0x20 { // only letters fold onto letters
-			return false
-		}
-	}
-	return true
-}
-
-// escaped reports whether a backslash escapes data[i]: whether an odd run of
-// them precedes it.
-func escaped(data []byte, i int) bool {
-	j := i
-	for j > 0 && data[j-1] == '\\' {
-		j--
-	}
-	return (i-j)%2 == 1
 }
 
 // admit fills resp for one AdmissionRequest. It writes the patch into buf

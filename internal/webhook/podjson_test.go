@@ -1,0 +1,148 @@
+package webhook
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/randfill"
+
+	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/mutate"
+)
+
+// TestOnePassMutatesAsWholePod: for pods with every field filled at random
+// (shaped so that the mutator injects, warns and refuses), the mutator
+// answers the pod onePass reads exactly as it answers the whole pod. A
+// mutator that read a field onePass skips would fail here.
+func TestOnePassMutatesAsWholePod(t *testing.T) {
+	data, err := os.ReadFile("../mutate/testdata/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := mutate.LoadConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mutate.New(cfg, mutate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := mutate.Namespace{Name: "ml", Labels: map[string]string{api.LabelInject: api.NamespaceInjectEnabled}}
+	f := randfill.NewWithSeed(7).NilChance(0.2).NumElements(0, 3).Funcs(
+		func(q *resource.Quantity, c randfill.Continue) {
+			*q = *resource.NewQuantity(c.Int63n(1<<20), []resource.Format{resource.DecimalSI, resource.BinarySI}[c.Intn(2)])
+		},
+		func(f *metav1.FieldsV1, c randfill.Continue) { f.Raw = []byte(`{"f:spec":{}}`) },
+		func(tm *metav1.Time, c randfill.Continue) { *tm = metav1.Unix(c.Int63n(1<<31), 0).Rfc3339Copy() },
+		func(tm *metav1.MicroTime, c randfill.Continue) { *tm = metav1.NewMicroTime(metav1.Unix(c.Int63n(1<<31), 0).Time) },
+	)
+	counts := map[string]int{}
+	for i := range 400 {
+		var pod corev1.Pod
+		f.Fill(&pod)
+		shape(&pod, f, i)
+		body := review(t, &pod, admissionv1.Create)
+		r := onePass(body)
+		if r == nil || r.Request.pod == nil {
+			t.Fatalf("pod %d: onePass left the API server's review to the two-step decode: %s", i, body)
+		}
+		var whole corev1.Pod
+		if err := kjson.UnmarshalCaseSensitivePreserveInts(mustObject(t, body), &whole); err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		got, kinds := answer(m, r.Request.pod, ns)
+		want, _ := answer(m, &whole, ns)
+		if got != want {
+			t.Fatalf("pod %d: the mutator answers the one-pass pod\n%s\nand the whole pod\n%s\nreview: %s", i, got, want, body)
+		}
+		for _, k := range kinds {
+			counts[k]++
+		}
+	}
+	t.Logf("answers: %v", counts)
+	for _, k := range []string{"patched", "refused", "warned"} {
+		if counts[k] < 20 {
+			t.Errorf("only %d of 400 pods were %s: the test no longer covers that path (%v)", counts[k], k, counts)
+		}
+	}
+}
+
+// shape makes a random pod one the mutator works on: opted in, a model and
+// GPU memory asked for, and, at random, what makes it warn or refuse.
+func shape(p *corev1.Pod, f *randfill.Filler, i int) {
+	p.Namespace = "ml"
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	delete(p.Annotations, api.AnnotationStatus)
+	delete(p.Labels, api.LabelInject)
+	p.Annotations[api.AnnotationModelURI] = "hf://org/model-" + fmt.Sprint(i%7)
+	p.Annotations[api.AnnotationGPUMemory] = []string{"20Gi", "40Gi", "1Gi"}[i%3]
+	for _, k := range []string{api.AnnotationContainer, api.AnnotationProfile, api.AnnotationTemplates, api.AnnotationGPUCount, api.AnnotationModelSecret} {
+		delete(p.Annotations, k)
+	}
+	if i%4 == 1 {
+		p.Annotations[api.AnnotationTemplates] = "metrics,proxy"
+	}
+	if i%5 == 2 {
+		p.Annotations[api.AnnotationProfile] = "gpu"
+	}
+	if len(p.Spec.Containers) == 0 {
+		p.Spec.Containers = make([]corev1.Container, 1)
+		f.Fill(&p.Spec.Containers[0])
+	}
+	for j := range p.Spec.Containers {
+		p.Spec.Containers[j].Name = fmt.Sprintf("c%d", j)
+	}
+	for j := range p.Spec.InitContainers {
+		p.Spec.InitContainers[j].Name = fmt.Sprintf("i%d", j)
+	}
+	c := &p.Spec.Containers[0]
+	switch i % 6 {
+	case 0: // the user's MODEL_URI: replaced, with a warning
+		c.Env = append(c.Env, corev1.EnvVar{Name: api.EnvModelURI, Value: "s3://other"})
+	case 1: // a mount where the model goes: refused
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "x", MountPath: api.ModelMountPath})
+	case 2: // GPU memory the annotation contradicts: refused
+		if c.Resources.Limits == nil {
+			c.Resources.Limits = corev1.ResourceList{}
+		}
+		c.Resources.Limits[api.ResourceGPUMemory] = resource.MustParse("7")
+	case 3: // a name the webhook wants taken: renamed
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "mlplane-models"})
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "mlplane-model-loader"}})
+	}
+}
+
+// answer is the mutator's answer as text, and what kind it is.
+func answer(m *mutate.Mutator, p *corev1.Pod, ns mutate.Namespace) (string, []string) {
+	res, err := m.Mutate(p, ns)
+	var kinds []string
+	if len(res.Warnings) > 0 {
+		kinds = append(kinds, "warned")
+	}
+	if err != nil {
+		return fmt.Sprintf("refused: %v\nwarnings: %q", err, res.Warnings), append(kinds, "refused")
+	}
+	patch, perr := mutate.AppendPatch(nil, res.Patch)
+	if len(res.Patch) > 0 {
+		kinds = append(kinds, "patched")
+	}
+	return fmt.Sprintf("patch: %s %v\nwarnings: %q\nskipped: %q", patch, perr, res.Warnings, res.Skipped), kinds
+}
+
+func mustObject(t *testing.T, body []byte) []byte {
+	t.Helper()
+	var r reviewIn
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &r); err != nil || r.Request == nil {
+		t.Fatalf("review %s: %v", body, err)
+	}
+	return r.Request.Object
+}

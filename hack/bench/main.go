@@ -81,6 +81,10 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.StringVar(&o.web.Dir, "dir", "", "keep the servers' logs and certificates here (default: a temporary directory)")
 		fs.StringVar(&o.web.ProfileDir, "profile-dir", "", "write a CPU profile of each server (<target>.cpu.pprof) during its first run with --profile-clients clients here")
 		fs.IntVar(&o.web.ProfileClients, "profile-clients", 8, "concurrency of the profiled run")
+		fs.Func("webhook-arg", "an argument added to bin/webhook's command line (repeatable)", func(s string) error {
+			o.web.WebhookArgs = append(o.web.WebhookArgs, s)
+			return nil
+		})
 		if cmd == "webhook" {
 			fs.StringVar(&o.web.Kubeconfig, "kubeconfig", "", "existing cluster (default: start a local one)")
 		}

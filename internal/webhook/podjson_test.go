@@ -40,7 +40,9 @@ func TestOnePassMutatesAsWholePod(t *testing.T) {
 		},
 		func(f *metav1.FieldsV1, c randfill.Continue) { f.Raw = []byte(`{"f:spec":{}}`) },
 		func(tm *metav1.Time, c randfill.Continue) { *tm = metav1.Unix(c.Int63n(1<<31), 0).Rfc3339Copy() },
-		func(tm *metav1.MicroTime, c randfill.Continue) { *tm = metav1.NewMicroTime(metav1.Unix(c.Int63n(1<<31), 0).Time) },
+		func(tm *metav1.MicroTime, c randfill.Continue) {
+			*tm = metav1.NewMicroTime(metav1.Unix(c.Int63n(1<<31), 0).Time)
+		},
 	)
 	counts := map[string]int{}
 	for i := range 400 {

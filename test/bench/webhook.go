@@ -60,6 +60,8 @@ type WebhookBenchOptions struct {
 	ProfileDir string
 	// ProfileClients picks the profiled cell. Default 8.
 	ProfileClients int
+	// WebhookArgs are added to bin/webhook's command line.
+	WebhookArgs []string
 	// Logf receives progress lines. Default: discarded.
 	Logf func(format string, args ...any)
 }
@@ -205,7 +207,11 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		{TargetMlplane, filepath.Join(o.BinDir, "webhook")},
 		{TargetNoop, o.NoopBin},
 	} {
-		s, err := startWebhookServer(ctx, t.name, t.bin, kubeconfig, certDir, o.Dir, o.ProfileDir != "")
+		var extra []string
+		if t.name == TargetMlplane {
+			extra = o.WebhookArgs
+		}
+		s, err := startWebhookServer(ctx, t.name, t.bin, kubeconfig, certDir, o.Dir, o.ProfileDir != "", extra...)
 		if s != nil {
 			defer s.stop()
 		}
@@ -383,7 +389,7 @@ func medianRun(rs []WebhookRun) WebhookRun {
 	return m
 }
 
-func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir string, pprof bool) (*webhookServer, error) {
+func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir string, pprof bool, extra ...string) (*webhookServer, error) {
 	var ports [4]int
 	for i := range ports {
 		p, err := freePort()
@@ -404,6 +410,7 @@ func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir
 		// Both binaries take --pprof-addr.
 		args = append(args, fmt.Sprintf("--pprof-addr=127.0.0.1:%d", ports[3]))
 	}
+	args = append(args, extra...)
 	if name == TargetMlplane {
 		args = append([]string{"serve"}, args...)
 	}

@@ -55,9 +55,9 @@ func (r *resourcesValue) appendJSON(buf []byte) ([]byte, error) {
 
 // AppendPatch appends ops as JSON to dst: the bytes json.Marshal(ops)
 // writes, without encoding/json's reflection where the value's type is one
-// the builder makes often (strings, maps of strings, resources, env vars,
-// volumes), nor its validation and compaction of what
-// resourcesValue.MarshalJSON writes. Other values, containers above all, go
+// the builder makes (strings, maps of strings, resources, env vars,
+// volumes, containers, volume mounts; containerjson.go), nor its validation
+// and compaction of what resourcesValue.MarshalJSON writes. Other values go
 // through json.Marshal one by one. TestAppendPatch and FuzzMutate compare
 // the two; a field a newer k8s.io/api adds without omitempty would show
 // there.
@@ -96,6 +96,14 @@ func AppendPatch(dst []byte, ops []Op) ([]byte, error) {
 			dst, err = appendVolume(dst, v)
 		case []*corev1.Volume:
 			dst, err = appendList(dst, v, func(dst []byte, v **corev1.Volume) ([]byte, error) { return appendVolume(dst, *v) })
+		case *corev1.Container:
+			dst, err = appendContainer(dst, v)
+		case []*corev1.Container:
+			dst, err = appendList(dst, v, func(dst []byte, v **corev1.Container) ([]byte, error) { return appendContainer(dst, *v) })
+		case *corev1.VolumeMount:
+			dst, err = appendVolumeMount(dst, v)
+		case []*corev1.VolumeMount:
+			dst, err = appendList(dst, v, func(dst []byte, v **corev1.VolumeMount) ([]byte, error) { return appendVolumeMount(dst, *v) })
 		default:
 			dst, err = appendMarshal(dst, v)
 		}

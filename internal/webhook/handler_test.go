@@ -324,6 +324,20 @@ func TestHandlerBadRequests(t *testing.T) {
 	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 10 {
 		t.Errorf("bad_request count %v, want 10", n)
 	}
+
+	// A wrong type in a field the webhook does not read is not reported:
+	// the pod is mutated, and the API server validates it afterwards.
+	odd := strings.Replace(string(review(t, vllmPod(), admissionv1.Create)), `"containerPort":8000`, `"containerPort":"http"`, 1)
+	if !strings.Contains(odd, `"containerPort":"http"`) {
+		t.Fatal("no containerPort in the review")
+	}
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest(http.MethodPost, Path, strings.NewReader(odd))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
+	if resp := decodeReview(t, rec.Body.Bytes()); rec.Code != http.StatusOK || !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("pod with a string containerPort: HTTP %d %s", rec.Code, rec.Body)
+	}
 }
 
 func BenchmarkHandler(b *testing.B) {

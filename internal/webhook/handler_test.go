@@ -334,7 +334,7 @@ func TestHandlerBadRequests(t *testing.T) {
 	rec = httptest.NewRecorder()
 	req = httptest.NewRequest(http.MethodPost, Path, strings.NewReader(odd))
 	req.Header.Set("Content-Type", "application/json")
-	h.ServeHTTP(rec, req)
+	newTestHandler(t, testNamespaces, HandlerOptions{}).ServeHTTP(rec, req)
 	if resp := decodeReview(t, rec.Body.Bytes()); rec.Code != http.StatusOK || !resp.Allowed || len(resp.Patch) == 0 {
 		t.Fatalf("pod with a string containerPort: HTTP %d %s", rec.Code, rec.Body)
 	}

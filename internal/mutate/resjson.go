@@ -12,7 +12,8 @@ import (
 )
 
 // resourcesValue is the value of a patch operation that writes a container's
-// resources. It marshals exactly like corev1.ResourceRequirements, without
+// resources. It marshals exactly like corev1.ResourceRequirements (each
+// quantity as Quantity.MarshalJSON writes it), without
 // encoding/json's reflection over maps of Quantity (an allocation or two per
 // entry), which is most of what encoding a patch costs.
 type resourcesValue corev1.ResourceRequirements
@@ -202,14 +203,8 @@ func appendVolume(dst []byte, v *corev1.Volume) ([]byte, error) {
 			if len(dst) > n {
 				dst = append(dst, ',')
 			}
-			// Quantity.MarshalJSON, not appendQuantity: a parsed
-			// quantity keeps its own spelling ("+1Gi").
-			b, err := ed.SizeLimit.MarshalJSON()
-			if err != nil {
-				return nil, &json.MarshalerError{Type: reflect.TypeFor[*resource.Quantity](), Err: err}
-			}
 			dst = append(dst, `"sizeLimit":`...)
-			dst = append(dst, b...)
+			dst = appendQuantity(dst, *ed.SizeLimit)
 		}
 		if ed.Mode != nil {
 			if len(dst) > n {
@@ -264,16 +259,12 @@ func appendSortedMap[K ~string, V any](buf []byte, m map[K]V, value func([]byte,
 	return append(buf, '}')
 }
 
+// appendQuantity writes q as Quantity.MarshalJSON does: the spelling it
+// was parsed from, when it kept one ("+1Gi"), else its canonical form.
+// (String, on this copy, returns the kept spelling without allocating, and
+// allocates the canonical form only for a quantity that has none.)
 func appendQuantity(buf []byte, q resource.Quantity) []byte {
-	buf = append(buf, '"')
-	// CanonicalizeBytes appends the number to the slice it is given, here
-	// buf's spare capacity, as Quantity.MarshalJSON does: appending number
-	// then copies it onto itself, or from wherever CanonicalizeBytes had to
-	// put it. (A scratch array would escape, an allocation per quantity.)
-	number, suffix := q.CanonicalizeBytes(buf[len(buf):])
-	buf = append(buf, number...)
-	buf = append(buf, suffix...)
-	return append(buf, '"')
+	return append(append(append(buf, '"'), q.String()...), '"')
 }
 
 // AppendJSONString appends s quoted exactly as encoding/json quotes it

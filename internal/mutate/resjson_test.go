@@ -13,7 +13,13 @@ import (
 // TestResourcesValueJSON: the hand-written encoding equals encoding/json's.
 func TestResourcesValueJSON(t *testing.T) {
 	q := resource.MustParse
+	// Quantities as a pod's JSON gives them: some keep their spelling.
+	var spelled corev1.ResourceList
+	if err := json.Unmarshal([]byte(`{"a":"+1Gi","b":"01","c":"1024Mi","d":"0.5","e":2,"f":"1e3"}`), &spelled); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []corev1.ResourceRequirements{
+		{Requests: spelled, Limits: spelled},
 		{},
 		{Requests: corev1.ResourceList{"cpu": q("100m"), "memory": q("1Gi"), api.ResourceGPUMemory: *resource.NewQuantity(40960, resource.DecimalSI)}},
 		{Limits: corev1.ResourceList{"memory": q("1.5Gi"), "ephemeral-storage": q("1e3"), "cpu": q("0")}},

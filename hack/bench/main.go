@@ -6,7 +6,7 @@
 //	bench agent    [--window 60s]
 //	bench short    webhook + agent on one local cluster, then packing
 //	bench packing  [--traces 'examples/traces/*.yaml'] [--svg-dir docs/benchmarks]
-//	bench sched    [--nodes 1000] [--pods 5000] [--workers 32] [--modes extender,plain] [--rounds 1]
+//	bench sched    [--nodes 1000] [--pods 5000] [--workers 32] [--modes extender,plain] [--rounds 1] [--backlog]
 //	bench gobench  FILE   medians of `go test -bench -count N` output
 //
 // Common flags: --out DIR (default _output/bench), --bin DIR (default bin/).
@@ -112,6 +112,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.IntVar(&o.sched.Rounds, "rounds", 1, "repetitions of the modes")
 		fs.StringVar(&o.sched.Dir, "dir", "", "keep the cluster's files (logs) here")
 		fs.StringVar(&o.sched.PolicyFile, "policy", "", "the extender's PlacementPolicy file (default: built-in)")
+		fs.BoolVar(&o.sched.Backlog, "backlog", false, "create each run's pods with its scheduler stopped, then start it (scheduling alone, as scheduler_perf measures)")
 		pct := fs.Int("percentage-of-nodes-to-score", -1, "mlplane-scheduler's percentageOfNodesToScore, 0 for kube-scheduler's adaptive default (default: as in config/scheduler/config.yaml)")
 		if err := fs.Parse(args); err != nil {
 			return err

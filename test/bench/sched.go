@@ -366,9 +366,9 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 		withIDs    atomic.Int64
 		firstBound atomic.Int64 // unix nanos
 		lastBound  atomic.Int64 // unix nanos
-		seen      sync.Map     // name -> struct{}
-		allBound  = make(chan struct{})
-		closeOnce sync.Once
+		seen       sync.Map     // name -> struct{}
+		allBound   = make(chan struct{})
+		closeOnce  sync.Once
 	)
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns),
 		informers.WithTransform(stripManagedFields))

@@ -18,12 +18,14 @@ import (
 	"github.com/mlplane/mlplane/internal/score/extender"
 )
 
-// Client rate limits: the extender creates a Binding per pod (carrying the
-// GPU annotation), and a burst of pods must not queue behind client-go's
-// default 5 QPS.
+// Client rate limits (--kube-api-qps, --kube-api-burst): the extender
+// creates a Binding per pod (carrying the GPU annotation), and a burst of
+// pods must not queue behind client-go's default 5 QPS. The API server's
+// priority and fairness protects it; kube-scheduler's own binds are not
+// limited below the extender's.
 const (
-	clientQPS   = 200
-	clientBurst = 400
+	clientQPS   = 500
+	clientBurst = 1000
 )
 
 func runServe(args []string, stderr io.Writer) int {
@@ -38,6 +40,13 @@ func runServe(args []string, stderr io.Writer) int {
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster config when empty)")
 	fs.StringVar(&o.PolicyPath, "policy", "", "PlacementPolicy YAML file, reloaded on change (built-in policy when empty)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader is ready and binds")
+	var qps float64
+	var burst int
+	fs.Float64Var(&qps, "kube-api-qps", clientQPS, "queries per second to the API server")
+	fs.IntVar(&burst, "kube-api-burst", clientBurst, "burst of queries to the API server")
+	fs.IntVar(&o.MaxConcurrentBinds, "max-concurrent-binds", extender.DefaultMaxConcurrentBinds, "binds working at once; more wait for a slot")
+	fs.DurationVar(&o.BindQueueTimeout, "bind-queue-timeout", extender.DefaultBindQueueTimeout, "how long a bind waits for a slot before it is refused as busy (keep it below the scheduler's httpTimeout)")
+	fs.DurationVar(&o.FilterWaitTimeout, "filter-wait-timeout", extender.DefaultFilterWaitTimeout, "how long a filter call waits while more binds wait for a slot than there are slots (keep it below the scheduler's httpTimeout)")
 	fs.StringVar(&o.Namespace, "namespace", api.DefaultNamespace, "namespace of the leader election Lease")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -53,7 +62,10 @@ func runServe(args []string, stderr io.Writer) int {
 		klog.ErrorS(err, "loading kubeconfig")
 		return 1
 	}
-	cfg.QPS, cfg.Burst = clientQPS, clientBurst
+	if qps <= 0 || burst <= 0 || o.MaxConcurrentBinds <= 0 || o.BindQueueTimeout <= 0 || o.FilterWaitTimeout <= 0 {
+		return usageError("--kube-api-qps, --kube-api-burst, --max-concurrent-binds, --bind-queue-timeout and --filter-wait-timeout must be positive")
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
 	cfg.UserAgent = "mlplane-extender"
 	o.Client, err = kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -25,6 +25,9 @@ const (
 	BindConflict  = "conflict"
 	BindError     = "error"
 	BindNotLeader = "not_leader"
+	// BindBusy: MaxConcurrentBinds binds were working for all of
+	// BindQueueTimeout; the scheduler retries the pod after its back-off.
+	BindBusy = "busy"
 )
 
 // Bind picks GPUs for the pod on the chosen node, reserves them and creates
@@ -83,6 +86,16 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 		return BindInProgress, fmt.Errorf("a bind of pod %s is already in progress", key)
 	}
 	defer e.inFlight.Delete(key)
+	defer e.filtered.Delete(key)
+	if !e.acquireBindSlot(ctx) {
+		// The GPUs the filter held for the pod are free again until its
+		// next try; a reservation of an earlier bind stays.
+		if args.PodUID != "" {
+			e.o.State.ReleaseHold(args.PodUID)
+		}
+		return BindBusy, fmt.Errorf("extender busy: %d binds working for over %v; retry later", cap(e.bindSlots), e.o.BindQueueTimeout)
+	}
+	defer func() { <-e.bindSlots }()
 
 	pod, err := e.lookup(ctx, args)
 	if err != nil {
@@ -149,12 +162,45 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 	return BindBound, nil
 }
 
-// lookup finds the pod to bind: from the informer's cache, or with one GET
-// when the cache does not hold it (yet) under the UID the scheduler named.
+// acquireBindSlot takes one of the MaxConcurrentBinds slots, waiting at
+// most BindQueueTimeout.
+func (e *Extender) acquireBindSlot(ctx context.Context) bool {
+	select {
+	case e.bindSlots <- struct{}{}:
+		return true
+	default:
+	}
+	e.bindWaiting.Add(1)
+	defer e.bindWaiting.Add(-1)
+	t := time.NewTimer(e.o.BindQueueTimeout)
+	defer t.Stop()
+	select {
+	case e.bindSlots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// lookup finds the pod to bind: from the informer's cache, else as the
+// filter call carried it, else with one GET, under the UID the scheduler
+// named. (The filter's copy is as fresh as a cache that had seen the pod
+// then: a pod bound since is refused by the Binding and read back, one
+// replaced has another UID.)
 func (e *Extender) lookup(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (*corev1.Pod, error) {
 	if pod, ok := e.o.PodCache(args.PodNamespace, args.PodName); ok && (args.PodUID == "" || pod.UID == args.PodUID) {
+		e.o.Metrics.bindPodSource.WithLabelValues("cache").Inc()
 		return pod, nil
 	}
+	if v, ok := e.filtered.Load(args.PodNamespace + "/" + args.PodName); ok {
+		if f := v.(filteredPod); f.pod.UID == args.PodUID && args.PodUID != "" {
+			e.o.Metrics.bindPodSource.WithLabelValues("filter").Inc()
+			return f.pod, nil
+		}
+	}
+	e.o.Metrics.bindPodSource.WithLabelValues("get").Inc()
 	pod, err := e.o.Client.CoreV1().Pods(args.PodNamespace).Get(ctx, args.PodName, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("reading pod: %w", err)

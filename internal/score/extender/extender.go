@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -67,13 +68,89 @@ type Options struct {
 	// MaxBodyBytes bounds a request body (default 64 MiB, room for a filter
 	// call with Node objects of a large cluster).
 	MaxBodyBytes int64
+	// MaxConcurrentBinds bounds the binds working at once (default
+	// DefaultMaxConcurrentBinds). kube-scheduler binds each pod on a
+	// goroutine of its own; with a backlog of pods it starts binds faster
+	// than the API server takes Bindings, and more binds at once only queue
+	// in the client, where they outlive the scheduler's httpTimeout.
+	MaxConcurrentBinds int
+	// BindQueueTimeout is how long a bind waits for a free slot before it
+	// is refused as busy, so that the scheduler retries the pod with its
+	// back-off instead of giving up on a call that is still waiting
+	// (default DefaultBindQueueTimeout, half the shipped httpTimeout).
+	BindQueueTimeout time.Duration
+	// FilterWaitTimeout bounds how long a filter call waits while more
+	// binds wait for a slot than there are slots (default
+	// DefaultFilterWaitTimeout). The scheduler's scheduling cycle waits on
+	// the filter, so it then places pods no faster than they are bound:
+	// the binds it starts wait for well under BindQueueTimeout, rather than
+	// failing and coming back (each failure also costs the scheduler a pod
+	// status update and an event).
+	FilterWaitTimeout time.Duration
 }
+
+// Defaults of the bind limits.
+const (
+	DefaultMaxConcurrentBinds = 64
+	DefaultBindQueueTimeout   = 5 * time.Second
+	DefaultFilterWaitTimeout  = 5 * time.Second
+)
 
 // Extender implements the verbs.
 type Extender struct {
 	o Options
 	// inFlight holds the pods ("namespace/name") being bound.
 	inFlight sync.Map
+	// filtered holds the pods the filter found a node for
+	// ("namespace/name" -> filteredPod), for their bind when the informer
+	// has not delivered them yet: the filter call carries the whole pod.
+	filtered      sync.Map
+	filteredCount atomic.Int64
+	// bindSlots holds a token per bind working (MaxConcurrentBinds);
+	// bindWaiting counts the binds waiting for one.
+	bindSlots   chan struct{}
+	bindWaiting atomic.Int64
+}
+
+// filteredPod is a pod from a filter call, kept until its bind or until.
+type filteredPod struct {
+	pod   *corev1.Pod
+	until int64 // unix nanos
+}
+
+// filteredTTL is how long a filter's pod is kept for its bind.
+const filteredTTL = time.Minute
+
+// bindsBacklogged reports whether more binds wait for a slot than there
+// are slots.
+func (e *Extender) bindsBacklogged() bool {
+	return e.bindWaiting.Load() > int64(cap(e.bindSlots))
+}
+
+// waitForBinds holds a filter call until the binds are no longer
+// backlogged, or FilterWaitTimeout.
+func (e *Extender) waitForBinds() {
+	e.o.Metrics.filterWaits.Inc()
+	deadline := time.Now().Add(e.o.FilterWaitTimeout)
+	for e.bindsBacklogged() && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// remember keeps pod, which the filter found a node for, for its bind;
+// every 1,024th call also forgets the pods whose time is up (filtered but
+// never bound).
+func (e *Extender) remember(pod *corev1.Pod) {
+	now := time.Now().UnixNano()
+	e.filtered.Store(pod.Namespace+"/"+pod.Name, filteredPod{pod: pod, until: now + int64(filteredTTL)})
+	if e.filteredCount.Add(1)%1024 == 0 {
+		e.filtered.Range(func(k, v any) bool {
+			if v.(filteredPod).until < now {
+				e.filtered.CompareAndDelete(k, v)
+			}
+			return true
+		})
+	}
 }
 
 // New builds an Extender; a missing Client or State is a programmer error.
@@ -91,6 +168,15 @@ func New(o Options) *Extender {
 	if o.PodCache == nil {
 		o.PodCache = o.State.Pod
 	}
+	if o.MaxConcurrentBinds <= 0 {
+		o.MaxConcurrentBinds = DefaultMaxConcurrentBinds
+	}
+	if o.BindQueueTimeout <= 0 {
+		o.BindQueueTimeout = DefaultBindQueueTimeout
+	}
+	if o.FilterWaitTimeout <= 0 {
+		o.FilterWaitTimeout = DefaultFilterWaitTimeout
+	}
 	if o.Ready == nil {
 		o.Ready = func() bool { return true }
 	}
@@ -103,7 +189,7 @@ func New(o Options) *Extender {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 64 << 20
 	}
-	return &Extender{o: o}
+	return &Extender{o: o, bindSlots: make(chan struct{}, o.MaxConcurrentBinds)}
 }
 
 // Handler serves the three verbs.
@@ -223,6 +309,9 @@ func podFacts(placer *score.Placer, c *score.Cluster, pod *corev1.Pod) (f *score
 // With one candidate left kube-scheduler skips its score plugins and the
 // prioritize call and binds the pod there.
 func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
+	if e.bindsBacklogged() {
+		e.waitForBinds()
+	}
 	names := candidates(args)
 	if args.Pod == nil {
 		return &extenderv1.ExtenderFilterResult{Error: "filter request has no Pod"}
@@ -287,6 +376,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	})
 	if len(passed) == 1 && keep == 1 {
 		e.hold(placer, args.Pod, passed[0])
+	}
+	if len(passed) > 0 && args.Pod.UID != "" {
+		e.remember(args.Pod)
 	}
 	if args.NodeNames == nil && args.Nodes != nil {
 		keep := map[string]bool{}

@@ -835,3 +835,152 @@ func TestBindOnePodAtATime(t *testing.T) {
 		t.Fatal(d)
 	}
 }
+
+// TestBindFromFilter: a pod the informer has not delivered yet is bound
+// with the copy its filter call carried, no read; a pod replaced since its
+// filter (another UID) is read; a bind forgets the filter's copy.
+func TestBindFromFilter(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	p := gpuPod("p", 30, 1)
+	f.addPod(t, p)
+	names := []string{"n"}
+	if r := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p, NodeNames: &names}); r.NodeNames == nil || len(*r.NodeNames) != 1 {
+		t.Fatalf("filter: %+v", r)
+	}
+	if _, ok := f.st.Pod("ml", "p"); ok {
+		t.Fatal("the state has the pod: the test needs an informer that has not delivered it")
+	}
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.gets != 0 || f.bindings != 1 {
+		t.Fatalf("%d gets, %d bindings: want the Binding alone", f.gets, f.bindings)
+	}
+	if _, ok := f.ext.filtered.Load("ml/p"); ok {
+		t.Fatal("the filter's copy outlived the bind")
+	}
+
+	// Filtered under one UID, replaced by a pod of another before the bind.
+	old := gpuPod("q", 10, 1)
+	old.UID = "uid-old"
+	if r := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: old, NodeNames: &names}); r.NodeNames == nil || len(*r.NodeNames) != 1 {
+		t.Fatalf("filter: %+v", r)
+	}
+	f.addPod(t, gpuPod("q", 10, 1))
+	if r := f.bindPod(t, "q", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.gets != 1 {
+		t.Fatalf("%d gets, want 1 (the filter's copy has another UID)", f.gets)
+	}
+	// p 30 GiB, q 10, and the replaced pod's hold 10 until it expires.
+	if d := cmp.Diff([]int64{30 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// TestBindBusy: with every bind slot taken for BindQueueTimeout, a bind is
+// refused as busy without an API call, and the GPUs its filter held for
+// the pod are free again; the bind holding the slot completes, and the
+// refused pod binds on its next try.
+func TestBindBusy(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	f.ext = New(Options{Client: f.client, State: f.st, Leader: func() bool { return true },
+		MaxConcurrentBinds: 1, BindQueueTimeout: 50 * time.Millisecond})
+	p, q := gpuPod("p", 30, 1), gpuPod("q", 20, 1)
+	f.addPod(t, p)
+	f.addPod(t, q)
+	names := []string{"n"}
+	if r := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: q, NodeNames: &names}); r.NodeNames == nil || len(*r.NodeNames) != 1 {
+		t.Fatalf("filter: %+v", r)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.failBind = func() error {
+		once.Do(func() { close(entered); <-release })
+		return nil
+	}
+	done := make(chan *extenderv1.ExtenderBindingResult, 1)
+	go func() {
+		done <- f.ext.Bind(context.Background(), &extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "ml", PodUID: p.UID, Node: "n"})
+	}()
+	<-entered // p's Binding is in the API server, its slot taken
+	if d := cmp.Diff([]int64{30 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("p reserved and q held: %s", d)
+	}
+	start := time.Now()
+	r := f.bindPod(t, "q", "n")
+	if want := "extender busy: 1 binds working for over 50ms; retry later"; r.Error != want {
+		t.Fatalf("bind q: %q, want %q", r.Error, want)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("refused after %v, before BindQueueTimeout", waited)
+	}
+	if d := cmp.Diff([]int64{50 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("q's hold not released: %s", d)
+	}
+	close(release)
+	if r := <-done; r.Error != "" {
+		t.Fatalf("bind p: %s", r.Error)
+	}
+	if r := f.bindPod(t, "q", "n"); r.Error != "" {
+		t.Fatalf("bind q again: %s", r.Error)
+	}
+	if got := f.pod(t, "q").Spec.NodeName; got != "n" {
+		t.Fatalf("q on %q", got)
+	}
+}
+
+// TestFilterWaitsForBinds: while more binds wait for a slot than there are
+// slots, a filter call is held (so the scheduler places no pod faster than
+// pods are bound), and it goes on once the binds catch up.
+func TestFilterWaitsForBinds(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 4, 80))
+	f.ext = New(Options{Client: f.client, State: f.st, Leader: func() bool { return true },
+		MaxConcurrentBinds: 1, BindQueueTimeout: time.Minute, FilterWaitTimeout: time.Minute})
+	for _, n := range []string{"a", "b", "c", "d"} {
+		f.addPod(t, gpuPod(n, 10, 1))
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.failBind = func() error {
+		once.Do(func() { close(entered); <-release })
+		return nil
+	}
+	binds := make(chan string, 3)
+	for _, n := range []string{"a", "b", "c"} {
+		go func() {
+			r := f.ext.Bind(context.Background(), &extenderv1.ExtenderBindingArgs{PodName: n, PodNamespace: "ml", PodUID: types.UID("uid-" + n), Node: "n"})
+			binds <- n + ": " + r.Error
+		}()
+		if n == "a" {
+			<-entered // a's Binding holds the one slot
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.ext.bindWaiting.Load() != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d binds waiting, want 2", f.ext.bindWaiting.Load())
+		}
+	}
+	names := []string{"n"}
+	filtered := make(chan *extenderv1.ExtenderFilterResult, 1)
+	go func() { filtered <- f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("d", 10, 1), NodeNames: &names}) }()
+	select {
+	case r := <-filtered:
+		t.Fatalf("filter answered with two binds waiting for one slot: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if r := <-filtered; r.NodeNames == nil || len(*r.NodeNames) != 1 {
+		t.Fatalf("filter after the binds caught up: %+v", r)
+	}
+	for range 3 {
+		if r := <-binds; !strings.HasSuffix(r, ": ") {
+			t.Fatalf("bind %s", r)
+		}
+	}
+	var m dto.Metric
+	if err := f.ext.o.Metrics.filterWaits.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("filter_waits_total %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+}

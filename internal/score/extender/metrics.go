@@ -10,6 +10,8 @@ type Metrics struct {
 	filterFailures *prometheus.CounterVec
 	binds          *prometheus.CounterVec
 	filterHolds    prometheus.Counter
+	bindPodSource  *prometheus.CounterVec
+	filterWaits    prometheus.Counter
 	badRequests    *prometheus.CounterVec
 	// PolicyReloads counts policy file reloads by result (ok, invalid).
 	PolicyReloads *prometheus.CounterVec
@@ -29,6 +31,11 @@ func NewMetrics() *Metrics {
 			Namespace: "mlplane", Subsystem: "extender", Name: "filter_holds_total",
 			Help: "GPUs held at filter time for the one node handed back, until the bind.",
 		}),
+		filterWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mlplane", Subsystem: "extender", Name: "filter_waits_total",
+			Help: "Filter calls held while more binds waited for a slot than there are slots.",
+		}),
+		bindPodSource: counterVec("bind_pod_source_total", "Where a bind found its pod: the informer's cache, the filter call, or a GET.", "source"),
 		badRequests:   counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
 		PolicyReloads: counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
 	}
@@ -43,7 +50,7 @@ func counterVec(name, help, label string) *prometheus.CounterVec {
 
 // Register adds every metric to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.badRequests, m.PolicyReloads} {
+	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

@@ -45,6 +45,11 @@ type ServerOptions struct {
 	Client kubernetes.Interface
 	// Logger (default: discard).
 	Logger logr.Logger
+	// MaxConcurrentBinds, BindQueueTimeout and FilterWaitTimeout as in
+	// Options.
+	MaxConcurrentBinds int
+	BindQueueTimeout   time.Duration
+	FilterWaitTimeout  time.Duration
 	// Profiling serves Go's pprof handlers under /debug/pprof/ beside
 	// /metrics (default false: they reveal internals and cost CPU when
 	// used, as kube-scheduler's --profiling).
@@ -114,7 +119,8 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	var synced, leader atomic.Bool
 	leader.Store(!o.LeaderElect)
 	ready := func() bool { return synced.Load() && leader.Load() }
-	ext := New(Options{Client: o.Client, State: st, Policy: policy, Ready: ready, Leader: leader.Load, Metrics: m, Logger: log.WithName("verbs")})
+	ext := New(Options{Client: o.Client, State: st, Policy: policy, Ready: ready, Leader: leader.Load, Metrics: m, Logger: log.WithName("verbs"),
+		MaxConcurrentBinds: o.MaxConcurrentBinds, BindQueueTimeout: o.BindQueueTimeout, FilterWaitTimeout: o.FilterWaitTimeout})
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -133,6 +133,17 @@ func (s *State) Release(uid types.UID) {
 	s.apply(uid)
 }
 
+// ReleaseHold drops uid's reservation if it is a filter's hold (Hold),
+// not a bind's.
+func (s *State) ReleaseHold(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.reserved[uid]; ok && r.hold {
+		delete(s.reserved, uid)
+		s.apply(uid)
+	}
+}
+
 // Reservations is the number of pending reservations.
 func (s *State) Reservations() int {
 	s.mu.RLock()

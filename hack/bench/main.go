@@ -112,6 +112,10 @@ func run(ctx context.Context, cmd string, args []string) error {
 		fs.IntVar(&o.sched.Rounds, "rounds", 1, "repetitions of the modes")
 		fs.StringVar(&o.sched.Dir, "dir", "", "keep the cluster's files (logs) here")
 		fs.StringVar(&o.sched.PolicyFile, "policy", "", "the extender's PlacementPolicy file (default: built-in)")
+		fs.Func("extender-arg", "an argument added to bin/extender's command line (repeatable)", func(s string) error {
+			o.sched.ExtenderArgs = append(o.sched.ExtenderArgs, s)
+			return nil
+		})
 		fs.BoolVar(&o.sched.Backlog, "backlog", false, "create each run's pods with its scheduler stopped, then start it (scheduling alone, as scheduler_perf measures)")
 		pct := fs.Int("percentage-of-nodes-to-score", -1, "mlplane-scheduler's percentageOfNodesToScore, 0 for kube-scheduler's adaptive default (default: as in config/scheduler/config.yaml)")
 		if err := fs.Parse(args); err != nil {

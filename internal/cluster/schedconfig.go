@@ -47,7 +47,7 @@ func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string)
 				"enableHTTPS":      false,
 				"nodeCacheCapable": true,
 				"ignorable":        false,
-				"httpTimeout":      "5s",
+				"httpTimeout":      "10s", // as config/scheduler/config.yaml: above the extender's 5 s waits
 				"managedResources": []any{map[string]any{"name": api.ResourceGPUMemory, "ignoredByScheduler": false}},
 			}}
 		}

@@ -23,6 +23,7 @@ var handWritable = fieldsAre[corev1.Container]("Name", "Image", "Command", "Args
 	"Resources", "ResizePolicy", "RestartPolicy", "RestartPolicyRules", "VolumeMounts", "VolumeDevices", "LivenessProbe",
 	"ReadinessProbe", "StartupProbe", "Lifecycle", "TerminationMessagePath", "TerminationMessagePolicy", "ImagePullPolicy",
 	"SecurityContext", "Stdin", "StdinOnce", "TTY") &&
+	resourcesWritable &&
 	fieldsAre[corev1.ContainerPort]("Name", "HostPort", "ContainerPort", "Protocol", "HostIP") &&
 	fieldsAre[corev1.EnvFromSource]("Prefix", "ConfigMapRef", "SecretRef") &&
 	fieldsAre[corev1.SecretEnvSource]("LocalObjectReference", "Optional") &&

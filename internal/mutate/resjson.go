@@ -27,6 +27,10 @@ func (r *resourcesValue) MarshalJSON() ([]byte, error) {
 }
 
 func (r *resourcesValue) appendJSON(buf []byte) ([]byte, error) {
+	if !resourcesWritable { // k8s.io/api added a field: encoding/json knows it
+		b, err := json.Marshal((*corev1.ResourceRequirements)(r))
+		return append(buf, b...), err
+	}
 	start := len(buf)
 	buf = append(buf, '{')
 	if len(r.Limits) > 0 {
@@ -53,6 +57,10 @@ func (r *resourcesValue) appendJSON(buf []byte) ([]byte, error) {
 	}
 	return append(buf, '}'), nil
 }
+
+// resourcesWritable is whether ResourceRequirements has exactly the fields
+// appendJSON writes.
+var resourcesWritable = fieldsAre[corev1.ResourceRequirements]("Limits", "Requests", "Claims")
 
 // AppendPatch appends ops as JSON to dst: the bytes json.Marshal(ops)
 // writes, without encoding/json's reflection where the value's type is one

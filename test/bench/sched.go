@@ -77,6 +77,8 @@ type SchedBenchOptions struct {
 	// busy creating pods. PodsPerSecond is then timed from the scheduler's
 	// start; BindRate from the first bind to the last.
 	Backlog bool
+	// ExtenderArgs are added to bin/extender's command line.
+	ExtenderArgs []string
 	// Timeout bounds each run. Default 15m.
 	Timeout time.Duration
 	// Logf receives progress lines. Default: discarded.
@@ -239,7 +241,7 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	// The last --metrics-addr wins: the cluster does not say which port it
 	// gave the extender's metrics.
-	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: []string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}}
+	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: append([]string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}, o.ExtenderArgs...)}
 	if o.PercentageOfNodesToScore != nil {
 		if eo.SchedulerConfig, err = schedConfigWithPercentage(c.Dir(), *o.PercentageOfNodesToScore); err != nil {
 			return nil, err

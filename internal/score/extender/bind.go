@@ -188,14 +188,19 @@ func (e *Extender) acquireBindSlot(ctx context.Context) bool {
 // filter call carried it, else with one GET, under the UID the scheduler
 // named. (The filter's copy is as fresh as a cache that had seen the pod
 // then: a pod bound since is refused by the Binding and read back, one
-// replaced has another UID.)
+// replaced has another UID; and it is not used while an earlier bind of
+// the pod may have landed.)
 func (e *Extender) lookup(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (*corev1.Pod, error) {
 	if pod, ok := e.o.PodCache(args.PodNamespace, args.PodName); ok && (args.PodUID == "" || pod.UID == args.PodUID) {
 		e.o.Metrics.bindPodSource.WithLabelValues("cache").Inc()
 		return pod, nil
 	}
+	// Not after an earlier bind of the pod whose outcome is unknown: it may
+	// have landed, and only the API server can say (checkPod on what it
+	// answers).
 	if v, ok := e.filtered.Load(args.PodNamespace + "/" + args.PodName); ok {
-		if f := v.(filteredPod); f.pod.UID == args.PodUID && args.PodUID != "" {
+		if f := v.(filteredPod); args.PodUID != "" && f.pod.UID == args.PodUID && time.Now().UnixNano() < f.until &&
+			!e.o.State.BindReserved(args.PodUID) {
 			e.o.Metrics.bindPodSource.WithLabelValues("filter").Inc()
 			return f.pod, nil
 		}

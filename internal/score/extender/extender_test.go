@@ -984,3 +984,30 @@ func TestFilterWaitsForBinds(t *testing.T) {
 		t.Fatalf("filter_waits_total %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
 }
+
+// TestBindAfterUnknownOutcome: after a bind whose outcome is unknown (its
+// GPUs stay reserved: the Binding may have landed), the next bind of the
+// pod reads it from the API server rather than taking the copy a later
+// filter call carried, which cannot show whether the first bind landed.
+func TestBindAfterUnknownOutcome(t *testing.T) {
+	f := newFixture(t, gpuNode("n", 1, 80))
+	p := gpuPod("p", 30, 1)
+	f.addPod(t, p)
+	f.failBind = func() error { return errors.New("connection reset") } // no answer: outcome unknown
+	if r := f.bindPod(t, "p", "n"); r.Error == "" {
+		t.Fatal("bind succeeded with the Binding failing")
+	}
+	if !f.st.BindReserved(p.UID) {
+		t.Fatal("no reservation left after a bind of unknown outcome")
+	}
+	gets := f.gets
+	f.failBind = nil
+	names := []string{"n"}
+	f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p, NodeNames: &names})
+	if r := f.bindPod(t, "p", "n"); r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	if f.gets != gets+1 {
+		t.Fatalf("%d gets for the second bind, want 1 (not the filter's copy)", f.gets-gets)
+	}
+}

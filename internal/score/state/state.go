@@ -144,6 +144,15 @@ func (s *State) ReleaseHold(uid types.UID) {
 	}
 }
 
+// BindReserved reports whether uid has a bind's reservation (Reserve, not
+// a filter's Hold): an earlier bind whose outcome is not known yet.
+func (s *State) BindReserved(uid types.UID) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.reserved[uid]
+	return ok && !r.hold
+}
+
 // Reservations is the number of pending reservations.
 func (s *State) Reservations() int {
 	s.mu.RLock()

@@ -96,20 +96,8 @@ func (d *jdec) object(nullOK bool, member func(key []byte) (bit uint32, ok bool)
 	if nullOK && d.null() {
 		return true
 	}
-	if d.peek() != '{' {
-		return false
-	}
-	d.i++
-	if d.depth++; d.depth > maxDepth {
-		return false
-	}
 	var seen uint32
-	if d.peek() == '}' {
-		d.i++
-		d.depth--
-		return true
-	}
-	for {
+	_, ok := d.eachMember(func() bool {
 		key, ok := d.key()
 		if !ok {
 			return false
@@ -119,15 +107,39 @@ func (d *jdec) object(nullOK bool, member func(key []byte) (bit uint32, ok bool)
 			return false
 		}
 		seen |= bit
+		return true
+	})
+	return ok
+}
+
+// eachMember reads the object next in d ('{'), calling member to read each
+// member, key and value; empty reports {}.
+func (d *jdec) eachMember(member func() bool) (empty, ok bool) {
+	if d.peek() != '{' {
+		return false, false
+	}
+	d.i++
+	if d.depth++; d.depth > maxDepth {
+		return false, false
+	}
+	if d.peek() == '}' {
+		d.i++
+		d.depth--
+		return true, true
+	}
+	for {
+		if !member() {
+			return false, false
+		}
 		switch d.peek() {
 		case ',':
 			d.i++
 		case '}':
 			d.i++
 			d.depth--
-			return true
+			return false, true
 		default:
-			return false
+			return false, false
 		}
 	}
 }
@@ -336,34 +348,14 @@ func (d *jdec) raw() ([]byte, bool) {
 func (d *jdec) skip() bool {
 	switch c := d.peek(); c {
 	case '{':
-		d.i++
-		if d.depth++; d.depth > maxDepth {
-			return false
-		}
-		if d.peek() == '}' {
-			d.i++
-			d.depth--
-			return true
-		}
-		for {
+		_, ok := d.eachMember(func() bool {
 			if d.peek() != '"' || !d.skipString() || d.peek() != ':' {
 				return false
 			}
 			d.i++
-			if !d.skip() {
-				return false
-			}
-			switch d.peek() {
-			case ',':
-				d.i++
-			case '}':
-				d.i++
-				d.depth--
-				return true
-			default:
-				return false
-			}
-		}
+			return d.skip()
+		})
+		return ok
 	case '[':
 		_, ok := d.array(d.skip)
 		return ok
@@ -755,37 +747,16 @@ func (d *jdec) mapOf(value func(key string) bool, isNull, isEmpty func()) bool {
 		isNull()
 		return true
 	}
-	if d.peek() != '{' {
-		return false
-	}
-	d.i++
-	if d.depth++; d.depth > maxDepth {
-		return false
-	}
-	if d.peek() == '}' {
-		d.i++
-		d.depth--
-		isEmpty()
-		return true
-	}
-	for {
+	empty, ok := d.eachMember(func() bool {
 		k, ok := d.stringValue()
 		if !ok || d.peek() != ':' {
 			return false
 		}
 		d.i++
-		if !value(k) {
-			return false
-		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			d.depth--
-			return true
-		default:
-			return false
-		}
+		return value(k)
+	})
+	if ok && empty {
+		isEmpty()
 	}
+	return ok
 }

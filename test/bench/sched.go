@@ -471,6 +471,9 @@ func schedRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, 
 			return run, fmt.Errorf("starting %s again: %w", component, err)
 		}
 		run.SchedulerReadySeconds = time.Since(start).Seconds()
+		// A new process: all of its CPU is the run's (the old one's,
+		// before it was stopped at the start, is not).
+		delete(cpuBefore, component)
 	}
 	var runErr error
 	select {

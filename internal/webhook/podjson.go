@@ -97,7 +97,7 @@ func (d *jdec) object(nullOK bool, member func(key []byte) (bit uint32, ok bool)
 		return true
 	}
 	var seen uint32
-	_, ok := d.eachMember(func() bool {
+	_, ok := d.items('{', '}', func() bool {
 		key, ok := d.key()
 		if !ok {
 			return false
@@ -112,29 +112,30 @@ func (d *jdec) object(nullOK bool, member func(key []byte) (bit uint32, ok bool)
 	return ok
 }
 
-// eachMember reads the object next in d ('{'), calling member to read each
-// member, key and value; empty reports {}.
-func (d *jdec) eachMember(member func() bool) (empty, ok bool) {
-	if d.peek() != '{' {
+// items reads the object or array next in d (open '{' and close '}', or
+// '[' and ']'), calling item to read each member or item; empty reports {}
+// or [].
+func (d *jdec) items(open, close byte, item func() bool) (empty, ok bool) {
+	if d.peek() != open {
 		return false, false
 	}
 	d.i++
 	if d.depth++; d.depth > maxDepth {
 		return false, false
 	}
-	if d.peek() == '}' {
+	if d.peek() == close {
 		d.i++
 		d.depth--
 		return true, true
 	}
 	for {
-		if !member() {
+		if !item() {
 			return false, false
 		}
 		switch d.peek() {
 		case ',':
 			d.i++
-		case '}':
+		case close:
 			d.i++
 			d.depth--
 			return false, true
@@ -178,33 +179,8 @@ func (d *jdec) array(item func() bool) (isNull, ok bool) {
 	if d.null() {
 		return true, true
 	}
-	if d.peek() != '[' {
-		return false, false
-	}
-	d.i++
-	if d.depth++; d.depth > maxDepth {
-		return false, false
-	}
-	if d.peek() == ']' {
-		d.i++
-		d.depth--
-		return false, true
-	}
-	for {
-		if !item() {
-			return false, false
-		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			d.depth--
-			return false, true
-		default:
-			return false, false
-		}
-	}
+	_, ok = d.items('[', ']', item)
+	return false, ok
 }
 
 // str reads a string into *s; null leaves *s as it is, as the decoders do.
@@ -348,7 +324,7 @@ func (d *jdec) raw() ([]byte, bool) {
 func (d *jdec) skip() bool {
 	switch c := d.peek(); c {
 	case '{':
-		_, ok := d.eachMember(func() bool {
+		_, ok := d.items('{', '}', func() bool {
 			if d.peek() != '"' || !d.skipString() || d.peek() != ':' {
 				return false
 			}
@@ -747,7 +723,7 @@ func (d *jdec) mapOf(value func(key string) bool, isNull, isEmpty func()) bool {
 		isNull()
 		return true
 	}
-	empty, ok := d.eachMember(func() bool {
+	empty, ok := d.items('{', '}', func() bool {
 		k, ok := d.stringValue()
 		if !ok || d.peek() != ':' {
 			return false

@@ -258,15 +258,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		if err != nil {
 			return WebhookRun{}, err
 		}
-		before, err := ReadProcUsage(s.pid())
-		if err != nil {
-			return WebhookRun{}, err
-		}
-		clientBefore, err := ReadProcUsage(os.Getpid())
-		if err != nil {
-			return WebhookRun{}, err
-		}
-		machineBefore, err := ReadMachineCPU()
+		before, err := takeUsage(s.pid())
 		if err != nil {
 			return WebhookRun{}, err
 		}
@@ -277,15 +269,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		if err != nil {
 			return WebhookRun{}, err
 		}
-		after, err := ReadProcUsage(s.pid())
-		if err != nil {
-			return WebhookRun{}, err
-		}
-		clientAfter, err := ReadProcUsage(os.Getpid())
-		if err != nil {
-			return WebhookRun{}, err
-		}
-		machineAfter, err := ReadMachineCPU()
+		after, err := takeUsage(s.pid())
 		if err != nil {
 			return WebhookRun{}, err
 		}
@@ -294,13 +278,13 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 				return WebhookRun{}, fmt.Errorf("profile of %s: %w", target, err)
 			}
 		}
-		run := WebhookRun{LoadResult: res, ServerRSSMiB: float64(after.RSSBytes) / (1 << 20),
-			MachineBusy: machineAfter.BusySince(machineBefore)}
+		run := WebhookRun{LoadResult: res, ServerRSSMiB: float64(after.server.RSSBytes) / (1 << 20),
+			MachineBusy: after.machine.BusySince(before.machine)}
 		// CPU over warm-up and measurement, per request answered in both:
 		// the measured rate times the whole time approximates the count.
 		if n := res.RPS * (o.Duration + o.Warmup).Seconds(); n > 0 {
-			run.ServerCPUMicros = float64(after.CPU-before.CPU) / float64(time.Microsecond) / n
-			run.ClientCPUMicros = float64(clientAfter.CPU-clientBefore.CPU) / float64(time.Microsecond) / n
+			run.ServerCPUMicros = float64(after.server.CPU-before.server.CPU) / float64(time.Microsecond) / n
+			run.ClientCPUMicros = float64(after.client.CPU-before.client.CPU) / float64(time.Microsecond) / n
 		}
 		o.Logf("%-7s containers %2d  %s  server CPU %.0f µs/req  client CPU %.0f µs/req  machine busy %.0f%%",
 			target, containers, res, run.ServerCPUMicros, run.ClientCPUMicros, 100*run.MachineBusy)
@@ -488,6 +472,25 @@ func writePairs(b *strings.Builder, cs []WebhookCase, line func(noop, ml Webhook
 		b.WriteString(line(noop, ml))
 		b.WriteByte('\n')
 	}
+}
+
+// usage is what a load run is measured by, read before and after it: the
+// server's and this process's (the load generator's) usage, and the
+// machine's CPU.
+type usage struct {
+	server, client ProcUsage
+	machine        MachineCPU
+}
+
+func takeUsage(serverPID int) (u usage, err error) {
+	if u.server, err = ReadProcUsage(serverPID); err != nil {
+		return u, err
+	}
+	if u.client, err = ReadProcUsage(os.Getpid()); err != nil {
+		return u, err
+	}
+	u.machine, err = ReadMachineCPU()
+	return u, err
 }
 
 // fetchProfile writes a CPU profile of d from the pprof handlers at base.

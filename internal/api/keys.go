@@ -95,6 +95,13 @@ const (
 const (
 	// ModelMountPath is where the model volume is mounted.
 	ModelMountPath = "/mnt/models"
+	// ModelManifestFile is the file the model loader writes last into
+	// MODEL_DIR, as its completion marker: a JSON object with apiVersion
+	// "mlplane.io/v1alpha1", kind "ModelManifest", uri (credentials
+	// redacted), revision (the resolved commit, digest or listing digest),
+	// files (path, size in bytes, sha256 hex) and bytes (the total). A
+	// serving container may read it to learn what it serves.
+	ModelManifestFile = ".mlplane-manifest.json"
 	// DefaultSchedulerName is the scheduler profile that runs the extender.
 	DefaultSchedulerName = "mlplane-scheduler"
 	// DefaultNamespace is the namespace mlplane itself runs in; it is never

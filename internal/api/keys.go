@@ -23,9 +23,17 @@ const (
 
 // Pod annotations a user writes.
 const (
-	// AnnotationModelURI says where the model is: s3://, gs://, hf://, https://
-	// or pvc://CLAIM/PATH.
+	// AnnotationModelURI says where the model is: s3://, gs://, hf://,
+	// https://, azblob://, oci:// or pvc://CLAIM/PATH.
 	AnnotationModelURI = "mlplane.io/model-uri"
+	// AnnotationModelAllowPatterns is a comma-separated list of file name
+	// patterns; when set, the loader fetches only the files matching one of
+	// them (huggingface_hub's allow_patterns: fnmatch rules, "*" matches
+	// "/" too, a pattern ending in "/" means everything under it).
+	AnnotationModelAllowPatterns = "mlplane.io/model-allow-patterns"
+	// AnnotationModelIgnorePatterns is a comma-separated list of file name
+	// patterns the loader skips (huggingface_hub's ignore_patterns).
+	AnnotationModelIgnorePatterns = "mlplane.io/model-ignore-patterns"
 	// AnnotationModelSecret names a Secret in the pod's own namespace holding
 	// storage credentials for the model loader.
 	AnnotationModelSecret = "mlplane.io/model-secret"
@@ -89,6 +97,28 @@ const (
 	EnvModelURI = "MODEL_URI"
 	// EnvModelDir is where the model files are inside the container.
 	EnvModelDir = "MODEL_DIR"
+	// EnvModelManifest is the path of the loader's manifest
+	// (ModelManifestFile in MODEL_DIR), set in the serving container.
+	EnvModelManifest = "MODEL_MANIFEST"
+)
+
+// Environment variables the webhook sets in the model-loader init container;
+// each is also a flag of model-loader (the flag wins), see
+// cmd/model-loader.
+const (
+	// EnvLoaderAllowPatterns carries AnnotationModelAllowPatterns.
+	EnvLoaderAllowPatterns = "MLPLANE_ALLOW_PATTERNS"
+	// EnvLoaderIgnorePatterns carries AnnotationModelIgnorePatterns.
+	EnvLoaderIgnorePatterns = "MLPLANE_IGNORE_PATTERNS"
+	// EnvLoaderCacheDir is the node cache's mount path in the loader, set
+	// when the InjectionConfig enables the node cache.
+	EnvLoaderCacheDir = "MLPLANE_CACHE_DIR"
+	// EnvLoaderCacheMaxSize bounds the node cache, a quantity ("500Gi").
+	EnvLoaderCacheMaxSize = "MLPLANE_CACHE_MAX_SIZE"
+	// EnvLoaderVolumeSize is the model volume's size limit, a quantity, so
+	// the loader refuses a model that cannot fit before downloading it
+	// (statfs does not see an emptyDir's sizeLimit).
+	EnvLoaderVolumeSize = "MLPLANE_VOLUME_SIZE"
 )
 
 // Project-wide names.
@@ -102,6 +132,9 @@ const (
 	// files (path, size in bytes, sha256 hex) and bytes (the total). A
 	// serving container may read it to learn what it serves.
 	ModelManifestFile = ".mlplane-manifest.json"
+	// ModelCacheMountPath is where the node cache (a hostPath volume) is
+	// mounted in the loader when the InjectionConfig enables it.
+	ModelCacheMountPath = "/var/cache/mlplane-models"
 	// DefaultSchedulerName is the scheduler profile that runs the extender.
 	DefaultSchedulerName = "mlplane-scheduler"
 	// DefaultNamespace is the namespace mlplane itself runs in; it is never

@@ -27,8 +27,10 @@ type entry struct {
 	link string
 }
 
-func file(name string, data []byte) entry { return entry{name: name, kind: tar.TypeReg, mode: 0o644, data: data} }
-func dir(name string) entry               { return entry{name: name, kind: tar.TypeDir, mode: 0o755} }
+func file(name string, data []byte) entry {
+	return entry{name: name, kind: tar.TypeReg, mode: 0o644, data: data}
+}
+func dir(name string) entry { return entry{name: name, kind: tar.TypeDir, mode: 0o755} }
 func symlink(name, target string) entry {
 	return entry{name: name, kind: tar.TypeSymlink, mode: 0o777, link: target}
 }

@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 
@@ -265,7 +266,7 @@ type Source struct {
 // configured but refused.
 func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.Source, error) {
 	if o.Getenv == nil {
-		return nil, modelload.Errorf(modelload.KindInternal, "azblob: SourceOptions.Getenv is nil (use modelload.NewSource)")
+		o.Getenv = os.Getenv
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = modelload.NewHTTPClient(nil)

@@ -542,12 +542,19 @@ func (s *Source) classify(op, key string, err error) error {
 		return mk(modelload.KindAuth, "%s: S3 refused the request: %s (%s)", what, authCodes[code], detail)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return mk(modelload.KindAuth, "%s: S3 refused the request: access denied (%s)", what, detail)
+	case code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" || code == "IllegalLocationConstraintException" ||
+		status == http.StatusMovedPermanently:
+		region := header.Get("X-Amz-Bucket-Region")
+		if region == "" {
+			region = "another region"
+		}
+		return mk(modelload.KindUsage, "%s: bucket %q is in %s, not the client's; set AWS_REGION (%s)", what, s.bucket, region, detail)
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
 		return mk(modelload.KindIntegrity, "%s: object changed during download: its ETag is no longer the listed one (%s)", what, detail)
 	case code == "InvalidRange" || status == http.StatusRequestedRangeNotSatisfiable:
 		return mk(modelload.KindIntegrity, "%s: range not satisfiable: the object changed size during download (%s)", what, detail)
 	case retryCodes[code] || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
-		e := mk(modelload.KindNetwork, "%s: S3 is busy or failing, will retry (%s)", what, detail)
+		e := mk(modelload.KindNetwork, "%s: S3 is throttling or failing (%s)", what, detail)
 		e.Retry = true
 		e.RetryAfter = modelload.RetryAfter(header, time.Now())
 		return e

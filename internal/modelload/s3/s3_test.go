@@ -433,6 +433,16 @@ func TestAuthErrors(t *testing.T) {
 	}
 }
 
+func TestWrongRegion(t *testing.T) {
+	srv := s3Error(t, http.StatusMovedPermanently, "PermanentRedirect", map[string]string{"X-Amz-Bucket-Region": "eu-central-1"})
+	testEnv(t, srv.URL)
+	_, err := newSource(t, "s3://models/llama", modelload.SourceOptions{}).List(context.Background())
+	wantKind(t, err, modelload.KindUsage)
+	if !strings.Contains(err.Error(), "eu-central-1") || !strings.Contains(err.Error(), "AWS_REGION") {
+		t.Errorf("message %q: want the bucket's region and AWS_REGION", err)
+	}
+}
+
 func TestNoCredentials(t *testing.T) {
 	srv := s3Error(t, http.StatusForbidden, "AccessDenied", nil)
 	testEnv(t, srv.URL)

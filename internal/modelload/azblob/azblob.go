@@ -44,11 +44,13 @@
 //  5. anonymous access.
 //
 // KServe's storage initializer differs: it uses DefaultAzureCredential only
-// when AZURE_CLIENT_ID (or its legacy AZ_CLIENT_ID) is set, ahead of
-// AZURE_STORAGE_ACCESS_KEY, and anonymous access otherwise. Here explicit
-// secrets win over ambient identity, and a managed identity without
-// AZURE_CLIENT_ID (a system-assigned one) works too. The legacy AZ_TENANT_ID,
-// AZ_CLIENT_ID and AZ_CLIENT_SECRET names are not read.
+// when AZURE_CLIENT_ID (or its legacy AZ_CLIENT_ID) is set, and then ahead
+// of AZURE_STORAGE_ACCESS_KEY; with neither, anonymous access; a SAS only
+// from the URI. Here explicit secrets win over ambient identity, a managed
+// identity without AZURE_CLIENT_ID (a system-assigned one) works too, and a
+// SAS may come from the environment (the webhook refuses one in an
+// azblob:// URI). The legacy AZ_TENANT_ID, AZ_CLIENT_ID and AZ_CLIENT_SECRET
+// names are not read.
 //
 // Keys and SAS tokens never appear in messages: URIs go through
 // modelload.RedactURI and every error message is scrubbed of URL queries,

@@ -36,6 +36,7 @@ var (
 	azuriteSkip     string
 	azuriteErr      error
 	azuriteCmd      *exec.Cmd
+	azuriteDir      string
 )
 
 func TestMain(m *testing.M) {
@@ -43,6 +44,9 @@ func TestMain(m *testing.M) {
 	if azuriteCmd != nil && azuriteCmd.Process != nil {
 		azuriteCmd.Process.Kill()
 		azuriteCmd.Wait()
+	}
+	if azuriteDir != "" {
+		os.RemoveAll(azuriteDir)
 	}
 	os.Exit(code)
 }
@@ -71,9 +75,13 @@ func azurite(t *testing.T) string {
 			azuriteErr = err
 			return
 		}
+		azuriteDir = dir
 		cmd := exec.Command(bin, "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
 			"--blobHost", "127.0.0.1", "--blobPort", "0", "--location", dir)
 		cmd.Env = append(os.Environ(), "AZURITE_DISABLE_TELEMETRY=true")
+		// Azurite dies with the test binary, even when it panics or is
+		// killed by -timeout.
+		cmd.SysProcAttr = dieWithParent()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()

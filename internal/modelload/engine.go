@@ -521,6 +521,13 @@ func (e *engine) fetchRange(ctx context.Context, j *fileJob, i int) error {
 var errStalled = errors.New("no data for the stall timeout")
 
 func (e *engine) fetchOnce(ctx context.Context, j *fileJob, i int) error {
+	if j.f.Size < 0 && j.done(i) > 0 {
+		// A file of unknown size comes from a server that may not serve
+		// ranges (that is why its size is unknown): start it over.
+		if err := j.truncate(); err != nil {
+			return err
+		}
+	}
 	off, n := j.remaining(i)
 	if n == 0 {
 		return nil
@@ -803,7 +810,7 @@ func statfsFree(dir string) (int64, error) {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err
 	}
-	return int64(st.Bavail) * st.Bsize, nil
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 func dirSize(dir string) (int64, error) {

@@ -206,8 +206,6 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 	if j.f.SHA256 == "" && j.f.MD5 != "" {
 		m = md5.New()
 	}
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
 	var hashed int64
 	for {
 		fin := j.finishedCh()
@@ -218,6 +216,12 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 		default:
 		}
 		p := j.prefix()
+		// A buffer only while there is something to hash: a model of
+		// thousands of files has as many of these loops waiting.
+		var buf *[]byte
+		if hashed < p {
+			buf = bufPool.Get().(*[]byte)
+		}
 		for hashed < p {
 			k := int(min(int64(len(*buf)), p-hashed))
 			n, err := j.part.ReadAt((*buf)[:k], hashed)
@@ -229,8 +233,12 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 				hashed += int64(n)
 			}
 			if err != nil && n == 0 {
+				bufPool.Put(buf)
 				return digests{}, 0, &Error{Kind: KindDisk, Err: fmt.Errorf("reading back %s: %w", j.f.Path, err)}
 			}
+		}
+		if buf != nil {
+			bufPool.Put(buf)
 		}
 		if finished {
 			if j.f.Size >= 0 && hashed != j.f.Size {

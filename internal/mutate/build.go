@@ -101,18 +101,25 @@ func (b *builder) build(m *Mutator) error {
 	}
 
 	// Names and injected objects.
-	var modelVol *corev1.Volume
+	var modelVol, cacheVol *corev1.Volume
 	var modelMount *corev1.VolumeMount
 	var loader *corev1.Container
 	if p.model != nil {
 		modelVol = &corev1.Volume{Name: b.uniqueVolume(ModelVolumeName)}
 		modelMount = &corev1.VolumeMount{Name: modelVol.Name, MountPath: api.ModelMountPath, ReadOnly: true}
 		b.status.ModelVolume = modelVol.Name
-		if p.model.claim != "" {
+		switch p.delivery {
+		case deliverClaim:
 			modelVol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: p.model.claim, ReadOnly: true}
-		} else {
+		case deliverImage:
+			modelVol.Image = &corev1.ImageVolumeSource{Reference: p.model.image, PullPolicy: corev1.PullIfNotPresent}
+		default:
 			modelVol.EmptyDir = &corev1.EmptyDirVolumeSource{SizeLimit: m.cfg.Loader.VolumeSizeLimit}
-			loader = b.loader(m, modelVol.Name)
+			if m.cache != nil {
+				cacheVol = &corev1.Volume{Name: b.uniqueVolume(CacheVolumeName), VolumeSource: corev1.VolumeSource{HostPath: m.cache}}
+				b.status.CacheVolume = cacheVol.Name
+			}
+			loader = b.loader(m, modelVol.Name, cacheVol)
 			b.status.Loader = loader.Name
 		}
 	}
@@ -179,11 +186,14 @@ func (b *builder) build(m *Mutator) error {
 			b.containerOps(base, &pod.Spec.Containers[i], hide, nil, nil, nil)
 			continue
 		}
-		var envBuf [4]envAdd
+		var envBuf [5]envAdd
 		env := envBuf[:0]
 		if p.model != nil {
 			env = append(env, envAdd{corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri}, envReplace},
 				envAdd{corev1.EnvVar{Name: api.EnvModelDir, Value: p.model.dir()}, envReplace})
+			if loader != nil { // only the loader writes a manifest
+				env = append(env, envAdd{corev1.EnvVar{Name: api.EnvModelManifest, Value: modelManifestPath}, envReplace})
+			}
 		}
 		if p.hasGPU {
 			env = append(env, envAdd{visibleDevicesFn, envReplace},
@@ -203,6 +213,9 @@ func (b *builder) build(m *Mutator) error {
 	vols := sidecarVolumes
 	if modelVol != nil {
 		vols = append(vols, modelVol)
+	}
+	if cacheVol != nil {
+		vols = append(vols, cacheVol)
 	}
 	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, false)
 	return nil
@@ -375,24 +388,44 @@ func (b *builder) withDefaults(r corev1.ResourceRequirements) corev1.ResourceReq
 	return r
 }
 
-func (b *builder) loader(m *Mutator, volume string) *corev1.Container {
+// modelManifestPath is api.EnvModelManifest in the serving container of a
+// pod with a loader.
+const modelManifestPath = api.ModelMountPath + "/" + api.ModelManifestFile
+
+// loader is the model-loader init container: the model volume mounted
+// read-write, the node cache (cache, when not nil) too, and in its env the
+// model, the pod's file patterns and what the config says of the volume and
+// the cache.
+func (b *builder) loader(m *Mutator, volume string, cache *corev1.Volume) *corev1.Container {
 	l := &m.cfg.Loader
 	p := b.plan
+	env := make([]corev1.EnvVar, 0, 5+len(m.loaderEnv))
+	env = append(env, corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri},
+		corev1.EnvVar{Name: api.EnvModelDir, Value: api.ModelMountPath})
+	for _, e := range p.patterns {
+		if e.Name != "" {
+			env = append(env, e)
+		}
+	}
+	env = append(env, m.loaderEnv...)
+	if p.hasGPU {
+		env = append(env, visibleDevicesVoid)
+	}
+	mounts := make([]corev1.VolumeMount, 1, 2)
+	mounts[0] = corev1.VolumeMount{Name: volume, MountPath: api.ModelMountPath}
+	if cache != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: cache.Name, MountPath: api.ModelCacheMountPath})
+	}
 	c := &corev1.Container{
 		Name:            b.uniqueContainer(LoaderContainerName),
 		Image:           l.Image,
 		ImagePullPolicy: l.ImagePullPolicy,
 		Command:         l.Command,
 		Args:            l.Args,
-		Env: append(make([]corev1.EnvVar, 0, 3),
-			corev1.EnvVar{Name: api.EnvModelURI, Value: p.model.uri},
-			corev1.EnvVar{Name: api.EnvModelDir, Value: api.ModelMountPath}),
-		VolumeMounts:    []corev1.VolumeMount{{Name: volume, MountPath: api.ModelMountPath}},
+		Env:             env,
+		VolumeMounts:    mounts,
 		Resources:       b.withDefaults(l.Resources),
 		SecurityContext: l.SecurityContext,
-	}
-	if p.hasGPU {
-		c.Env = append(c.Env, visibleDevicesVoid)
 	}
 	if p.secret != "" {
 		// Not optional: a missing Secret keeps the pod from starting, with

@@ -2,6 +2,7 @@ package mutate
 
 import (
 	"fmt"
+	"path"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,8 @@ type InjectionConfig struct {
 	APIVersion string `json:"apiVersion"`
 	// Kind must be ConfigKind.
 	Kind string `json:"kind"`
-	// Loader is the model-loader init container added for non-pvc:// URIs.
+	// Loader is the model-loader init container added for every model URI
+	// but pvc:// (and oci:// in OCIModeImageVolume).
 	Loader Loader `json:"loader"`
 	// SchedulerName is written to spec.schedulerName of GPU pods, so no GPU
 	// pod bypasses the extender. Default api.DefaultSchedulerName; an
@@ -78,9 +80,47 @@ type Loader struct {
 	// SecurityContext default: no privilege escalation, all capabilities
 	// dropped, RuntimeDefault seccomp.
 	SecurityContext *corev1.SecurityContext `json:"securityContext,omitempty"`
-	// VolumeSizeLimit bounds the emptyDir the model is downloaded into;
-	// default none (the node's ephemeral storage).
+	// VolumeSizeLimit bounds the emptyDir the model is downloaded into, and
+	// is passed to the loader (api.EnvLoaderVolumeSize) so that it refuses
+	// a model too large before downloading it; default none (the node's
+	// ephemeral storage).
 	VolumeSizeLimit *resource.Quantity `json:"volumeSizeLimit,omitempty"`
+	// OCIMode is how an oci:// model reaches the pod; default
+	// OCIModeImageVolume.
+	OCIMode OCIMode `json:"ociMode,omitempty"`
+	// Cache, when set, gives the loader a cache directory on the node,
+	// shared by every pod on it; default none. docs/webhook.md says what
+	// that shares between namespaces.
+	Cache *LoaderCache `json:"cache,omitempty"`
+}
+
+// OCIMode is how an oci:// model reaches the pod.
+type OCIMode string
+
+const (
+	// OCIModeImageVolume mounts the image read-only as an image volume
+	// (the ImageVolume feature, GA in Kubernetes 1.36): the kubelet pulls
+	// it with the pod's imagePullSecrets, and no loader runs.
+	OCIModeImageVolume OCIMode = "ImageVolume"
+	// OCIModeLoader has the loader pull the OCI artifact into the model
+	// emptyDir, as for the other schemes: for clusters without image
+	// volumes, and for artifacts the container runtime cannot mount.
+	OCIModeLoader OCIMode = "Loader"
+)
+
+// ociModes are the valid OCIMode values, for messages.
+var ociModes = []OCIMode{OCIModeImageVolume, OCIModeLoader}
+
+// LoaderCache is the node-local model cache: a hostPath directory mounted
+// read-write in the loader only, at api.ModelCacheMountPath.
+type LoaderCache struct {
+	// HostPath is the cache directory on the node: an absolute, clean path
+	// other than "/"; required. It is created when missing
+	// (DirectoryOrCreate).
+	HostPath string `json:"hostPath"`
+	// MaxSize bounds the cache, passed to the loader as
+	// api.EnvLoaderCacheMaxSize; default none (not passed).
+	MaxSize *resource.Quantity `json:"maxSize,omitempty"`
 }
 
 // Profile is a set of resource defaults. Only cpu, memory and
@@ -150,6 +190,9 @@ func SetDefaults(c *InjectionConfig) {
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")},
 		}
 	}
+	if l.OCIMode == "" {
+		l.OCIMode = OCIModeImageVolume
+	}
 	if l.SecurityContext == nil {
 		no := false
 		l.SecurityContext = &corev1.SecurityContext{
@@ -192,6 +235,25 @@ func Validate(c *InjectionConfig) field.ErrorList {
 	errs = append(errs, validateRequirements(lp.Child("resources"), c.Loader.Resources.Requests, c.Loader.Resources.Limits, false)...)
 	if q := c.Loader.VolumeSizeLimit; q != nil && q.Sign() <= 0 {
 		errs = append(errs, field.Invalid(lp.Child("volumeSizeLimit"), q.String(), "must be positive"))
+	}
+	if !slices.Contains(ociModes, c.Loader.OCIMode) {
+		errs = append(errs, field.NotSupported(lp.Child("ociMode"), c.Loader.OCIMode, ociModes))
+	}
+	if cache := c.Loader.Cache; cache != nil {
+		cp := lp.Child("cache")
+		switch hp := cache.HostPath; {
+		case hp == "":
+			errs = append(errs, field.Required(cp.Child("hostPath"), "the cache directory on the node"))
+		case !path.IsAbs(hp):
+			errs = append(errs, field.Invalid(cp.Child("hostPath"), hp, "must be an absolute path"))
+		case path.Clean(hp) != hp:
+			errs = append(errs, field.Invalid(cp.Child("hostPath"), hp, fmt.Sprintf("must be a clean path (%s)", path.Clean(hp))))
+		case hp == "/":
+			errs = append(errs, field.Invalid(cp.Child("hostPath"), hp, "must not be the node's root directory"))
+		}
+		if q := cache.MaxSize; q != nil && q.Sign() <= 0 {
+			errs = append(errs, field.Invalid(cp.Child("maxSize"), q.String(), "must be positive"))
+		}
 	}
 	if c.SchedulerName != nil && *c.SchedulerName != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(*c.SchedulerName) {

@@ -1,6 +1,7 @@
 package mutate
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -12,7 +13,8 @@ func TestDefaultConfig(t *testing.T) {
 	if errs := Validate(c); len(errs) > 0 {
 		t.Fatalf("the built-in config is invalid: %v", errs)
 	}
-	if c.Loader.Image != DefaultLoaderImage || *c.SchedulerName != api.DefaultSchedulerName || c.DefaultProfile != DefaultProfileName {
+	if c.Loader.Image != DefaultLoaderImage || *c.SchedulerName != api.DefaultSchedulerName || c.DefaultProfile != DefaultProfileName ||
+		c.Loader.OCIMode != OCIModeImageVolume || c.Loader.Cache != nil {
 		t.Errorf("defaults: %+v", c)
 	}
 	if _, err := New(nil, Options{}); err != nil {
@@ -59,6 +61,8 @@ apiVersion: mlplane.io/v2
 kind: Injection
 loader:
   imagePullPolicy: Sometimes
+  ociMode: Pull
+  cache: {hostPath: cache, maxSize: "0"}
   resources:
     requests: {memory: 4Gi}
     limits: {memory: 1Gi}
@@ -86,6 +90,9 @@ templates:
 		`kind: Unsupported value: "Injection"`,
 		`loader.imagePullPolicy: Unsupported value: "Sometimes"`,
 		`loader.resources.requests[memory]: Invalid value: "4Gi": must not be above the limit 1Gi`,
+		`loader.ociMode: Unsupported value: "Pull": supported values: "ImageVolume", "Loader"`,
+		`loader.cache.hostPath: Invalid value: "cache": must be an absolute path`,
+		`loader.cache.maxSize: Invalid value: "0": must be positive`,
 		`schedulerName: Invalid value: "Not_A_Name"`,
 		`excludedNamespaces[0]: Invalid value: "UPPER"`,
 		`defaultProfile: Unsupported value: "missing": supported values: "small"`,
@@ -107,5 +114,23 @@ func TestLoadConfigStrict(t *testing.T) {
 	_, err := LoadConfig([]byte("apiVersion: mlplane.io/v1alpha1\nkind: InjectionConfig\nloader:\n  imag: typo\n"))
 	if err == nil || !strings.Contains(err.Error(), `unknown field "imag"`) {
 		t.Fatalf("error = %v, want an unknown field error", err)
+	}
+}
+
+// TestValidateCache: the cache's hostPath, each refusal with its message.
+func TestValidateCache(t *testing.T) {
+	for _, tc := range []struct{ cache, want string }{
+		{"{}", `invalid InjectionConfig: loader.cache.hostPath: Required value: the cache directory on the node`},
+		{"{hostPath: var/cache}", `invalid InjectionConfig: loader.cache.hostPath: Invalid value: "var/cache": must be an absolute path`},
+		{"{hostPath: /var/cache/}", `invalid InjectionConfig: loader.cache.hostPath: Invalid value: "/var/cache/": must be a clean path (/var/cache)`},
+		{"{hostPath: /var/../etc}", `invalid InjectionConfig: loader.cache.hostPath: Invalid value: "/var/../etc": must be a clean path (/etc)`},
+		{"{hostPath: /}", `invalid InjectionConfig: loader.cache.hostPath: Invalid value: "/": must not be the node's root directory`},
+		{"{hostPath: /cache, maxSize: -1Gi}", `invalid InjectionConfig: loader.cache.maxSize: Invalid value: "-1Gi": must be positive`},
+		{"{hostPath: /var/lib/mlplane/cache, maxSize: 500Gi}", ""},
+	} {
+		_, err := LoadConfig([]byte("apiVersion: mlplane.io/v1alpha1\nkind: InjectionConfig\nloader:\n  cache: " + tc.cache + "\n"))
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("cache %s: error\n %v\nwant\n %s", tc.cache, err, tc.want)
+		}
 	}
 }

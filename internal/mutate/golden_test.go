@@ -25,11 +25,33 @@ func testLabels(ns string) map[string]string { return testNamespaces[ns] }
 
 func testMutator(t testing.TB) *Mutator {
 	t.Helper()
-	data, err := os.ReadFile("testdata/config.yaml")
+	return configMutator(t, "testdata/config.yaml")
+}
+
+// caseMutator is the Mutator of golden case name: testdata/<name>.config.yaml
+// when the case has its own config, else testdata/config.yaml.
+func caseMutator(t testing.TB, name string) *Mutator {
+	t.Helper()
+	file := filepath.Join("testdata", name+".config.yaml")
+	if _, err := os.Stat(file); err != nil {
+		return testMutator(t)
+	}
+	return configMutator(t, file)
+}
+
+func configMutator(t testing.TB, file string) *Mutator {
+	t.Helper()
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(data)
+	return mutatorOf(t, data)
+}
+
+// mutatorOf is the Mutator of an InjectionConfig file's content.
+func mutatorOf(t testing.TB, config []byte) *Mutator {
+	t.Helper()
+	cfg, err := LoadConfig(config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +62,7 @@ func testMutator(t testing.TB) *Mutator {
 	return m
 }
 
-// goldenCases are testdata/<case>.yaml, without the config.
+// goldenCases are testdata/<case>.yaml, without the configs.
 func goldenCases(t *testing.T) []string {
 	files, err := filepath.Glob("testdata/*.yaml")
 	if err != nil {
@@ -49,7 +71,7 @@ func goldenCases(t *testing.T) []string {
 	var cases []string
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
-		if name == "config" || strings.HasSuffix(name, ".injected") {
+		if name == "config" || strings.HasSuffix(name, ".injected") || strings.HasSuffix(name, ".config") {
 			continue
 		}
 		cases = append(cases, name)
@@ -71,13 +93,15 @@ func inject(t *testing.T, m *Mutator, in []byte) (string, []string) {
 	return out.String(), warnings
 }
 
-// TestGolden mutates testdata/<case>.yaml and compares with
-// testdata/<case>.injected.yaml, whose leading comments are the warnings.
-// Run with -update to rewrite the golden files, then review their diff.
+// TestGolden mutates testdata/<case>.yaml, with testdata/<case>.config.yaml
+// where there is one, and compares with testdata/<case>.injected.yaml, whose
+// leading comments are the warnings. Run with -update to rewrite the golden
+// files, then review their diff. Every pod of the output must also pass
+// checkPod.
 func TestGolden(t *testing.T) {
-	m := testMutator(t)
 	for _, name := range goldenCases(t) {
 		t.Run(name, func(t *testing.T) {
+			m := caseMutator(t, name)
 			in, err := os.ReadFile(filepath.Join("testdata", name+".yaml"))
 			if err != nil {
 				t.Fatal(err)
@@ -101,15 +125,18 @@ func TestGolden(t *testing.T) {
 			if d := cmp.Diff(string(want), got.String()); d != "" {
 				t.Errorf("%s (-want +got):\n%s", golden, d)
 			}
+			for _, p := range readPods(t, []byte(out)) {
+				checkPod(t, p)
+			}
 		})
 	}
 }
 
 // TestIdempotent checks mutate(mutate(x)) == mutate(x) over every golden case.
 func TestIdempotent(t *testing.T) {
-	m := testMutator(t)
 	for _, name := range goldenCases(t) {
 		t.Run(name, func(t *testing.T) {
+			m := caseMutator(t, name)
 			in, err := os.ReadFile(filepath.Join("testdata", name+".yaml"))
 			if err != nil {
 				t.Fatal(err)

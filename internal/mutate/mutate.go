@@ -9,9 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -27,6 +27,8 @@ const (
 	LoaderContainerName = "mlplane-model-loader"
 	// ModelVolumeName is the model volume's base name.
 	ModelVolumeName = "mlplane-models"
+	// CacheVolumeName is the base name of the node cache's hostPath volume.
+	CacheVolumeName = "mlplane-model-cache"
 	// VisibleDevicesNone is what non-serving containers of a GPU pod get in
 	// NVIDIA_VISIBLE_DEVICES: the NVIDIA runtime then treats them as
 	// non-GPU containers, even on legacy CUDA images.
@@ -85,6 +87,7 @@ type Status struct {
 	Profile      string   `json:"profile"`
 	Loader       string   `json:"loader,omitempty"`
 	ModelVolume  string   `json:"modelVolume,omitempty"`
+	CacheVolume  string   `json:"cacheVolume,omitempty"`
 	GPUMemoryMiB int64    `json:"gpuMemoryMiB,omitempty"`
 	GPUCount     int      `json:"gpuCount,omitempty"`
 	Sidecars     []string `json:"sidecars,omitempty"`
@@ -100,6 +103,10 @@ type Mutator struct {
 	templates     map[string]*Template
 	templateNames string
 	scheduler     string
+	// loaderEnv are the loader's env vars that come from the config.
+	loaderEnv []corev1.EnvVar
+	// cache is the node cache's volume source; nil without Loader.Cache.
+	cache *corev1.HostPathVolumeSource
 }
 
 // New builds a Mutator from a defaulted config (nil means DefaultConfig) and
@@ -122,6 +129,17 @@ func New(cfg *InjectionConfig, o Options) (*Mutator, error) {
 	}
 	if cfg.SchedulerName != nil {
 		m.scheduler = *cfg.SchedulerName
+	}
+	if q := cfg.Loader.VolumeSizeLimit; q != nil {
+		m.loaderEnv = append(m.loaderEnv, corev1.EnvVar{Name: api.EnvLoaderVolumeSize, Value: q.String()})
+	}
+	if c := cfg.Loader.Cache; c != nil {
+		t := corev1.HostPathDirectoryOrCreate
+		m.cache = &corev1.HostPathVolumeSource{Path: c.HostPath, Type: &t}
+		m.loaderEnv = append(m.loaderEnv, corev1.EnvVar{Name: api.EnvLoaderCacheDir, Value: api.ModelCacheMountPath})
+		if c.MaxSize != nil {
+			m.loaderEnv = append(m.loaderEnv, corev1.EnvVar{Name: api.EnvLoaderCacheMaxSize, Value: c.MaxSize.String()})
+		}
 	}
 	for i := range cfg.Profiles {
 		m.profiles[cfg.Profiles[i].Name] = &cfg.Profiles[i]
@@ -199,7 +217,9 @@ type plan struct {
 	serving      int
 	profile      *Profile
 	model        *modelSource
+	delivery     delivery
 	secret       string
+	patterns     [2]corev1.EnvVar // the loader's allow and ignore patterns; unset ones have no Name
 	modelName    string
 	modelVersion string
 	gpu          api.GPURequest
@@ -235,26 +255,63 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 
 	uri, hasURI := ann[api.AnnotationModelURI]
 	if hasURI {
-		src, err := parseModelURI(uri)
+		src, err := parseModelURI(uri, warnings)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
 			p.model = &src
+			switch {
+			case src.claim != "":
+				p.delivery = deliverClaim
+			case src.image != "" && m.cfg.Loader.OCIMode == OCIModeImageVolume:
+				p.delivery = deliverImage
+			}
+		}
+	}
+	// noLoader says why the loader's annotations are ignored, or is "".
+	noLoader := func(key string) string {
+		switch {
+		case !hasURI:
+			return fmt.Sprintf("annotation %s is ignored: the pod has no %s", key, api.AnnotationModelURI)
+		case p.model == nil || p.delivery == deliverLoader:
+			return ""
+		case key == api.AnnotationModelSecret && p.delivery == deliverClaim:
+			return fmt.Sprintf("annotation %s is ignored: a pvc:// model needs no loader credentials", key)
+		case key == api.AnnotationModelSecret:
+			return fmt.Sprintf("annotation %s is ignored: an oci:// model is mounted as an image volume, which the kubelet pulls with the pod's imagePullSecrets", key)
+		case p.delivery == deliverClaim:
+			return fmt.Sprintf("annotation %s is ignored: a pvc:// model is mounted whole, without a loader", key)
+		default:
+			return fmt.Sprintf("annotation %s is ignored: an oci:// model is mounted whole as an image volume, without a loader", key)
 		}
 	}
 
 	if secret, ok := ann[api.AnnotationModelSecret]; ok {
 		name, err := parseSecret(secret, ns.Name)
-		switch {
+		switch why := noLoader(api.AnnotationModelSecret); {
 		case err != nil:
 			errs = append(errs, err)
-		case !hasURI:
-			*warnings = append(*warnings, fmt.Sprintf("annotation %s is ignored: the pod has no %s", api.AnnotationModelSecret, api.AnnotationModelURI))
-		case p.model != nil && p.model.claim != "":
-			*warnings = append(*warnings, fmt.Sprintf("annotation %s is ignored: a pvc:// model needs no loader credentials", api.AnnotationModelSecret))
+		case why != "":
+			*warnings = append(*warnings, why)
 		default:
 			p.secret = name
 			*warnings = append(*warnings, fmt.Sprintf("annotation %s: the webhook does not check that Secret %q exists in namespace %s; if it does not, the %s init container stays in CreateContainerConfigError", api.AnnotationModelSecret, name, ns.Name, LoaderContainerName))
+		}
+	}
+
+	for i, pa := range patternAnnotations {
+		v, ok := ann[pa.key]
+		if !ok {
+			continue
+		}
+		patterns, err := parsePatterns(pa.key, v)
+		switch why := noLoader(pa.key); {
+		case err != nil:
+			errs = append(errs, err)
+		case why != "":
+			*warnings = append(*warnings, why)
+		default:
+			p.patterns[i] = corev1.EnvVar{Name: pa.env, Value: patterns}
 		}
 	}
 
@@ -305,73 +362,51 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 	return p, nil
 }
 
-// modelSource is a parsed api.AnnotationModelURI.
-type modelSource struct {
-	uri    string
-	scheme string
-	rest   string
-	// claim and subPath are set for pvc://CLAIM/PATH.
-	claim   string
-	subPath string
+// delivery is how the model reaches api.ModelMountPath.
+type delivery int
+
+const (
+	// deliverLoader: the loader init container downloads it into an emptyDir.
+	deliverLoader delivery = iota
+	// deliverClaim: the pvc:// claim is mounted.
+	deliverClaim
+	// deliverImage: the kubelet mounts the oci:// image as an image volume.
+	deliverImage
+)
+
+// patternAnnotations are the file pattern annotations, each with the
+// loader env var it becomes, in the order of plan.patterns.
+var patternAnnotations = [2]struct{ key, env string }{
+	{api.AnnotationModelAllowPatterns, api.EnvLoaderAllowPatterns},
+	{api.AnnotationModelIgnorePatterns, api.EnvLoaderIgnorePatterns},
 }
 
-const acceptedURIs = "want s3://BUCKET/PATH, gs://BUCKET/PATH, hf://ORG/MODEL, https://HOST/PATH or pvc://CLAIM/PATH"
+// maxPatterns bounds the patterns of one annotation.
+const maxPatterns = 64
 
-func parseModelURI(v string) (modelSource, error) {
+// parsePatterns checks a comma-separated list of file name patterns (white
+// space around the commas is dropped) and returns it without that space.
+func parsePatterns(key, v string) (string, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("annotation %s: invalid value %q: %s; %s", api.AnnotationModelURI, v, why, acceptedURIs)
+		return fmt.Errorf("annotation %s: invalid value %q: %s; want a comma-separated list of at most %d file name patterns such as \"*.safetensors,config.json\"", key, v, why, maxPatterns)
 	}
-	scheme, rest, ok := strings.Cut(v, "://")
-	if !ok {
-		return modelSource{}, bad("no scheme")
+	items := strings.Split(v, ",")
+	if len(items) > maxPatterns {
+		return "", bad(fmt.Sprintf("%d patterns", len(items)))
 	}
-	if strings.ContainsAny(v, " \t\r\n") {
-		return modelSource{}, bad("it contains white space")
-	}
-	src := modelSource{uri: v, scheme: scheme, rest: rest}
-	switch scheme {
-	case "s3", "gs", "hf", "https":
-		if rest == "" || rest[0] == '/' {
-			return modelSource{}, bad("no bucket, repository or host")
+	for i, item := range items {
+		item = strings.TrimSpace(item)
+		switch {
+		case item == "" && len(items) == 1:
+			return "", bad("no pattern")
+		case item == "":
+			return "", bad(fmt.Sprintf("pattern %d is empty", i+1))
+		case strings.IndexFunc(item, unicode.IsSpace) >= 0:
+			return "", bad(fmt.Sprintf("pattern %d (%q) contains white space", i+1, item))
 		}
-	case "pvc":
-		claim, p, _ := strings.Cut(rest, "/")
-		if msgs := validation.IsDNS1123Subdomain(claim); len(msgs) > 0 {
-			return modelSource{}, bad(fmt.Sprintf("claim name %q is not a valid PersistentVolumeClaim name", claim))
-		}
-		if slices.Contains(strings.Split(p, "/"), "..") {
-			return modelSource{}, bad("the path may not contain ..")
-		}
-		src.claim = claim
-		if p = strings.Trim(path.Clean("/"+p), "/"); p != "" {
-			src.subPath = p
-		}
-	default:
-		return modelSource{}, bad(fmt.Sprintf("unsupported scheme %q", scheme))
+		items[i] = item
 	}
-	return src, nil
-}
-
-// dir is MODEL_DIR in the serving container.
-func (s *modelSource) dir() string {
-	if s.subPath != "" {
-		return api.ModelMountPath + "/" + s.subPath
-	}
-	return api.ModelMountPath
-}
-
-// defaultName is the model label when api.AnnotationModelName is absent: the
-// URI's last path element, made a valid label value.
-func (s *modelSource) defaultName() string {
-	r := s.rest
-	if i := strings.IndexAny(r, "?#"); i >= 0 {
-		r = r[:i]
-	}
-	r = strings.TrimRight(r, "/")
-	if i := strings.LastIndexByte(r, '/'); i >= 0 {
-		r = r[i+1:]
-	}
-	return sanitizeLabelValue(r)
+	return strings.Join(items, ","), nil
 }
 
 // checkLabelValue rejects an annotation value v of key that cannot be the

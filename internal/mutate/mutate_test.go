@@ -44,20 +44,22 @@ func TestDenied(t *testing.T) {
 		{"gpu-count abc", map[string]string{api.AnnotationGPUMemory: "1Gi", api.AnnotationGPUCount: "abc"},
 			`annotation mlplane.io/gpu-count: invalid value "abc": want a whole number from 1 to 64`},
 		{"unsupported scheme", map[string]string{api.AnnotationModelURI: "ftp://host/model"},
-			`annotation mlplane.io/model-uri: invalid value "ftp://host/model": unsupported scheme "ftp"; want s3://BUCKET/PATH, gs://BUCKET/PATH, hf://ORG/MODEL, https://HOST/PATH or pvc://CLAIM/PATH`},
+			`annotation mlplane.io/model-uri: invalid value "ftp://host/model": unsupported scheme "ftp"; want s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, hf://ORG/MODEL[@REVISION], https://HOST/PATH, azblob://ACCOUNT/CONTAINER[/PREFIX], oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) or pvc://CLAIM/PATH`},
 		{"plain http", map[string]string{api.AnnotationModelURI: "http://host/model"},
-			`annotation mlplane.io/model-uri: invalid value "http://host/model": unsupported scheme "http"; want s3://`},
+			`annotation mlplane.io/model-uri: invalid value "http://host/model": http:// is refused: https is required; want https://HOST/PATH`},
 		{"no scheme", map[string]string{api.AnnotationModelURI: "/models/llama"},
 			`annotation mlplane.io/model-uri: invalid value "/models/llama": no scheme; want s3://`},
 		{"no bucket", map[string]string{api.AnnotationModelURI: "s3://"},
-			`annotation mlplane.io/model-uri: invalid value "s3://": no bucket, repository or host; want`},
+			`annotation mlplane.io/model-uri: invalid value "s3://": no bucket; want s3://BUCKET/PREFIX`},
+		{"oci without registry", map[string]string{api.AnnotationModelURI: "oci://org/model:v1"},
+			`annotation mlplane.io/model-uri: invalid value "oci://org/model:v1": "org" is not a registry host`},
 		{"bad claim", map[string]string{api.AnnotationModelURI: "pvc://Bad_Claim/x"},
 			`annotation mlplane.io/model-uri: invalid value "pvc://Bad_Claim/x": claim name "Bad_Claim" is not a valid PersistentVolumeClaim name; want`},
 		{"claim path escapes", map[string]string{api.AnnotationModelURI: "pvc://claim/../other"},
 			`annotation mlplane.io/model-uri: invalid value "pvc://claim/../other": the path may not contain ..; want`},
-		{"secret in another namespace", map[string]string{api.AnnotationModelURI: "s3://b/m", api.AnnotationModelSecret: "other/secret"},
+		{"secret in another namespace", map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationModelSecret: "other/secret"},
 			`annotation mlplane.io/model-secret: invalid value "other/secret": the Secret must be in the pod's own namespace ml; want a Secret name such as "secret"`},
-		{"secret bad name", map[string]string{api.AnnotationModelURI: "s3://b/m", api.AnnotationModelSecret: "Not A Name"},
+		{"secret bad name", map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationModelSecret: "Not A Name"},
 			`annotation mlplane.io/model-secret: invalid value "Not A Name": want the name of a Secret in namespace ml`},
 		{"unknown template", map[string]string{api.AnnotationTemplates: "metrics,tracing"},
 			`annotation mlplane.io/templates: invalid value "metrics,tracing": no template "tracing"; want a comma-separated list of metrics, proxy`},
@@ -101,7 +103,7 @@ func TestDeniedAllAtOnce(t *testing.T) {
 
 func TestDeniedConflicts(t *testing.T) {
 	m := testMutator(t)
-	pod := testPod(map[string]string{api.AnnotationModelURI: "s3://b/m"})
+	pod := testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m"})
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/mnt/models/"}}
 	_, err := m.Mutate(pod, enabled)
 	if want := `annotation mlplane.io/model-uri: container "server" already mounts volume "mine" at /mnt/models`; err == nil || !strings.HasPrefix(err.Error(), want) {
@@ -140,9 +142,9 @@ func TestWarnings(t *testing.T) {
 		want   string
 		mutate bool
 	}{
-		{"secret existence", testPod(map[string]string{api.AnnotationModelURI: "s3://b/m", api.AnnotationModelSecret: "creds"}), enabled,
+		{"secret existence", testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationModelSecret: "creds"}), enabled,
 			`annotation mlplane.io/model-secret: the webhook does not check that Secret "creds" exists in namespace ml; if it does not, the mlplane-model-loader init container stays in CreateContainerConfigError`, true},
-		{"secret same namespace prefix", testPod(map[string]string{api.AnnotationModelURI: "s3://b/m", api.AnnotationModelSecret: "ml/creds"}), enabled,
+		{"secret same namespace prefix", testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationModelSecret: "ml/creds"}), enabled,
 			`Secret "creds" exists in namespace ml`, true},
 		{"secret without uri", testPod(map[string]string{api.AnnotationModelSecret: "creds"}), enabled,
 			"annotation mlplane.io/model-secret is ignored: the pod has no mlplane.io/model-uri", true},
@@ -371,27 +373,5 @@ func TestPatchOnlyAddsAndReplaces(t *testing.T) {
 	}
 	if rp := out.Spec.InitContainers[0].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("native sidecar restartPolicy %v", rp)
-	}
-}
-
-func TestModelName(t *testing.T) {
-	for uri, want := range map[string]string{
-		"hf://meta-llama/Llama-3.1-8B-Instruct": "Llama-3.1-8B-Instruct",
-		"s3://bucket/models/bert/":              "bert",
-		"s3://bucket":                           "bucket",
-		"https://h/x/model.tar.gz?sig=a/b":      "model.tar.gz",
-		"gs://b/weird name+v1":                  "weird-name-v1",
-		"pvc://claim":                           "claim",
-	} {
-		src, err := parseModelURI(uri)
-		if uri == "gs://b/weird name+v1" {
-			src, err = modelSource{rest: "b/weird name+v1"}, nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := src.defaultName(); got != want {
-			t.Errorf("%s: name %q, want %q", uri, got, want)
-		}
 	}
 }

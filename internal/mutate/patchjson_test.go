@@ -45,6 +45,7 @@ func TestAppendPatch(t *testing.T) {
 	patched := 0
 	for _, name := range goldenCases(t) {
 		t.Run(name, func(t *testing.T) {
+			m := caseMutator(t, name)
 			for _, p := range goldenPods(t, filepath.Join("testdata", name+".yaml")) {
 				res, err := m.Mutate(p, Namespace{Name: p.Namespace, Labels: testLabels(p.Namespace)})
 				if err != nil {
@@ -119,6 +120,15 @@ func TestAppendPatch(t *testing.T) {
 			{Name: "h", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "m"}}}},
 			{Name: "i", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}, Secret: &corev1.SecretVolumeSource{SecretName: "s"}}},
 			{Name: "j"},
+			{Name: "k", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/<cache>", Type: ptr(corev1.HostPathDirectoryOrCreate)}}},
+			{Name: "l", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{}}},
+			{Name: "m", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/x", Type: ptr(corev1.HostPathType(""))}}},
+			{Name: "n", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "ghcr.io/a/b:1", PullPolicy: corev1.PullIfNotPresent}}},
+			{Name: "o", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{}}},
+			{Name: "p", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{PullPolicy: "Always"}}},
+			{Name: "q", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/h"}, EmptyDir: &corev1.EmptyDirVolumeSource{},
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}, Image: &corev1.ImageVolumeSource{Reference: "r"}}},
+			{Name: "r", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "r"}, Secret: &corev1.SecretVolumeSource{SecretName: "s"}}},
 		}}},
 	} {
 		checkAppendPatch(t, ops)
@@ -135,6 +145,13 @@ func goldenPods(t *testing.T, file string) []*corev1.Pod {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return readPods(t, data)
+}
+
+// readPods are the pods and pod templates in multi-document YAML, each as
+// Inject hands it to Mutate.
+func readPods(t *testing.T, data []byte) []*corev1.Pod {
+	t.Helper()
 	var pods []*corev1.Pod
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {

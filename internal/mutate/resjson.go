@@ -184,23 +184,37 @@ func appendEnvVar(dst []byte, e *corev1.EnvVar) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// appendVolume writes the volumes the builder makes, an emptyDir or a
-// persistentVolumeClaim, by hand: encoding/json's reflection over the 30-odd
-// sources of a VolumeSource costs more than the rest of the patch. Any other
-// volume goes through encoding/json.
+// appendVolume writes the volumes the builder makes, an emptyDir, a
+// persistentVolumeClaim, a hostPath or an image, by hand: encoding/json's
+// reflection over the 30-odd sources of a VolumeSource costs more than the
+// rest of the patch. Any other volume goes through encoding/json. The
+// struct comparisons see every field, those a newer k8s.io/api adds
+// included.
 func appendVolume(dst []byte, v *corev1.Volume) ([]byte, error) {
 	if v == nil {
 		return append(dst, "null"...), nil
 	}
-	ed, pvc := v.EmptyDir, v.PersistentVolumeClaim
-	if v.VolumeSource != (corev1.VolumeSource{EmptyDir: ed, PersistentVolumeClaim: pvc}) ||
+	hp, ed, pvc, img := v.HostPath, v.EmptyDir, v.PersistentVolumeClaim, v.Image
+	if v.VolumeSource != (corev1.VolumeSource{HostPath: hp, EmptyDir: ed, PersistentVolumeClaim: pvc, Image: img}) ||
+		hp != nil && *hp != (corev1.HostPathVolumeSource{Path: hp.Path, Type: hp.Type}) ||
 		ed != nil && *ed != (corev1.EmptyDirVolumeSource{Medium: ed.Medium, SizeLimit: ed.SizeLimit, Mode: ed.Mode}) ||
-		pvc != nil && *pvc != (corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.ClaimName, ReadOnly: pvc.ReadOnly}) {
+		pvc != nil && *pvc != (corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.ClaimName, ReadOnly: pvc.ReadOnly}) ||
+		img != nil && *img != (corev1.ImageVolumeSource{Reference: img.Reference, PullPolicy: img.PullPolicy}) {
 		return appendMarshal(dst, v)
 	}
 	dst = append(dst, `{"name":`...)
 	dst = AppendJSONString(dst, v.Name)
-	if ed != nil { // fields in the order of VolumeSource and EmptyDirVolumeSource
+	// Sources and their fields in the order of their structs.
+	if hp != nil {
+		dst = append(dst, `,"hostPath":{"path":`...)
+		dst = AppendJSONString(dst, hp.Path)
+		if hp.Type != nil {
+			dst = append(dst, `,"type":`...)
+			dst = AppendJSONString(dst, string(*hp.Type))
+		}
+		dst = append(dst, '}')
+	}
+	if ed != nil {
 		dst = append(dst, `,"emptyDir":{`...)
 		n := len(dst)
 		if ed.Medium != "" {
@@ -208,16 +222,12 @@ func appendVolume(dst []byte, v *corev1.Volume) ([]byte, error) {
 			dst = AppendJSONString(dst, string(ed.Medium))
 		}
 		if ed.SizeLimit != nil {
-			if len(dst) > n {
-				dst = append(dst, ',')
-			}
+			dst = comma(dst, n)
 			dst = append(dst, `"sizeLimit":`...)
 			dst = appendQuantity(dst, *ed.SizeLimit)
 		}
 		if ed.Mode != nil {
-			if len(dst) > n {
-				dst = append(dst, ',')
-			}
+			dst = comma(dst, n)
 			dst = append(dst, `"mode":`...)
 			dst = strconv.AppendInt(dst, int64(*ed.Mode), 10)
 		}
@@ -228,6 +238,20 @@ func appendVolume(dst []byte, v *corev1.Volume) ([]byte, error) {
 		dst = AppendJSONString(dst, pvc.ClaimName)
 		if pvc.ReadOnly {
 			dst = append(dst, `,"readOnly":true`...)
+		}
+		dst = append(dst, '}')
+	}
+	if img != nil {
+		dst = append(dst, `,"image":{`...)
+		n := len(dst)
+		if img.Reference != "" {
+			dst = append(dst, `"reference":`...)
+			dst = AppendJSONString(dst, img.Reference)
+		}
+		if img.PullPolicy != "" {
+			dst = comma(dst, n)
+			dst = append(dst, `"pullPolicy":`...)
+			dst = AppendJSONString(dst, string(img.PullPolicy))
 		}
 		dst = append(dst, '}')
 	}

@@ -167,6 +167,7 @@ func TestHandlerMutates(t *testing.T) {
 	serving.Env = []corev1.EnvVar{
 		{Name: api.EnvModelURI, Value: "hf://meta-llama/Llama-3.1-8B-Instruct"},
 		{Name: api.EnvModelDir, Value: api.ModelMountPath},
+		{Name: api.EnvModelManifest, Value: api.ModelMountPath + "/" + api.ModelManifestFile},
 		{Name: api.EnvNvidiaVisibleDevices, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.annotations['mlplane.io/gpu-ids']"}}},
 		{Name: api.EnvGPUMemoryMiB, Value: "40960"},
 	}

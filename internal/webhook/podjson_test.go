@@ -85,6 +85,13 @@ func shape(p *corev1.Pod, f *randfill.Filler, i int) {
 	delete(p.Annotations, api.AnnotationStatus)
 	delete(p.Labels, api.LabelInject)
 	p.Annotations[api.AnnotationModelURI] = "hf://org/model-" + fmt.Sprint(i%7)
+	if i%8 == 5 { // an image volume, no loader
+		p.Annotations[api.AnnotationModelURI] = "oci://ghcr.io/org/model:" + fmt.Sprint(i%7)
+	}
+	delete(p.Annotations, api.AnnotationModelAllowPatterns)
+	if i%3 == 1 {
+		p.Annotations[api.AnnotationModelAllowPatterns] = "*.safetensors, config.json"
+	}
 	p.Annotations[api.AnnotationGPUMemory] = []string{"20Gi", "40Gi", "1Gi"}[i%3]
 	for _, k := range []string{api.AnnotationContainer, api.AnnotationProfile, api.AnnotationTemplates, api.AnnotationGPUCount, api.AnnotationModelSecret} {
 		delete(p.Annotations, k)

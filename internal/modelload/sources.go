@@ -30,7 +30,9 @@ type SourceOptions struct {
 	OCIPlainHTTP bool
 }
 
-func (o *SourceOptions) defaults() {
+// Defaults fills what is unset: os.Getenv and NewHTTPClient(nil). Every
+// Factory calls it first.
+func (o *SourceOptions) Defaults() {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
@@ -64,7 +66,7 @@ func Register(scheme string, f Factory) {
 // NewSource returns the Source for uri. A malformed URI or an unsupported
 // scheme is a KindUsage error naming the accepted forms.
 func NewSource(ctx context.Context, uri string, o SourceOptions) (Source, error) {
-	o.defaults()
+	o.Defaults()
 	scheme, rest, ok := strings.Cut(uri, "://")
 	if !ok || rest == "" {
 		return nil, Errorf(KindUsage, "model URI %q: want %s", RedactURI(uri), Schemes)
@@ -91,9 +93,11 @@ func isAzureBlobHost(rest string) bool {
 // SSL_CERT_FILE and SSL_CERT_DIR when set) plus extraCAs, HTTP/2, no overall
 // timeout (a 30 GB file takes long; stalls are the engine's to catch) but
 // bounded dial, TLS handshake and response-header waits, and a redirect
-// policy that never forwards Authorization (or Cookie) to another host:
-// Go's own policy forwards them to subdomains, and Hugging Face redirects
-// LFS files to a CDN subdomain.
+// policy that never forwards Authorization (or Cookie) to another host
+// (Go's own policy forwards them to subdomains, and Hugging Face redirects
+// LFS files to a CDN subdomain) and refuses a redirect from https to plain
+// http for a host that is not loopback (a model fetched in the clear can be
+// altered in transit).
 func NewHTTPClient(extraCAs *x509.CertPool) *http.Client {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -120,11 +124,30 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return fmt.Errorf("stopped after 10 redirects")
 	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" && !IsLoopbackHost(req.URL.Host) {
+		return fmt.Errorf("refusing a redirect from https to plain http (%s)", req.URL.Host)
+	}
 	if req.URL.Host != via[0].URL.Host {
 		req.Header.Del("Authorization")
 		req.Header.Del("Cookie")
 	}
 	return nil
+}
+
+// IsLoopbackHost says host (a name or address, with or without a port and
+// IPv6 brackets) is localhost or a loopback address: the hosts a source may
+// speak plain HTTP to (tests, node-local servers and registries, as
+// containerd and oras do).
+func IsLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // LoadCAs returns the system roots plus the PEM certificates in file.

@@ -65,7 +65,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 
@@ -267,12 +266,7 @@ type Source struct {
 // connection string or account key; KindAuth when an Azure identity is
 // configured but refused.
 func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.Source, error) {
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = modelload.NewHTTPClient(nil)
-	}
+	o.Defaults()
 	l, err := parse(uri, o.Getenv)
 	if err != nil {
 		return nil, err

@@ -116,12 +116,7 @@ type Source struct {
 // Errors: a malformed URI or STORAGE_EMULATOR_HOST is KindUsage, an
 // unreadable GOOGLE_APPLICATION_CREDENTIALS KindAuth.
 func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.Source, error) {
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = modelload.NewHTTPClient(nil)
-	}
+	o.Defaults()
 	red := modelload.RedactURI(uri)
 	rest, ok := strings.CutPrefix(uri, Scheme+"://")
 	if !ok {

@@ -51,7 +51,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -156,7 +155,7 @@ func New(_ context.Context, uri string, o modelload.SourceOptions) (modelload.So
 	if token == "" {
 		token = strings.TrimSpace(getenv("HUGGING_FACE_HUB_TOKEN"))
 	}
-	if token != "" && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if token != "" && u.Scheme == "http" && !modelload.IsLoopbackHost(u.Hostname()) {
 		return nil, modelload.Errorf(modelload.KindUsage, "HF_ENDPOINT %s is plain http: refusing to send HF_TOKEN over it; use https", ep)
 	}
 	s := &source{
@@ -172,19 +171,16 @@ func New(_ context.Context, uri string, o modelload.SourceOptions) (modelload.So
 	return s, nil
 }
 
-// withRedirectPolicy returns a copy of c (same transport) whose redirect
-// policy also refuses https → plain http to a host that is not loopback
-// and, when sameHostOnly, stops at (returns) a redirect to another host.
-// c's own policy (which drops Authorization across hosts) still applies.
+// withRedirectPolicy returns a copy of c (same transport) that, when
+// sameHostOnly, stops at (returns) a redirect to another host, so that a
+// HEAD reads the hub's X-Linked-* headers; c's own policy (no Authorization
+// across hosts, no https to plain http) applies to the rest.
 func withRedirectPolicy(c *http.Client, sameHostOnly bool) *http.Client {
 	cc := *c
 	orig := c.CheckRedirect
 	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if sameHostOnly && req.URL.Host != via[0].URL.Host {
 			return http.ErrUseLastResponse
-		}
-		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" && !isLoopback(req.URL.Hostname()) {
-			return fmt.Errorf("refusing a redirect from https to plain http (%s)", req.URL.Host)
 		}
 		if orig != nil {
 			return orig(req, via)
@@ -195,14 +191,6 @@ func withRedirectPolicy(c *http.Client, sameHostOnly bool) *http.Client {
 		return nil
 	}
 	return &cc
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s *source) repoPath() string {

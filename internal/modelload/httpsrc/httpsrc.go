@@ -43,7 +43,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -87,7 +86,7 @@ func New(_ context.Context, uri string, o modelload.SourceOptions) (modelload.So
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, modelload.Errorf(modelload.KindUsage, "model URI %q: want https://HOST/PATH", shown)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !modelload.IsLoopbackHost(u.Hostname()) {
 		return nil, modelload.Errorf(modelload.KindUsage, "model URI %q: plain http is refused for a host that is not loopback (the model could be altered in transit); use https://", shown)
 	}
 	base := path.Base(u.Path)
@@ -102,35 +101,7 @@ func New(_ context.Context, uri string, o modelload.SourceOptions) (modelload.So
 	if c == nil {
 		c = modelload.NewHTTPClient(nil)
 	}
-	return &source{url: uri, shown: shown, name: name, client: noDowngrade(c)}, nil
-}
-
-// noDowngrade returns a copy of c (same transport) that also refuses a
-// redirect from https to plain http for a host that is not loopback.
-func noDowngrade(c *http.Client) *http.Client {
-	cc := *c
-	orig := c.CheckRedirect
-	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" && !isLoopback(req.URL.Hostname()) {
-			return fmt.Errorf("refusing a redirect from https to plain http (%s)", req.URL.Host)
-		}
-		if orig != nil {
-			return orig(req, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		return nil
-	}
-	return &cc
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return &source{url: uri, shown: shown, name: name, client: c}, nil
 }
 
 func (s *source) request(ctx context.Context, method string) (*http.Request, error) {

@@ -65,7 +65,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -128,12 +127,7 @@ type Source struct {
 // OCI_USERNAME and OCI_PASSWORD without the other, or an unreadable Docker
 // config file.
 func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.Source, error) {
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = modelload.NewHTTPClient(nil)
-	}
+	o.Defaults()
 	const form = "want oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
 	rest, ok := strings.CutPrefix(uri, Scheme+"://")
 	if !ok {
@@ -146,7 +140,7 @@ func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.
 	if ref.Reference == "" {
 		return nil, modelload.Errorf(modelload.KindUsage, "model URI %q: no tag or digest; %s", modelload.RedactURI(uri), form)
 	}
-	s := &Source{ref: ref, plain: o.OCIPlainHTTP || IsLoopback(ref.Registry), display: Scheme + "://" + ref.String()}
+	s := &Source{ref: ref, plain: o.OCIPlainHTTP || modelload.IsLoopbackHost(ref.Registry), display: Scheme + "://" + ref.String()}
 
 	var cred auth.CredentialFunc
 	user, pass := o.Getenv(EnvUsername), o.Getenv(EnvPassword)
@@ -185,21 +179,6 @@ func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.
 	}
 	s.repo = &remote.Repository{Client: s.client, Reference: ref, PlainHTTP: s.plain}
 	return s, nil
-}
-
-// IsLoopback says the registry (HOST or HOST:PORT) is localhost or a
-// loopback address, which is spoken to over plain HTTP.
-func IsLoopback(reg string) bool {
-	host := reg
-	if h, _, err := net.SplitHostPort(reg); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // String is the model's location.

@@ -409,8 +409,8 @@ func TestParseURI(t *testing.T) {
 		"localhost": true, "localhost:5000": true, "127.0.0.1:5000": true, "[::1]:5000": true, "127.1.2.3": true,
 		"ghcr.io": false, "10.0.0.1:5000": false, "localhost.example.com": false,
 	} {
-		if got := oci.IsLoopback(reg); got != want {
-			t.Errorf("IsLoopback(%q) = %v, want %v", reg, got, want)
+		if got := modelload.IsLoopbackHost(reg); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", reg, got, want)
 		}
 	}
 }

@@ -65,7 +65,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -131,12 +130,7 @@ type Source struct {
 //
 // A URI that is not s3://BUCKET[/PREFIX] is a KindUsage error.
 func New(ctx context.Context, uri string, o modelload.SourceOptions) (modelload.Source, error) {
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = modelload.NewHTTPClient(nil)
-	}
+	o.Defaults()
 	red := modelload.RedactURI(uri)
 	rest, ok := strings.CutPrefix(uri, Scheme+"://")
 	if !ok {

@@ -45,7 +45,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/mlplane/mlplane/internal/modelload"
-	"github.com/mlplane/mlplane/internal/modelload/oci"
 )
 
 // Format is the form a model is pushed in.
@@ -125,7 +124,7 @@ func Push(ctx context.Context, ref string, fsys fs.FS, o Options) (string, error
 	if o.Username != "" || o.Password != "" {
 		client.Credential = auth.StaticCredential(r.Registry, auth.Credential{Username: o.Username, Password: o.Password})
 	}
-	repo := &remote.Repository{Client: client, Reference: r, PlainHTTP: o.PlainHTTP || oci.IsLoopback(r.Registry)}
+	repo := &remote.Repository{Client: client, Reference: r, PlainHTTP: o.PlainHTTP || modelload.IsLoopbackHost(r.Registry)}
 
 	annotations := map[string]string{ocispec.AnnotationCreated: time.Unix(0, 0).UTC().Format(time.RFC3339)}
 	for k, v := range o.Annotations {

@@ -184,7 +184,9 @@ func validGSBucket(b string) bool {
 	if len(b) < 3 || len(b) > 222 || len(b) > 63 && !strings.Contains(b, ".") || !alnum(b[0]) || !alnum(b[len(b)-1]) {
 		return false
 	}
-	for _, part := range strings.Split(b, ".") {
+	for rest := b; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ".")
 		if len(part) > 63 {
 			return false
 		}
@@ -199,13 +201,11 @@ func validRepoID(id string) bool {
 	if len(id) > maxRepoID || strings.Contains(id, "--") || strings.Contains(id, "..") {
 		return false
 	}
-	for _, part := range strings.Split(id, "/") {
-		if part == "" || !word(part[0]) || !word(part[len(part)-1]) ||
-			!onlyBytes(part, func(c byte) bool { return word(c) || c == '-' || c == '.' }) {
-			return false
-		}
+	org, name, hasOrg := strings.Cut(id, "/")
+	part := func(p string) bool {
+		return p != "" && word(p[0]) && word(p[len(p)-1]) && onlyBytes(p, func(c byte) bool { return word(c) || c == '-' || c == '.' })
 	}
-	return true
+	return part(org) && (!hasOrg || part(name))
 }
 
 // checkAzure applies the Azure Blob Storage account and container naming

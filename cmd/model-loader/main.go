@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -70,6 +71,20 @@ type options struct {
 
 // run returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	args, cpuprofile := cutCPUProfile(args)
+	if cpuprofile != "" {
+		if f, err := os.Create(cpuprofile); err != nil {
+			fmt.Fprintf(stderr, "model-loader: --cpuprofile: %v\n", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintf(stderr, "model-loader: --cpuprofile: %v\n", err)
+		} else {
+			defer func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
+		}
+	}
 	fs := flag.NewFlagSet("model-loader", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -154,6 +169,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fail(err)
 	}
 	return 0
+}
+
+// cutCPUProfile removes the hidden --cpuprofile=FILE flag (for
+// hack/bench-loader; not in the usage) from args and returns its value.
+func cutCPUProfile(args []string) ([]string, string) {
+	var out []string
+	file := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "cpuprofile" {
+			out = append(out, a)
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			i++
+			val = args[i]
+		}
+		file = val
+	}
+	return out, file
 }
 
 func splitList(s string) []string {

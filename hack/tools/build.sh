@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # build.sh BIN: builds the pinned control-plane tools into BIN (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok,
-# kustomize), copies KWOK's stage YAMLs into BIN/kwok-stages/ and the
-# cert-manager and prometheus-operator CRDs into BIN/crds/.
+# kustomize), the real node's (kubelet, kube-proxy, containerd,
+# containerd-shim-runc-v2, ctr, and the CNI plugins into BIN/cni/), copies
+# KWOK's stage YAMLs into BIN/kwok-stages/ and the cert-manager and
+# prometheus-operator CRDs into BIN/crds/. It installs Debian's runc and
+# nftables when they are missing (apt-get, as root only).
 #
-# The versions are pinned by go.mod here (and etcd/go.mod). A stamp file
-# records a hash of those pins and of this script; when it matches and every
-# output exists, nothing is rebuilt.
+# The versions are pinned by go.mod here (and etcd/, containerd/, cni/). A
+# stamp file records a hash of those pins and of this script; when it matches
+# and every output exists, nothing is rebuilt.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,9 +21,32 @@ bin="$(cd "$bin" && pwd)"
 CERT_MANAGER=github.com/cert-manager/cert-manager@v1.21.2
 PROM_OPERATOR=github.com/prometheus-operator/prometheus-operator@v0.90.1
 
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kustomize)
+# The real node's runtime pieces that come from Debian rather than Go modules:
+# runc needs cgo and libseccomp to build, and Debian 12's runc (1.1.5, with
+# seccomp and the distribution's security backports) is what REAL-NODE.md
+# measured with both containerd 1.6 and 2.4; nft is the command
+# kube-proxy's nftables mode (sigs.k8s.io/knftables) drives.
+debs=(runc:runc nftables:nft)
+missing=()
+for d in "${debs[@]}"; do
+	command -v "${d#*:}" >/dev/null || [ -x "/usr/sbin/${d#*:}" ] || missing+=("${d%%:*}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "tools: installing Debian packages: ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	else
+		echo "tools: the real node needs Debian packages ${missing[*]} (apt-get install as root); the control plane does not" >&2
+	fi
+fi
+
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kustomize
+	kubelet kube-proxy containerd containerd-shim-runc-v2 ctr
+	cni/bridge cni/host-local cni/loopback cni/portmap)
 stamp="$bin/.tools-stamp"
-want="$(cd "$here" && cat go.mod go.sum tools.go etcd/go.mod etcd/go.sum etcd/main.go build.sh | sha256sum | cut -d' ' -f1)"
+want="$(cd "$here" && cat go.mod go.sum tools.go etcd/go.mod etcd/go.sum etcd/main.go \
+	containerd/go.mod containerd/go.sum containerd/tools.go cni/go.mod cni/go.sum cni/tools.go build.sh | sha256sum | cut -d' ' -f1)"
 
 complete() {
 	for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
@@ -39,14 +65,45 @@ start=$(date +%s)
 echo "tools: building etcd (go.etcd.io/etcd/server/v3)"
 (cd "$here/etcd" && go build -trimpath -ldflags="$ldflags" -o "$bin/etcd" .)
 
-echo "tools: building kwok, kustomize, kubectl, kube-scheduler, kube-controller-manager, kube-apiserver"
+modver() { # DIR MODULE -> the version DIR's go.mod pins
+	(cd "$here/$1" && go list -m -f '{{.Version}}' "$2")
+}
+
+echo "tools: building containerd, containerd-shim-runc-v2, ctr (github.com/containerd/containerd/v2)"
+ctrd="github.com/containerd/containerd/v2"
+ctrdver="$(modver containerd "$ctrd")"
+for name in containerd containerd-shim-runc-v2 ctr; do
+	(cd "$here/containerd" && go build -trimpath -tags 'no_btrfs no_devmapper no_zfs' \
+		-ldflags="$ldflags -X $ctrd/version.Version=$ctrdver" -o "$bin/$name" "$ctrd/cmd/$name")
+done
+
+echo "tools: building the CNI plugins (github.com/containernetworking/plugins)"
+mkdir -p "$bin/cni"
+for pkg in ipam/host-local main/bridge main/loopback meta/portmap; do
+	(cd "$here/cni" && go build -trimpath -ldflags="$ldflags" -o "$bin/cni/$(basename "$pkg")" \
+		"github.com/containernetworking/plugins/plugins/$pkg")
+done
+
+# Without -X the Kubernetes binaries report v0.0.0-master (a node's
+# kubeletVersion too); give them the pinned release.
+kver="$(modver . k8s.io/kubernetes)"
+kminor="${kver#v1.}"
+kminor="${kminor%%.*}"
+kldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$kver -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kminor"
+kldflags="$kldflags -X k8s.io/client-go/pkg/version.gitVersion=$kver -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$kminor"
+echo "tools: building kwok, kustomize, kubectl, kube-scheduler, kube-controller-manager, kube-apiserver, kube-proxy, kubelet"
 for pkg in sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kustomize/kustomize/v5 \
 	k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-scheduler \
-	k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-apiserver; do
+	k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-apiserver \
+	k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubelet; do
 	name="$(basename "$pkg")"
 	[ "$name" = v5 ] && name=kustomize
+	flags="$ldflags"
+	case "$pkg" in k8s.io/kubernetes/*) flags="$kldflags" ;; esac
 	echo "tools:   $name"
-	(cd "$here" && go build -trimpath -ldflags="$ldflags" -o "$bin/$name" "$pkg")
+	s=$(date +%s)
+	(cd "$here" && go build -trimpath -ldflags="$flags" -o "$bin/$name" "$pkg")
+	echo "tools:   $name: $(( $(date +%s) - s ))s"
 done
 
 echo "tools: KWOK stages"

@@ -88,6 +88,14 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf receives progress lines. Default: discarded.
 	Logf func(format string, args ...any)
+	// RealNode, when set, adds one real node beside the KWOK nodes: a
+	// kubelet on a private containerd (runc, CNI bridge) with kube-proxy,
+	// labelled and tainted RealNodeLabel so that only pods meant for it
+	// land there (see realnode.go). It needs root and changes the host
+	// (links, routes, nftables, cgroups, mounts, sysctls); Stop undoes
+	// all of it and checks the host against what it recorded before.
+	// Default nil: KWOK nodes only. Not with Detach.
+	RealNode *RealNodeOptions
 }
 
 // Cluster is a local control plane and the mlplane components running
@@ -108,6 +116,7 @@ type Cluster struct {
 	nodes      map[string]NodeGroup
 	webhook    *webhookState
 	publisher  *leasePublisher
+	real       *realNode // nil without Options.RealNode
 }
 
 // component is a process plus how to tell that it is ready.
@@ -126,12 +135,23 @@ func New(opts Options) *Cluster {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	return &Cluster{
+	c := &Cluster{
 		opts:       opts,
 		ports:      map[string]int{},
 		components: map[string]*component{},
 		nodes:      map[string]NodeGroup{},
 	}
+	if opts.RealNode != nil {
+		ro := *opts.RealNode
+		if ro.Name == "" {
+			ro.Name = "mlplane-real-0"
+		}
+		if ro.StateDir == "" {
+			ro.StateDir = DefaultRealNodeStateDir
+		}
+		c.real = &realNode{opts: ro}
+	}
+	return c
 }
 
 // Dir is the directory holding the cluster's files.
@@ -176,6 +196,14 @@ func (c *Cluster) Start(ctx context.Context) error {
 			return fmt.Errorf("%s not found in %s: run make tools", t, c.opts.BinDir)
 		}
 	}
+	if c.real != nil {
+		if c.opts.Detach {
+			return errors.New("a real node cannot be detached: its registry runs in this process")
+		}
+		if err := c.prepareRealNode(); err != nil {
+			return fmt.Errorf("real node: %w", err)
+		}
+	}
 	if err := c.writePKI(); err != nil {
 		return err
 	}
@@ -211,6 +239,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return err
 	}
 	c.opts.Logf("cluster: control plane ready; export KUBECONFIG=%s", c.Kubeconfig())
+	if c.real != nil {
+		return c.startRealNode(ctx)
+	}
 	return nil
 }
 
@@ -305,7 +336,13 @@ func (c *Cluster) port(name string) (int, error) {
 func (c *Cluster) addr(name string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fmt.Sprintf("127.0.0.1:%d", c.ports[name])
+	host := "127.0.0.1"
+	if name == APIServer && c.real != nil {
+		// pods reach the API through the kubernetes Service, so it
+		// listens on the node's local-only address, not loopback
+		host = RealNodeIP
+	}
+	return fmt.Sprintf("%s:%d", host, c.ports[name])
 }
 
 // freePort asks the kernel for a free loopback port. Another process could
@@ -331,10 +368,14 @@ func (c *Cluster) writePKI() error {
 	if err := writeFileAtomic(c.path("pki", "ca.crt"), ca.CertPEM, 0o644); err != nil {
 		return err
 	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)}
+	if c.real != nil {
+		ips = append(ips, net.ParseIP(RealNodeIP))
+	}
 	serving, err := ca.Issue(CertRequest{
 		CommonName: "kube-apiserver",
 		DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPs:        []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+		IPs:        ips,
 	})
 	if err != nil {
 		return err
@@ -362,11 +403,25 @@ func (c *Cluster) writePKI() error {
 	if _, err := c.port(APIServer); err != nil {
 		return err
 	}
-	for _, id := range []struct{ file, user, group string }{
+	ids := []struct{ file, user, group string }{
 		{"kubeconfig", "mlplane-admin", "system:masters"},
 		{"config/kube-controller-manager.kubeconfig", "system:kube-controller-manager", ""},
 		{"config/kube-scheduler.kubeconfig", "system:kube-scheduler", ""},
-	} {
+	}
+	if c.real != nil {
+		ids = append(ids,
+			struct{ file, user, group string }{"config/kubelet.kubeconfig", "system:node:" + c.realNodeName(), "system:nodes"},
+			struct{ file, user, group string }{"config/kube-proxy.kubeconfig", "system:kube-proxy", ""})
+		// the API server's identity towards the kubelet (logs, exec)
+		kc, err := ca.Issue(CertRequest{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}})
+		if err != nil {
+			return err
+		}
+		if err := kc.WriteFiles(c.path("pki", "apiserver-kubelet-client.crt"), c.path("pki", "apiserver-kubelet-client.key")); err != nil {
+			return err
+		}
+	}
+	for _, id := range ids {
 		req := CertRequest{CommonName: id.user}
 		if id.group != "" {
 			req.Organization = []string{id.group}
@@ -431,14 +486,20 @@ func (c *Cluster) etcd() (*component, error) {
 }
 
 func (c *Cluster) apiserver() (*component, error) {
-	comp := c.newComponent(APIServer, "kube-apiserver",
+	// With a loopback advertise address the default endpoint reconciler
+	// refuses to start (LOCAL-CLUSTER.md).
+	bind := []string{"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"}
+	if c.real != nil {
+		// The real node's address: local only (held by a link of this
+		// host that routes nowhere), and the kubernetes Service's
+		// endpoint, so that pods reach the API through kube-proxy.
+		bind = []string{"--bind-address=" + RealNodeIP, "--advertise-address=" + RealNodeIP,
+			"--kubelet-client-certificate=" + c.path("pki", "apiserver-kubelet-client.crt"),
+			"--kubelet-client-key=" + c.path("pki", "apiserver-kubelet-client.key")}
+	}
+	comp := c.newComponent(APIServer, "kube-apiserver", append(bind,
 		"--etcd-servers=http://"+c.addr("etcd-client"),
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
 		"--secure-port="+portOf(c.addr(APIServer)),
-		// With a loopback advertise address the default endpoint
-		// reconciler refuses to start (LOCAL-CLUSTER.md).
-		"--endpoint-reconciler-type=none",
 		"--cert-dir="+c.path("pki"),
 		"--tls-cert-file="+c.path("pki", "apiserver.crt"),
 		"--tls-private-key-file="+c.path("pki", "apiserver.key"),
@@ -454,11 +515,11 @@ func (c *Cluster) apiserver() (*component, error) {
 		"--service-account-key-file="+c.path("pki", "sa.key"),
 		"--service-account-signing-key-file="+c.path("pki", "sa.key"),
 		"--authorization-mode=Node,RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range="+ServiceCIDR,
 		"--max-requests-inflight=2000",
 		"--max-mutating-requests-inflight=1000",
 		"--profiling=false",
-	)
+	)...)
 	probeCfg := c.RESTConfig()
 	probeCfg.Timeout = 5 * time.Second
 	probe, err := kubernetes.NewForConfig(probeCfg)
@@ -550,7 +611,7 @@ func (c *Cluster) kwok() (*component, error) {
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+KWOKNodeAnnotation+"="+kwokNodeValue,
 		"--server-address="+addr,
-		"--cidr=10.0.0.0/16",
+		"--cidr="+KWOKPodCIDR,
 	)
 	comp.ready = httpProbe("http://"+addr+"/healthz", false)
 	return comp, nil
@@ -730,10 +791,17 @@ func (c *Cluster) Stop() error {
 			comp.stop(10 * time.Second)
 		}
 	}
-	if c.ownsDir && c.dir != "" && os.Getenv("MLPLANE_KEEP_CLUSTER_DIR") == "" {
-		return os.RemoveAll(c.dir)
+	var errs []error
+	if c.real != nil {
+		// before the directory goes: the node's mounts are in it
+		if err := c.stopRealNode(); err != nil {
+			errs = append(errs, fmt.Errorf("real node teardown: %w", err))
+		}
 	}
-	return nil
+	if c.ownsDir && c.dir != "" && os.Getenv("MLPLANE_KEEP_CLUSTER_DIR") == "" {
+		errs = append(errs, os.RemoveAll(c.dir))
+	}
+	return errors.Join(errs...)
 }
 
 // State is what a detached cluster leaves in <Dir>/state.json so that Down
@@ -793,7 +861,8 @@ func Down(dir string) ([]string, error) {
 			stopped = append(stopped, p.Name)
 		}
 	}
-	return stopped, os.Remove(StateFile(dir))
+	// A real node's host changes, if a crashed run left them.
+	return stopped, errors.Join(os.Remove(StateFile(dir)), CleanupRealNode("", nil))
 }
 
 // ensureNamespace creates a namespace with labels, or adds the labels to an

@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// startRegistry serves an in-process OCI registry (go-containerregistry's,
+// blobs in memory) on a free loopback port; the real node's containerd
+// resolves every ghcr.io/mlplane/* image there.
+func (c *Cluster) startRegistry() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           registry.New(registry.Logger(log.New(io.Discard, "", 0))),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.Serve(l) }()
+	c.real.registry = srv
+	c.real.regAddr = l.Addr().String()
+	return nil
+}
+
+// RegistryAddr is the real node's registry (127.0.0.1:PORT), "" without a
+// real node.
+func (c *Cluster) RegistryAddr() string {
+	if c.real == nil {
+		return ""
+	}
+	return c.real.regAddr
+}
+
+// PushImage pushes img to the real node's registry as repoTag (for example
+// "mlplane/webhook:test") and returns the name pods use for it
+// (ImageRepoPrefix's registry: "ghcr.io/mlplane/webhook:test").
+func (c *Cluster) PushImage(ctx context.Context, repoTag string, img v1.Image) (string, error) {
+	if c.real == nil || c.real.regAddr == "" {
+		return "", errors.New("no real node: the registry runs with Options.RealNode")
+	}
+	if !strings.HasPrefix(repoTag, "mlplane/") {
+		return "", fmt.Errorf("image %q: the real node's registry serves mlplane/* only", repoTag)
+	}
+	ref, err := name.ParseReference(c.real.regAddr+"/"+repoTag, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	return "ghcr.io/" + repoTag, nil
+}
+
+// BinaryImage is a one-layer image holding the static binary at binPath as
+// /NAME, its entrypoint, for this machine's platform.
+func BinaryImage(binPath string) (v1.Image, error) {
+	bin, err := os.ReadFile(binPath)
+	if err != nil {
+		return nil, err
+	}
+	base := binaryName(binPath)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	hdr := &tar.Header{Name: base, Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerBytes)), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config.Entrypoint = []string{"/" + base}
+	cf.Config.Env = []string{"PATH=/"}
+	return mutate.ConfigFile(img, cf)
+}
+
+func binaryName(p string) string {
+	return p[strings.LastIndexByte(p, '/')+1:]
+}
+
+// pushPodbinImages builds internal/cluster/podbin (static) and pushes it as
+// PauseImage and PodbinImage.
+func (c *Cluster) pushPodbinImages(ctx context.Context) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return fmt.Errorf("the real node builds its pause image from the module: %w", err)
+	}
+	out := c.real.path("podbin")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./internal/cluster/podbin")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build podbin: %w\n%s", err, b)
+	}
+	img, err := BinaryImage(out)
+	if err != nil {
+		return err
+	}
+	for _, tag := range []string{PauseImage, PodbinImage} {
+		if _, err := c.PushImage(ctx, strings.TrimPrefix(tag, "ghcr.io/"), img); err != nil {
+			return err
+		}
+	}
+	return nil
+}

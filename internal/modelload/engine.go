@@ -130,7 +130,10 @@ type Manifest struct {
 type ManifestFile struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`
+	// SHA256 and MD5 are the hex digests the file was verified against:
+	// those the source gave (the strongest only), none when it gave none.
 	SHA256 string `json:"sha256,omitempty"`
+	MD5    string `json:"md5,omitempty"`
 }
 
 // Result says what a Fetch did.
@@ -212,7 +215,8 @@ func Fetch(ctx context.Context, src Source, o Options) (*Result, error) {
 		}
 	} else {
 		for _, f := range files {
-			m.Files = append(m.Files, ManifestFile{Path: f.Path, Size: e.sizes[f.Path], SHA256: e.sums[f.Path]})
+			d := e.sums[f.Path]
+			m.Files = append(m.Files, ManifestFile{Path: f.Path, Size: e.sizes[f.Path], SHA256: d.sha256, MD5: d.md5})
 		}
 	}
 	for _, f := range m.Files {
@@ -297,7 +301,7 @@ type engine struct {
 
 	mu    sync.Mutex
 	sizes map[string]int64
-	sums  map[string]string
+	sums  map[string]digests
 }
 
 // verifiedRecord is one line of the partial directory's journal: a file
@@ -310,9 +314,6 @@ type verifiedRecord struct {
 	SHA256  string `json:"sha256,omitempty"`
 	MD5     string `json:"md5,omitempty"`
 	Version string `json:"version,omitempty"`
-	// Sum is the SHA-256 the engine computed.
-	Sum string `json:"sum,omitempty"`
-
 	fromManifest bool
 }
 
@@ -322,8 +323,8 @@ func (r verifiedRecord) matches(f File) bool {
 		return false
 	}
 	if r.fromManifest {
-		// The manifest has the computed sha256 only.
-		return f.SHA256 == "" || f.SHA256 == r.Sum
+		// A manifest has no versions; its digests are those verified.
+		return (f.SHA256 == "" || f.SHA256 == r.SHA256) && (f.MD5 == "" || f.MD5 == r.MD5 || f.SHA256 != "")
 	}
 	return r.SHA256 == f.SHA256 && r.MD5 == f.MD5 && r.Version == f.Version
 }
@@ -332,7 +333,7 @@ const journalName = "verified.jsonl"
 
 func (e *engine) run(ctx context.Context, files []File) error {
 	e.sizes = map[string]int64{}
-	e.sums = map[string]string{}
+	e.sums = map[string]digests{}
 	e.nfiles = len(files)
 	pdir := filepath.Join(e.o.Dest, partialDir)
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
@@ -344,7 +345,7 @@ func (e *engine) run(ctx context.Context, files []File) error {
 	if old := readManifest(e.o.Dest); old != nil && old.URI == e.uri && old.Revision == e.revision {
 		for _, mf := range old.Files {
 			if _, ok := journal[mf.Path]; !ok {
-				journal[mf.Path] = verifiedRecord{Path: mf.Path, Size: mf.Size, Sum: mf.SHA256, fromManifest: true}
+				journal[mf.Path] = verifiedRecord{Path: mf.Path, Size: mf.Size, SHA256: mf.SHA256, MD5: mf.MD5, fromManifest: true}
 			}
 		}
 	}
@@ -354,16 +355,16 @@ func (e *engine) run(ctx context.Context, files []File) error {
 		final := filepath.Join(e.o.Dest, filepath.FromSlash(f.Path))
 		if st, err := os.Stat(final); err == nil && st.Mode().IsRegular() {
 			if r, ok := journal[f.Path]; ok && r.Size == st.Size() && r.matches(f) {
-				e.keep(f.Path, st.Size(), r.Sum)
+				e.keep(f.Path, st.Size(), verified(f))
 				continue
 			}
 			// A file in place that the journal does not vouch for (a
 			// different revision, or written by someone else): verify it
 			// when the source gives a digest, else fetch it again.
 			if f.Size == st.Size() && (f.SHA256 != "" || f.MD5 != "") {
-				if sum, ok, err := verifyFile(final, f); err == nil && ok {
+				if ok, err := verifyFile(final, f); err == nil && ok {
 					e.o.Log.V(1).Info("file in place matches the source's digest", "file", f.Path)
-					e.keep(f.Path, st.Size(), sum)
+					e.keep(f.Path, st.Size(), verified(f))
 					continue
 				}
 			}
@@ -450,7 +451,7 @@ feed:
 	return nil
 }
 
-func (e *engine) keep(path string, size int64, sum string) {
+func (e *engine) keep(path string, size int64, sum digests) {
 	e.mu.Lock()
 	e.sizes[path], e.sums[path] = size, sum
 	e.mu.Unlock()
@@ -646,7 +647,8 @@ func (e *engine) finishFile(ctx context.Context, j *fileJob, jf *os.File, jmu *s
 			return &Error{Kind: KindDisk, Err: err}
 		}
 		_ = os.Remove(j.statePath)
-		rec := withSum(recordOf(j.f, size), sum.sha256)
+		_ = sum
+		rec := recordOf(j.f, size)
 		b, _ := json.Marshal(rec)
 		jmu.Lock()
 		_, err = jf.Write(append(b, '\n'))
@@ -655,7 +657,7 @@ func (e *engine) finishFile(ctx context.Context, j *fileJob, jf *os.File, jmu *s
 			return &Error{Kind: KindDisk, Err: err}
 		}
 		e.mu.Lock()
-		e.sizes[j.f.Path], e.sums[j.f.Path] = size, sum.sha256
+		e.sizes[j.f.Path], e.sums[j.f.Path] = size, verified(j.f)
 		e.mu.Unlock()
 		e.ndone.Add(1)
 		return nil
@@ -679,9 +681,13 @@ func recordOf(f File, size int64) verifiedRecord {
 	return verifiedRecord{Path: f.Path, Size: size, SHA256: f.SHA256, MD5: f.MD5, Version: f.Version}
 }
 
-func withSum(r verifiedRecord, sum string) verifiedRecord {
-	r.Sum = sum
-	return r
+// verified are the digests a file is checked against: the source's
+// SHA-256 when it gives one, else its MD5, else none (size only).
+func verified(f File) digests {
+	if f.SHA256 != "" {
+		return digests{sha256: f.SHA256}
+	}
+	return digests{md5: f.MD5}
 }
 
 func readJournal(pdir string) map[string]verifiedRecord {
@@ -703,26 +709,21 @@ func readJournal(pdir string) map[string]verifiedRecord {
 }
 
 // verifyFile hashes a file already in place and compares it with f's
-// digest.
-func verifyFile(name string, f File) (string, bool, error) {
+// digest (the SHA-256 when the source gives one, else the MD5).
+func verifyFile(name string, f File) (bool, error) {
 	fh, err := os.Open(name)
 	if err != nil {
-		return "", false, err
+		return false, err
 	}
 	defer fh.Close()
-	s, m := sha256.New(), md5.New()
-	var w io.Writer = s
-	if f.SHA256 == "" {
-		w = io.MultiWriter(s, m)
+	h, want := sha256.New(), f.SHA256
+	if want == "" {
+		h, want = md5.New(), f.MD5
 	}
-	if _, err := io.Copy(w, fh); err != nil {
-		return "", false, err
+	if _, err := io.Copy(h, fh); err != nil {
+		return false, err
 	}
-	sum := hex.EncodeToString(s.Sum(nil))
-	if f.SHA256 != "" {
-		return sum, sum == f.SHA256, nil
-	}
-	return sum, hex.EncodeToString(m.Sum(nil)) == f.MD5, nil
+	return hex.EncodeToString(h.Sum(nil)) == want, nil
 }
 
 func readManifest(dest string) *Manifest {

@@ -72,17 +72,21 @@ modver() { # DIR MODULE -> the version DIR's go.mod pins
 echo "tools: building containerd, containerd-shim-runc-v2, ctr (github.com/containerd/containerd/v2)"
 ctrd="github.com/containerd/containerd/v2"
 ctrdver="$(modver containerd "$ctrd")"
+s=$(date +%s)
 for name in containerd containerd-shim-runc-v2 ctr; do
 	(cd "$here/containerd" && go build -trimpath -tags 'no_btrfs no_devmapper no_zfs' \
 		-ldflags="$ldflags -X $ctrd/version.Version=$ctrdver" -o "$bin/$name" "$ctrd/cmd/$name")
 done
+echo "tools:   containerd: $(( $(date +%s) - s ))s"
 
 echo "tools: building the CNI plugins (github.com/containernetworking/plugins)"
 mkdir -p "$bin/cni"
+s=$(date +%s)
 for pkg in ipam/host-local main/bridge main/loopback meta/portmap; do
 	(cd "$here/cni" && go build -trimpath -ldflags="$ldflags" -o "$bin/cni/$(basename "$pkg")" \
 		"github.com/containernetworking/plugins/plugins/$pkg")
 done
+echo "tools:   CNI plugins: $(( $(date +%s) - s ))s"
 
 # Without -X the Kubernetes binaries report v0.0.0-master (a node's
 # kubeletVersion too); give them the pinned release.

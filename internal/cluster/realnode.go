@@ -74,7 +74,7 @@ const (
 	// DefaultRealNodeStateDir holds the host baseline (baseline.json) and
 	// the lock: one real node per host, and a crashed run is cleaned up by
 	// the next one.
-	DefaultRealNodeStateDir = "/run/mlplane-realnode"
+	DefaultRealNodeStateDir = hoststate.DefaultDir
 )
 
 // Images the real node's containerd resolves through the local registry:
@@ -207,7 +207,8 @@ func (c *Cluster) prepareRealNode() error {
 	if err := RealNodeSupported(c.opts.BinDir); err != nil {
 		return err
 	}
-	lock, err := hoststate.Acquire(r.opts.StateDir)
+	// a concurrent test run's node goes first
+	lock, err := hoststate.AcquireWait(r.opts.StateDir, 3*time.Minute)
 	if err != nil {
 		return err
 	}

@@ -171,10 +171,15 @@ func TestRealNode(t *testing.T) {
 	if !strings.HasPrefix(body, "podbin web") {
 		t.Errorf("GET Service %s: %q, want podbin web", svc.Spec.ClusterIP, body)
 	}
-	// The kubernetes Service leads to the API server (what pods use).
+	// The kubernetes Service leads to the API server, from the host and
+	// from a pod.
 	body = httpGet(ctx, t, "https://10.96.0.1:443/livez")
 	if body != "ok" {
 		t.Errorf("GET https://10.96.0.1/livez: %q, want ok", body)
+	}
+	body = httpGet(ctx, t, "http://"+net.JoinHostPort(running.Status.PodIP, "8080")+"/get?url=https://10.96.0.1:443/livez")
+	if body != "200 ok" {
+		t.Errorf("from the pod, GET https://10.96.0.1/livez: %q, want 200 ok", body)
 	}
 
 	p, err := cs.CoreV1().Pods(ns).Get(ctx, "plain", metav1.GetOptions{})

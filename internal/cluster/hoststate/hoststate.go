@@ -673,8 +673,25 @@ func Load(path string) (*Snapshot, error) {
 	return &s, nil
 }
 
+// DefaultDir is where the local cluster's real node keeps its baseline and
+// its lock; tests that change the host take the same lock.
+const DefaultDir = "/run/mlplane-realnode"
+
 // Lock is an exclusive lock on a state directory: one real node per host.
 type Lock struct{ f *os.File }
+
+// AcquireWait is Acquire, retrying until timeout while another process holds
+// the lock (a concurrent test run on the same host).
+func AcquireWait(dir string, timeout time.Duration) (*Lock, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		l, err := Acquire(dir)
+		if err == nil || time.Now().After(deadline) {
+			return l, err
+		}
+		time.Sleep(time.Second) // polling a lock another process holds
+	}
+}
 
 // Acquire takes the lock in dir, failing at once when another process holds
 // it.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
@@ -100,6 +101,12 @@ func TestRestoreRoundTrip(t *testing.T) {
 		cgName = "mlplane-hoststate-test"
 		sysctl = "kernel.keys.root_maxkeys"
 	)
+	// not while a real node (another package's test) changes the host
+	lock, err := AcquireWait(DefaultDir, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "mnt")
 	created := filepath.Join(dir, "created")

@@ -9,16 +9,20 @@ export PATH := $(BIN):$(PATH)
 # go-nvml's header marks many NVML calls deprecated; the warnings drown test output.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-BINARIES := webhook extender node-agent
+BINARIES := webhook extender node-agent model-loader
+# go-nvml binds libnvidia-ml with dlopen through cgo; every other binary is
+# static (CGO_ENABLED=0), as in its image.
+CGO_BINARIES := node-agent
 
 .PHONY: all build test unit e2e bench bench-long lint fmt tools demo demo-down fuzz images clean
 
 all: build
 
-## build: the three binaries into bin/
+## build: the four binaries into bin/
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=1 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_BINARIES),$(BINARIES)))
+	CGO_ENABLED=1 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CGO_BINARIES))
 
 ## tools: pinned control-plane binaries (etcd, kube-*, kubectl, kwok, kustomize) into bin/, rebuilt only when hack/tools/go.mod changes
 tools:
@@ -65,9 +69,11 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) ./internal/mutate
 
-## images: container images from build/<binary>.Dockerfile (needs docker or podman; see docs/install.md)
+## images: the container images without Docker (hack/images): an OCI layout and a docker archive in _output/images/;
+## IMAGES_FLAGS='--push 127.0.0.1:5000/mlplane' also pushes, '--only pause --platforms linux/amd64' builds less (docs/install.md)
+IMAGES_FLAGS ?=
 images:
-	hack/images.sh
+	$(GO) run ./hack/images $(IMAGES_FLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -152,7 +152,7 @@ func report(w io.Writer, b imagebuild.Built) error {
 		fmt.Fprintf(w, "  %-13s %s  %6.1f MB compressed\n", platformString(desc.Platform), desc.Digest, float64(n)/1e6)
 	}
 	for _, s := range b.Skipped {
-		fmt.Fprintf(w, "  skipped %s\n", s)
+		fmt.Fprintf(w, "  %s\n", s)
 	}
 	return nil
 }

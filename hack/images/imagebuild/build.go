@@ -188,7 +188,7 @@ func Build(ctx context.Context, images []Image, o Options) ([]Built, error) {
 				cc = cCompiler(ctx, o.Go, plat.Architecture, runtime.GOARCH)
 			}
 			if cc == "" {
-				why := fmt.Sprintf("%s: needs cgo and no C compiler for linux/%s here (%s)", plat, plat.Architecture, cross[plat.Architecture])
+				why := fmt.Sprintf("%s left out: it needs cgo, and there is no C compiler for %s here (install %s)", plat, plat, cross[plat.Architecture])
 				built[i].Skipped = append(built[i].Skipped, why)
 				o.Logf("images: %s: %s", im.Name, why)
 				continue

@@ -494,6 +494,8 @@ func (c *Cluster) apiserver() (*component, error) {
 		// host that routes nowhere), and the kubernetes Service's
 		// endpoint, so that pods reach the API through kube-proxy.
 		bind = []string{"--bind-address=" + RealNodeIP, "--advertise-address=" + RealNodeIP,
+			// the node's address, never a DNS lookup of its name
+			"--kubelet-preferred-address-types=InternalIP",
 			"--kubelet-client-certificate=" + c.path("pki", "apiserver-kubelet-client.crt"),
 			"--kubelet-client-key=" + c.path("pki", "apiserver-kubelet-client.key")}
 	}

@@ -384,6 +384,36 @@ func addGuardTable() error {
 	return nil
 }
 
+// GuardDrops counts the packets the guard table dropped so far: what pods
+// tried to send off the host, and what would have left it for the cluster's
+// ranges. Dropped packets did not leave; a test logs them to find who sent
+// them.
+func GuardDrops() (forwarded, leaving uint64, err error) {
+	c, err := nftables.New()
+	if err != nil {
+		return 0, 0, err
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: guardTable}
+	for _, chain := range []string{"forward", "postrouting"} {
+		rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
+		if err != nil {
+			return 0, 0, fmt.Errorf("nftables table inet %s chain %s: %w", guardTable, chain, err)
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					if chain == "forward" {
+						forwarded += ctr.Packets
+					} else {
+						leaving += ctr.Packets
+					}
+				}
+			}
+		}
+	}
+	return forwarded, leaving, nil
+}
+
 // makeCgroupRoot creates the kubelet's cgroupRoot in every hierarchy (the
 // kubelet refuses a root that does not exist); a new cpuset gets its
 // parent's cpus and mems, which it does not inherit.

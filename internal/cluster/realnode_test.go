@@ -48,7 +48,17 @@ func TestRealNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "mlplane-realnode-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if os.Getenv("MLPLANE_KEEP_CLUSTER_DIR") == "" {
+			os.RemoveAll(dir)
+		} else {
+			t.Logf("kept %s (MLPLANE_KEEP_CLUSTER_DIR)", dir)
+		}
+	})
 	// Our own record of the host, taken before the cluster takes its own.
 	// The state dir is the fixed one: a crashed run's leftovers are undone
 	// by Start before it records its baseline.
@@ -197,6 +207,12 @@ func TestRealNode(t *testing.T) {
 	} else {
 		t.Logf("pod logs: %d bytes", len(logs))
 	}
+
+	fwd, out, err := GuardDrops()
+	if err != nil {
+		t.Error(err)
+	}
+	t.Logf("guard table: %d packets from pods dropped on their way off the host, %d to the cluster's ranges dropped on their way out", fwd, out)
 
 	stopped = true
 	stopStart := time.Now()

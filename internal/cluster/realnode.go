@@ -194,7 +194,7 @@ func realNodeSpec(binDir, nodeDir string) hoststate.Spec {
 		Links:       []string{realBridge, realSvcLink},
 		CgroupNames: []string{realCgroup, "kubepods"},
 		MountRoots:  []string{nodeDir},
-		Paths:       realNodePaths,
+		Paths:       append([]string{nodeDir}, realNodePaths...),
 		Executables: exes,
 	}
 }
@@ -217,11 +217,8 @@ func (c *Cluster) prepareRealNode() error {
 		return err
 	}
 	r.dir = c.path("realnode")
-	for _, d := range []string{"containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pods-logs", "runc"} {
-		if err := os.MkdirAll(r.path(d), 0o755); err != nil {
-			return err
-		}
-	}
+	// The baseline comes first: the node's directory is one of the paths
+	// a teardown removes (after a crash, the next run does).
 	base, err := hoststate.Take(realNodeSpec(c.opts.BinDir, r.dir))
 	if err != nil {
 		return fmt.Errorf("record the host's state: %w", err)
@@ -230,6 +227,11 @@ func (c *Cluster) prepareRealNode() error {
 		return err
 	}
 	r.base = base
+	for _, d := range []string{"containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pods-logs", "runc"} {
+		if err := os.MkdirAll(r.path(d), 0o755); err != nil {
+			return err
+		}
+	}
 	if err := routeClusterRanges(); err != nil {
 		return err
 	}

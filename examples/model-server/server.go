@@ -113,6 +113,7 @@ func Encode(r Response) []byte {
 	return append(b, '\n')
 }
 
+// ServeHTTP routes to /, /healthz and /readyz.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) root(w http.ResponseWriter, _ *http.Request) {

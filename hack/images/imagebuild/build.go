@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/mlplane/mlplane/internal/manifests"
 )
 
 // Options say how to build. Zero fields take the defaults in their
@@ -122,21 +124,14 @@ func (o *Options) defaults(ctx context.Context) error {
 	return nil
 }
 
+// moduleRoot is the directory above the working directory holding go.mod
+// (the one config/ is found in).
 func moduleRoot() (string, error) {
-	d, err := os.Getwd()
+	c, err := manifests.ConfigDir()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		d = parent
-	}
+	return filepath.Dir(c), nil
 }
 
 // Build builds images for o.Platforms: per platform one `go build` of the

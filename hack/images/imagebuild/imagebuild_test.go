@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/mlplane/mlplane/internal/manifests"
 )
 
 // pause is the image the tests build: the smallest of the set.
@@ -308,7 +310,7 @@ func TestRegistryLoopbackOnly(t *testing.T) {
 // ghcr.io/mlplane image the manifests name is DefaultRepo/<Image.Name>:DefaultTag,
 // and the four components' images are all named.
 func TestConfigNames(t *testing.T) {
-	root, err := filepath.Abs("../../..")
+	configDir, err := manifests.ConfigDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +320,7 @@ func TestConfigNames(t *testing.T) {
 	}
 	re := regexp.MustCompile(regexp.QuoteMeta(DefaultRepo) + `/[^\s"'` + "`" + `]+`)
 	seen := map[string]bool{}
-	err = filepath.WalkDir(filepath.Join(root, "config"), func(p string, d os.DirEntry, err error) error {
+	err = filepath.WalkDir(configDir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".yaml") {
 			return err
 		}

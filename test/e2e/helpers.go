@@ -47,6 +47,10 @@ const (
 	// EnvKeep leaves the local cluster's directory in place after the run
 	// (it is printed at start), for reading the logs.
 	EnvKeep = "MLPLANE_KEEP_CLUSTER_DIR"
+	// EnvRealNode adds a real kubelet node to the local cluster: "auto"
+	// (the default: when the host can run one, see
+	// cluster.RealNodeSupported), "on" (fail when it cannot) or "off".
+	EnvRealNode = "E2E_REAL_NODE"
 )
 
 // DefaultNodes is the local cluster's GPU nodes: three nodes, two sizes.
@@ -97,9 +101,17 @@ func RequireComponent(ctx context.Context, t *testing.T, name string) {
 func SetupLocalCluster(spec string) env.Func {
 	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
 		start := time.Now()
-		c := cluster.New(cluster.Options{Logf: func(f string, a ...any) {
+		copts := cluster.Options{Logf: func(f string, a ...any) {
 			fmt.Fprintf(os.Stderr, "%s "+f+"\n", append([]any{time.Now().Format("15:04:05.000")}, a...)...)
-		}})
+		}}
+		withReal, err := wantRealNode()
+		if err != nil {
+			return ctx, err
+		}
+		if withReal {
+			copts.RealNode = &cluster.RealNodeOptions{}
+		}
+		c := cluster.New(copts)
 		ctx = context.WithValue(ctx, clusterKey{}, c)
 		fail := func(err error) (context.Context, error) {
 			c.DumpLogs(os.Stderr, 40)
@@ -124,7 +136,6 @@ func SetupLocalCluster(spec string) env.Func {
 				return fail(err)
 			}
 		}
-		var err error
 		if c.HasBin("extender") {
 			err = c.StartExtender(ctx, cluster.ExtenderOptions{})
 		} else {
@@ -139,15 +150,63 @@ func SetupLocalCluster(spec string) env.Func {
 	}
 }
 
-// StopLocalCluster is the env.Func that stops the local cluster.
+// wantRealNode reads EnvRealNode; on "auto" it says on stderr why a host
+// gets no real node (the real-node features then report SKIPPED).
+func wantRealNode() (bool, error) {
+	mode := os.Getenv(EnvRealNode)
+	bin, err := cluster.DefaultBinDir()
+	if err != nil {
+		return false, err
+	}
+	why := cluster.RealNodeSupported(bin)
+	switch mode {
+	case "", "auto":
+		if why != nil {
+			fmt.Fprintf(os.Stderr, "no real node in the local cluster (%s=auto): %v\n", EnvRealNode, why)
+		}
+		return why == nil, nil
+	case "on":
+		if why != nil {
+			return false, fmt.Errorf("%s=on: %w", EnvRealNode, why)
+		}
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s=%q: want auto, on or off", EnvRealNode, mode)
+}
+
+// RequireRealNode returns the local cluster when it has a real node, and
+// otherwise skips the test saying that a skip is not a pass.
+func RequireRealNode(ctx context.Context, t *testing.T) *cluster.Cluster {
+	t.Helper()
+	c := RequireLocal(ctx, t)
+	if c.RealNodeName() == "" {
+		t.Skipf("SKIPPED, NOT PASSED: the local cluster has no real node (%s; needs root and make tools)", EnvRealNode)
+	}
+	return c
+}
+
+// StopLocalCluster is the env.Func that stops the local cluster. A failed
+// stop (a real node that left the host changed) is also kept for
+// TeardownError: e2e-framework only logs a Finish step's error.
 func StopLocalCluster() env.Func {
 	return func(ctx context.Context, _ *envconf.Config) (context.Context, error) {
 		if c := Local(ctx); c != nil {
-			return ctx, c.Stop()
+			if err := c.Stop(); err != nil {
+				teardownErr = err
+				fmt.Fprintf(os.Stderr, "stopping the local cluster: %v\n", err)
+				return ctx, err
+			}
 		}
 		return ctx, nil
 	}
 }
+
+var teardownErr error
+
+// TeardownError is StopLocalCluster's error, for TestMain's exit code.
+func TeardownError() error { return teardownErr }
 
 // DumpLogsOnFailure is a per-test hook: when a test failed, it prints the
 // tail of every local component's log.

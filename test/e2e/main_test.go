@@ -34,5 +34,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "running against the existing cluster of %s\n", cfg.KubeconfigFile())
 	}
 	testenv.AfterEachTest(DumpLogsOnFailure)
-	os.Exit(testenv.Run(m))
+	code := testenv.Run(m)
+	if TeardownError() != nil && code == 0 {
+		code = 1 // the host was left changed: that fails the run
+	}
+	os.Exit(code)
 }

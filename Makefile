@@ -33,7 +33,7 @@ test: lint unit e2e
 
 ## unit: every package's tests (race detector on); Azurite (hack/azurite.sh, npm) serves the azblob source's tests
 unit:
-	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/...
+	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/... ./examples/... ./hack/images/... ./hack/bench-loader/...
 
 ## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules
 e2e: tools build

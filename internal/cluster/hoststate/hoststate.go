@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -580,12 +581,40 @@ func deleteNFT(base *Snapshot, logf func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
+	// New KUBE-* chains in tables that were there (the kubelet's and
+	// kube-proxy's through iptables-nft): their rules go, and so do the
+	// rules of older chains that jump to them.
+	newKube := map[string]bool{} // "family table chain"
 	for _, ch := range cs {
 		tid := familyName(ch.Table.Family) + " " + ch.Table.Name
 		id := tid + " " + ch.Name
 		if slices.Contains(base.NFTables, tid) && !slices.Contains(base.NFChains, id) && strings.HasPrefix(ch.Name, "KUBE-") {
 			c.FlushChain(ch)
 			deleted = append(deleted, "chain "+id)
+			newKube[id] = true
+		}
+	}
+	if len(newKube) > 0 {
+		for _, ch := range cs {
+			tid := familyName(ch.Table.Family) + " " + ch.Table.Name
+			if newKube[tid+" "+ch.Name] || !slices.Contains(base.NFTables, tid) {
+				continue
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return err
+			}
+			for _, r := range rules {
+				for _, e := range r.Exprs {
+					if v, ok := e.(*expr.Verdict); ok && newKube[tid+" "+v.Chain] {
+						if err := c.DelRule(r); err != nil {
+							return err
+						}
+						deleted = append(deleted, fmt.Sprintf("rule in %s %s jumping to %s", tid, ch.Name, v.Chain))
+						break
+					}
+				}
+			}
 		}
 	}
 	if len(deleted) == 0 {
@@ -595,8 +624,7 @@ func deleteNFT(base *Snapshot, logf func(string, ...any)) error {
 		return fmt.Errorf("nftables: delete %s: %w", strings.Join(deleted, ", "), err)
 	}
 	// Chains go once nothing jumps to them any more (their own rules
-	// are flushed above; rules elsewhere jumping to them too, as the
-	// flushes ran in one transaction).
+	// and the jumps to them went in the transaction above).
 	for _, ch := range cs {
 		id := familyName(ch.Table.Family) + " " + ch.Table.Name + " " + ch.Name
 		if slices.Contains(deleted, "chain "+id) {

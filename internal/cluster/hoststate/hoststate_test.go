@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -122,6 +123,23 @@ func TestRestoreRoundTrip(t *testing.T) {
 		Paths:       []string{created},
 		Executables: []string{sleeper},
 	}
+	// A table that was there before, with a chain (as iptables-nft's
+	// "ip filter" INPUT): a node adds a KUBE- chain and a jump to it.
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table + "-old"})
+	input := c.AddChain(&nftables.Chain{Name: "INPUT", Table: old})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.DelTable(old)
+		if err := c.Flush(); err != nil {
+			t.Errorf("delete table %s: %v", old.Name, err)
+		}
+	})
 	base, err := Take(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -136,11 +154,10 @@ func TestRestoreRoundTrip(t *testing.T) {
 	if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: link}}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: table})
+	kube := c.AddChain(&nftables.Chain{Name: "KUBE-FIREWALL", Table: old})
+	c.AddRule(&nftables.Rule{Table: old, Chain: kube, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
+	c.AddRule(&nftables.Rule{Table: old, Chain: input, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: kube.Name}}})
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -153,8 +170,8 @@ func TestRestoreRoundTrip(t *testing.T) {
 	if err := os.Mkdir(created, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	old := base.Sysctls[sysctl]
-	n, _ := strconv.Atoi(old)
+	oldValue := base.Sysctls[sysctl]
+	n, _ := strconv.Atoi(oldValue)
 	if err := WriteSysctl(sysctl, strconv.Itoa(n+1)); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +202,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 	}
 	d := strings.Join(Diff(base, changed), "\n")
 	for _, want := range []string{"link added: " + link, "nftables table added: inet " + table, "mount added: " + mnt,
+		"nftables chain added: ip " + table + "-old KUBE-FIREWALL",
 		"path added: " + created, "sysctl " + sysctl, "cgroup added: ", "process added: "} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Diff after the changes lacks %q:\n%s", want, d)
@@ -193,8 +211,11 @@ func TestRestoreRoundTrip(t *testing.T) {
 	if err := Restore(base, t.Logf); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
-	if got, _ := ReadSysctl(sysctl); got != old {
-		t.Errorf("%s = %s after Restore, want %s", sysctl, got, old)
+	if got, _ := ReadSysctl(sysctl); got != oldValue {
+		t.Errorf("%s = %s after Restore, want %s", sysctl, got, oldValue)
+	}
+	if rules, err := c.GetRules(old, input); err != nil || len(rules) != 0 {
+		t.Errorf("%s INPUT after Restore: %d rules (%v), want the jump gone", old.Name, len(rules), err)
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -164,4 +166,65 @@ func LoadCAs(file string) (*x509.CertPool, error) {
 		return nil, Errorf(KindUsage, "CA bundle %s: no PEM certificate in it", file)
 	}
 	return pool, nil
+}
+
+// SetRange asks req for the bytes [off, off+n) of a file, [off, end) when
+// n < 0; the whole file (no header) when off is 0 and n < 0.
+func SetRange(req *http.Request, off, n int64) {
+	switch {
+	case n > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	case off > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	}
+}
+
+// RangeBody checks a 206 or 200 answer to a request made with SetRange and
+// returns its body, cut to n bytes; ok is false for any other status, which
+// the caller turns into its error (the body is then still open). A 206
+// whose Content-Range (RFC 9110 section 14.4) is not the range asked for is
+// KindIntegrity; a 200 at an offset above 0 (a server ignoring Range) is
+// KindNetwork: such a file can only be fetched in one stream from its start.
+func RangeBody(resp *http.Response, what string, off, n int64) (body io.ReadCloser, ok bool, err error) {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start, end, good := parseContentRange(resp.Header.Get("Content-Range"))
+		if !good || start != off || (n > 0 && end != off+n-1) {
+			resp.Body.Close()
+			return nil, true, Errorf(KindIntegrity, "GET %s: asked for bytes %d-%d, got Content-Range %q (the file changed at the source?)",
+				what, off, off+n-1, resp.Header.Get("Content-Range"))
+		}
+		return resp.Body, true, nil
+	case http.StatusOK:
+		if off > 0 {
+			resp.Body.Close()
+			return nil, true, Errorf(KindNetwork, "GET %s: the server ignored the Range request for bytes %d- (HTTP 200): it does not serve ranges, so the file can only be fetched in one stream from the start", what, off)
+		}
+		if n > 0 {
+			return limitedBody{io.LimitReader(resp.Body, n), resp.Body}, true, nil
+		}
+		return resp.Body, true, nil
+	}
+	return nil, false, nil
+}
+
+type limitedBody struct {
+	io.Reader
+	io.Closer
+}
+
+// parseContentRange parses "bytes START-END/TOTAL".
+func parseContentRange(v string) (start, end int64, ok bool) {
+	v, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	r, _, _ := strings.Cut(v, "/")
+	a, b, found := strings.Cut(r, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	return start, end, err1 == nil && err2 == nil && start <= end
 }

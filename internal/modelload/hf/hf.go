@@ -426,60 +426,16 @@ func (s *source) Open(ctx context.Context, f modelload.File, off, n int64) (io.R
 	if err != nil {
 		return nil, err
 	}
-	ranged := off > 0 || n > 0
-	if ranged {
-		if n > 0 {
-			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
-		} else {
-			req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		}
-	}
+	modelload.SetRange(req, off, n)
 	resp, err := s.do(s.client, req, what)
 	if err != nil {
 		return nil, err
 	}
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		start, end, ok := contentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != off || (n > 0 && end != off+n-1) {
-			resp.Body.Close()
-			return nil, modelload.Errorf(modelload.KindIntegrity, "GET %s: asked for bytes %d-%d, got Content-Range %q (the file changed at the source?)",
-				what, off, off+n-1, resp.Header.Get("Content-Range"))
-		}
-		return resp.Body, nil
-	case http.StatusOK:
-		if off > 0 {
-			resp.Body.Close()
-			return nil, modelload.Errorf(modelload.KindNetwork, "GET %s: the server ignored the Range request for bytes %d- (HTTP 200)", what, off)
-		}
-		if n > 0 {
-			return limitedBody{io.LimitReader(resp.Body, n), resp.Body}, nil
-		}
-		return resp.Body, nil
+	if body, ok, err := modelload.RangeBody(resp, what, off, n); ok {
+		return body, err
 	}
 	defer resp.Body.Close()
 	return nil, s.hubError(resp, f.Path, commit)
-}
-
-type limitedBody struct {
-	io.Reader
-	io.Closer
-}
-
-// contentRange parses "bytes START-END/TOTAL".
-func contentRange(v string) (start, end int64, ok bool) {
-	v, found := strings.CutPrefix(v, "bytes ")
-	if !found {
-		return 0, 0, false
-	}
-	r, _, _ := strings.Cut(v, "/")
-	a, b, found := strings.Cut(r, "-")
-	if !found {
-		return 0, 0, false
-	}
-	start, err1 := strconv.ParseInt(a, 10, 64)
-	end, err2 := strconv.ParseInt(b, 10, 64)
-	return start, end, err1 == nil && err2 == nil && start <= end
 }
 
 // hubError turns a failed answer into a modelload error (see the package

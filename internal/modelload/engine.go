@@ -128,8 +128,8 @@ type Manifest struct {
 
 // ManifestFile is one file of a Manifest.
 type ManifestFile struct {
-	Path   string `json:"path"`
-	Size   int64  `json:"size"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
 	// SHA256 and MD5 are the hex digests the file was verified against:
 	// those the source gave (the strongest only), none when it gave none.
 	SHA256 string `json:"sha256,omitempty"`
@@ -309,11 +309,11 @@ type engine struct {
 type verifiedRecord struct {
 	// Path, Size, SHA256, MD5 and Version are the listing's view of the
 	// file; a restart trusts the file only if the listing still says this.
-	Path    string `json:"path"`
-	Size    int64  `json:"size"`
-	SHA256  string `json:"sha256,omitempty"`
-	MD5     string `json:"md5,omitempty"`
-	Version string `json:"version,omitempty"`
+	Path         string `json:"path"`
+	Size         int64  `json:"size"`
+	SHA256       string `json:"sha256,omitempty"`
+	MD5          string `json:"md5,omitempty"`
+	Version      string `json:"version,omitempty"`
 	fromManifest bool
 }
 

@@ -410,7 +410,7 @@ func (c *Cluster) writePKI() error {
 	}
 	if c.real != nil {
 		ids = append(ids,
-			struct{ file, user, group string }{"config/kubelet.kubeconfig", "system:node:" + c.realNodeName(), "system:nodes"},
+			struct{ file, user, group string }{"config/kubelet.kubeconfig", "system:node:" + c.RealNodeName(), "system:nodes"},
 			struct{ file, user, group string }{"config/kube-proxy.kubeconfig", "system:kube-proxy", ""})
 		// the API server's identity towards the kubelet (logs, exec)
 		kc, err := ca.Issue(CertRequest{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}})

@@ -137,8 +137,6 @@ var realNodePaths = []string{
 var realNodeBins = []string{"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr",
 	"cni/bridge", "cni/host-local", "cni/loopback", "cni/portmap"}
 
-func (c *Cluster) realNodeName() string { return c.real.opts.Name }
-
 // RealNodeName is the real node's name, "" without one.
 func (c *Cluster) RealNodeName() string {
 	if c.real == nil {
@@ -251,10 +249,16 @@ func restoreLeftovers(stateDir string, logf func(string, ...any)) error {
 		return err
 	}
 	logf("cluster: a previous real node's baseline (%s) is left: restoring the host first", prev.Taken.Format(time.RFC3339))
-	if err := hoststate.Restore(prev, logf); err != nil {
+	err = hoststate.Restore(prev, logf)
+	// Acted on either way: a difference Restore could not undo fails this
+	// run, and the next one records the host as it then is.
+	if rmErr := os.Remove(baselineFile(stateDir)); err == nil {
+		err = rmErr
+	}
+	if err != nil {
 		return fmt.Errorf("restore the host after a previous run: %w", err)
 	}
-	return os.Remove(baselineFile(stateDir))
+	return nil
 }
 
 // CleanupRealNode undoes what a real node left on this host (its baseline in
@@ -733,8 +737,8 @@ func (c *Cluster) stopRealNode() error {
 	return errors.Join(errs...)
 }
 
-// RealNodePod returns a pod spec fragment's scheduling part that lands a pod
-// on the real node: its node selector and toleration.
+// RealNodePod adds to pod what lands it on the real node (the node selector
+// RealNodeLabel=true and the toleration of its taint) and returns it.
 func RealNodePod(pod *corev1.Pod) *corev1.Pod {
 	if pod.Spec.NodeSelector == nil {
 		pod.Spec.NodeSelector = map[string]string{}

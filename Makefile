@@ -24,7 +24,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_BINARIES),$(BINARIES)))
 	CGO_ENABLED=1 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CGO_BINARIES))
 
-## tools: pinned control-plane binaries (etcd, kube-*, kubectl, kwok, kustomize) into bin/, rebuilt only when hack/tools/go.mod changes
+## tools: pinned control-plane binaries (etcd, kube-*, kubectl, kwok, kustomize) and the real node's (kubelet, kube-proxy, containerd, CNI plugins; runc and nft from Debian when missing) into bin/, rebuilt only when hack/tools/ changes
 tools:
 	@hack/tools/build.sh $(BIN)
 

@@ -59,17 +59,6 @@ func TestRealNode(t *testing.T) {
 			t.Logf("kept %s (MLPLANE_KEEP_CLUSTER_DIR)", dir)
 		}
 	})
-	// Our own record of the host, taken before the cluster takes its own.
-	// The state dir is the fixed one: a crashed run's leftovers are undone
-	// by Start before it records its baseline.
-	if err := CleanupRealNode("", t.Logf); err != nil {
-		t.Fatalf("leftovers of an earlier run: %v", err)
-	}
-	spec := realNodeSpec(bin, filepath.Join(dir, "realnode"))
-	before, err := hoststate.Take(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defaults, err := hoststate.DefaultRouteDevs()
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +83,10 @@ func TestRealNode(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("control plane + real node ready in %s", time.Since(start).Round(time.Millisecond))
+	// The host as the cluster recorded it, under the host lock (another
+	// run's node may have been up until Start got the lock), before it
+	// changed anything: checked again below once Stop has returned.
+	before := c.real.base
 
 	// Nothing of the cluster's ranges goes out through the default route.
 	for _, ip := range []string{"10.96.0.1", "10.96.200.7", "10.244.0.77", "10.244.9.9", RealNodeIP, "10.0.0.5"} {
@@ -220,7 +213,7 @@ func TestRealNode(t *testing.T) {
 		t.Fatalf("Stop: %v", err)
 	}
 	t.Logf("stopped and host restored in %s", time.Since(stopStart).Round(time.Millisecond))
-	after, err := hoststate.Take(spec)
+	after, err := hoststate.Take(before.Spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -79,7 +80,9 @@ func TestRealNode(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	if err := c.Start(ctx); err != nil {
+	if err := c.Start(ctx); errors.Is(err, hoststate.ErrHeld) {
+		t.Skipf("SKIPPED, NOT PASSED: %v", err) // a concurrent run's node kept the host too long
+	} else if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Logf("control plane + real node ready in %s", time.Since(start).Round(time.Millisecond))

@@ -705,6 +705,9 @@ func Load(path string) (*Snapshot, error) {
 // its lock; tests that change the host take the same lock.
 const DefaultDir = "/run/mlplane-realnode"
 
+// ErrHeld is Acquire's error while another process holds the lock.
+var ErrHeld = errors.New("another real node runs on this host")
+
 // Lock is an exclusive lock on a state directory: one real node per host.
 type Lock struct{ f *os.File }
 
@@ -734,7 +737,7 @@ func Acquire(dir string) (*Lock, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		b, _ := os.ReadFile(f.Name())
 		f.Close()
-		return nil, fmt.Errorf("%s is held (pid %s): another real node runs on this host", f.Name(), strings.TrimSpace(string(b)))
+		return nil, fmt.Errorf("%s is held (pid %s): %w", f.Name(), strings.TrimSpace(string(b)), ErrHeld)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

@@ -117,27 +117,26 @@ func (c *Cache) Load(ctx context.Context, src Source, o Options) (*Result, error
 // which reflinks where the filesystem can), each file to a temporary name
 // first, then the manifest.
 func copyModel(ctx context.Context, entry string, o Options, m *Manifest) error {
+	// The files not in place yet, each looked at once.
+	var todo []ManifestFile
 	var need int64
 	for _, f := range m.Files {
 		if st, err := os.Stat(filepath.Join(o.Dest, filepath.FromSlash(f.Path))); err != nil || st.Size() != f.Size {
+			todo = append(todo, f)
 			need += f.Size
 		}
 	}
-	e := &engine{o: o, uri: RedactURI(o.URI)}
 	if err := os.MkdirAll(o.Dest, 0o755); err != nil {
 		return &Error{Kind: KindDisk, Err: err}
 	}
-	if err := e.checkSpace(need, len(m.Files)); err != nil {
+	if err := o.checkSpace(need, len(m.Files)); err != nil {
 		return err
 	}
-	for _, f := range m.Files {
+	for _, f := range todo {
 		if err := ctx.Err(); err != nil {
 			return Classify(err)
 		}
 		to := filepath.Join(o.Dest, filepath.FromSlash(f.Path))
-		if st, err := os.Stat(to); err == nil && st.Size() == f.Size {
-			continue
-		}
 		if err := copyFile(filepath.Join(entry, filepath.FromSlash(f.Path)), to); err != nil {
 			return &Error{Kind: KindDisk, Err: fmt.Errorf("copying %s from the node cache: %w", f.Path, err)}
 		}

@@ -382,7 +382,7 @@ func (e *engine) run(ctx context.Context, files []File) error {
 		e.done.Add(j.resumed())
 		e.reused.Add(j.resumed())
 	}
-	if err := e.checkSpace(need, len(todo)); err != nil {
+	if err := e.o.checkSpace(need, len(todo)); err != nil {
 		return err
 	}
 	if len(todo) == 0 {
@@ -469,24 +469,24 @@ func countRanges(js []*fileJob) int {
 
 // checkSpace fails when the bytes still to fetch exceed what the volume
 // can take, before anything is downloaded.
-func (e *engine) checkSpace(need int64, nfiles int) error {
+func (o *Options) checkSpace(need int64, nfiles int) error {
 	if need <= 0 {
 		return nil
 	}
-	free, err := e.o.FreeSpace(e.o.Dest)
+	free, err := o.FreeSpace(o.Dest)
 	if err != nil {
-		return &Error{Kind: KindDisk, Err: fmt.Errorf("free space of %s: %w", e.o.Dest, err)}
+		return &Error{Kind: KindDisk, Err: fmt.Errorf("free space of %s: %w", o.Dest, err)}
 	}
-	where := fmt.Sprintf("%s has %s free", e.o.Dest, formatBytes(free))
-	if e.o.VolumeSize > 0 {
-		used, _ := dirSize(e.o.Dest)
-		if left := e.o.VolumeSize - used; left < free {
+	where := fmt.Sprintf("%s has %s free", o.Dest, formatBytes(free))
+	if o.VolumeSize > 0 {
+		used, _ := dirSize(o.Dest)
+		if left := o.VolumeSize - used; left < free {
 			free = max(left, 0)
-			where = fmt.Sprintf("%s has %s left of its %s size limit", e.o.Dest, formatBytes(free), formatBytes(e.o.VolumeSize))
+			where = fmt.Sprintf("%s has %s left of its %s size limit", o.Dest, formatBytes(free), formatBytes(o.VolumeSize))
 		}
 	}
 	if need > free {
-		return Errorf(KindDisk, "%s: the model needs %s more (%d files) and %s; nothing was downloaded", e.uri, formatBytes(need), nfiles, where)
+		return Errorf(KindDisk, "%s: the model needs %s more (%d files) and %s; nothing was downloaded", RedactURI(o.URI), formatBytes(need), nfiles, where)
 	}
 	return nil
 }
@@ -647,7 +647,6 @@ func (e *engine) finishFile(ctx context.Context, j *fileJob, jf *os.File, jmu *s
 			return &Error{Kind: KindDisk, Err: err}
 		}
 		_ = os.Remove(j.statePath)
-		_ = sum
 		rec := recordOf(j.f, size)
 		b, _ := json.Marshal(rec)
 		jmu.Lock()
@@ -858,7 +857,7 @@ func (e *engine) progress(ctx context.Context) func() {
 				kv := []any{"done", formatBytes(e.done.Load()), "of", formatBytes(e.total),
 					"rate", formatBytes(int64(rate)) + "/s", "files", fmt.Sprintf("%d/%d", e.ndone.Load(), e.nfiles)}
 				if left := e.total - e.done.Load(); rate > 0 && left > 0 {
-					kv = append(kv, "eta", (time.Duration(float64(left)/rate) * time.Second / time.Second).Round(time.Second).String())
+					kv = append(kv, "eta", time.Duration(float64(left)/rate*float64(time.Second)).Round(time.Second).String())
 				}
 				e.o.Log.Info("progress", kv...)
 			}

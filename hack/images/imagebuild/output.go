@@ -3,7 +3,6 @@ package imagebuild
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/mlplane/mlplane/internal/modelload"
 )
 
 // Annotations of index.json entries that name an image: OCI's, and the
@@ -116,23 +116,10 @@ func parseRef(ref string) (name.Reference, error) {
 	if err != nil {
 		return nil, err
 	}
-	if isLoopbackHost(r.Context().RegistryStr()) {
+	if modelload.IsLoopbackHost(r.Context().RegistryStr()) {
 		return name.ParseReference(ref, name.Insecure)
 	}
 	return r, nil
-}
-
-// isLoopbackHost says whether host[:port] is localhost or a loopback IP.
-func isLoopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Size is an image's compressed size: manifest, config and layers, as a

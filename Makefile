@@ -35,9 +35,10 @@ test: lint unit e2e
 unit:
 	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/... ./examples/... ./hack/images/... ./hack/bench-loader/...
 
-## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules
+## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules,
+## then the install test (test/install: config/ applied, mlplane as pods on the real node); one at a time (-p 1): one real node per host
 e2e: tools build
-	$(GO) test -count=1 -timeout 45m ./test/e2e/... -args $(E2E_FLAGS)
+	$(GO) test -count=1 -p 1 -timeout 45m ./test/e2e/... ./test/install/... -args $(E2E_FLAGS)
 
 ## bench: go benchmarks, the webhook under load beside a no-op webhook, the node agent's footprint, packing (a few minutes; see BENCHMARKS.md)
 bench: tools

@@ -39,7 +39,7 @@ func runServe(args []string, stderr io.Writer) int {
 	fs.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics address")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster config when empty)")
 	fs.StringVar(&o.PolicyPath, "policy", "", "PlacementPolicy YAML file, reloaded on change (built-in policy when empty)")
-	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader is ready and binds")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader answers the verbs and binds (in a pod, with POD_NAME and POD_NAMESPACE set, it labels its pod mlplane.io/extender-leader=true)")
 	var qps float64
 	var burst int
 	fs.Float64Var(&qps, "kube-api-qps", clientQPS, "queries per second to the API server")
@@ -75,6 +75,7 @@ func runServe(args []string, stderr io.Writer) int {
 	if id := os.Getenv("POD_NAME"); id != "" {
 		o.Identity = id
 	}
+	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	o.Logger = klog.Background()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

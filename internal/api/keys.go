@@ -7,6 +7,13 @@
 // string literal anywhere else is a bug.
 package api
 
+// LabelExtenderLeader marks, with the value "true", the pod of the extender
+// replica that leads: the extender's Service selects it, so the scheduler
+// always reaches the leader while every synced replica counts as Ready
+// (which rolling updates need). The leader sets it once it has seeded its
+// state; a starting replica removes it from its own pod.
+const LabelExtenderLeader = "mlplane.io/extender-leader"
+
 // Opt-in and opt-out labels.
 const (
 	// LabelInject opts a namespace (value NamespaceInjectEnabled) or a pod
@@ -141,6 +148,10 @@ const (
 	// DefaultNamespace is the namespace mlplane itself runs in; it is never
 	// mutated.
 	DefaultNamespace = "mlplane-system"
+	// NodeAgentNamespace is the namespace of the node agent DaemonSet
+	// (config/base/namespace.yaml): Pod Security "privileged", for its
+	// hostPID, while DefaultNamespace enforces "restricted". Never mutated.
+	NodeAgentNamespace = "mlplane-node-agent"
 	// FieldManager is the field manager name mlplane's components write with.
 	FieldManager = "mlplane"
 	// WebhookPath is the URL path the API server sends pod AdmissionReviews

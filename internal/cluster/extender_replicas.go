@@ -35,13 +35,13 @@ type ExtenderReplica struct {
 	Name string
 	// URL is the urlPrefix of its verbs.
 	URL string
-	// ReadyURL is its /readyz: 200 only while it leads.
-	ReadyURL string
+	// LeaderURL is its /leaderz: 200 only while it leads.
+	LeaderURL string
 }
 
 // StartExtenderReplica starts an extender named name with --leader-elect,
 // identity name, beside any other; it counts as started once /healthz
-// answers (a follower is never ready). The mlplane-scheduler is not
+// answers (a follower is never /leaderz). The mlplane-scheduler is not
 // touched: point it at a replica, or at a router in front of them, with
 // StopComponent(MlplaneScheduler) and StartMlplaneScheduler.
 func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ...string) (*ExtenderReplica, error) {
@@ -57,8 +57,8 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 		return nil, err
 	}
 	return &ExtenderReplica{
-		Name:     name,
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", port),
-		ReadyURL: fmt.Sprintf("http://127.0.0.1:%d/readyz", health),
+		Name:      name,
+		URL:       fmt.Sprintf("http://127.0.0.1:%d", port),
+		LeaderURL: fmt.Sprintf("http://127.0.0.1:%d/leaderz", health),
 	}, nil
 }

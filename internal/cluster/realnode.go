@@ -77,10 +77,14 @@ const (
 	DefaultRealNodeStateDir = hoststate.DefaultDir
 )
 
-// Images the real node's containerd resolves through the local registry:
-// every ghcr.io/mlplane/* name is served by the cluster's in-process
-// registry (no fallback to the internet), every other registry by a closed
-// local port.
+// MirroredRegistries are the registries the real node's containerd
+// resolves through the cluster's in-process registry, with no fallback to
+// the internet: mlplane's images (ghcr.io/mlplane/*) and the upstream
+// kube-scheduler config/mlplane-scheduler runs (registry.k8s.io). Every other
+// registry resolves to a closed local port.
+var MirroredRegistries = []string{"ghcr.io", "registry.k8s.io"}
+
+// Images the real node serves from the in-process registry.
 const (
 	ImageRepoPrefix = "ghcr.io/mlplane/"
 	// PauseImage is the pod sandbox image (podbin without flags).
@@ -552,7 +556,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 func (c *Cluster) writeRegistryHosts() error {
 	r := c.real
 	local := "http://" + r.regAddr
-	for dir, server := range map[string]string{"ghcr.io": local, r.regAddr: local, "_default": "http://127.0.0.1:1"} {
+	hosts := map[string]string{r.regAddr: local, "_default": "http://127.0.0.1:1"}
+	for _, reg := range MirroredRegistries {
+		hosts[reg] = local
+	}
+	for dir, server := range hosts {
 		body := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", server, server)
 		d := r.path("containerd", "certs.d", dir)
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,20 +57,50 @@ func (c *Cluster) RegistryAddr() string {
 // "mlplane/webhook:test") and returns the name pods use for it
 // (ImageRepoPrefix's registry: "ghcr.io/mlplane/webhook:test").
 func (c *Cluster) PushImage(ctx context.Context, repoTag string, img v1.Image) (string, error) {
-	if c.real == nil || c.real.regAddr == "" {
-		return "", errors.New("no real node: the registry runs with Options.RealNode")
-	}
 	if !strings.HasPrefix(repoTag, "mlplane/") {
 		return "", fmt.Errorf("image %q: the real node's registry serves mlplane/* only", repoTag)
 	}
-	ref, err := name.ParseReference(c.real.regAddr+"/"+repoTag, name.Insecure)
+	ref := "ghcr.io/" + repoTag
+	return ref, c.PushImageRef(ctx, ref, img)
+}
+
+// PushImageRef pushes img to the real node's registry under the full name
+// ref, whose registry must be one of MirroredRegistries
+// ("registry.k8s.io/kube-scheduler:v1.37.2"): pods then pull ref as
+// written.
+func (c *Cluster) PushImageRef(ctx context.Context, ref string, img v1.Image) error {
+	local, err := c.localRef(ref)
+	if err == nil {
+		err = remote.Write(local, img, remote.WithContext(ctx))
+	}
 	if err != nil {
-		return "", err
+		return fmt.Errorf("push %s: %w", ref, err)
 	}
-	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
-		return "", fmt.Errorf("push %s: %w", ref, err)
+	return nil
+}
+
+// PushIndexRef is PushImageRef for a multi-platform image index.
+func (c *Cluster) PushIndexRef(ctx context.Context, ref string, idx v1.ImageIndex) error {
+	local, err := c.localRef(ref)
+	if err == nil {
+		err = remote.WriteIndex(local, idx, remote.WithContext(ctx))
 	}
-	return "ghcr.io/" + repoTag, nil
+	if err != nil {
+		return fmt.Errorf("push %s: %w", ref, err)
+	}
+	return nil
+}
+
+// localRef is ref's name in the real node's registry.
+func (c *Cluster) localRef(ref string) (name.Reference, error) {
+	if c.real == nil || c.real.regAddr == "" {
+		return nil, errors.New("no real node: the registry runs with Options.RealNode")
+	}
+	reg, repo, ok := strings.Cut(ref, "/")
+	if !ok || !slices.Contains(MirroredRegistries, reg) {
+		return nil, fmt.Errorf("the real node mirrors only %s", strings.Join(MirroredRegistries, ", "))
+	}
+	return name.ParseReference(c.real.regAddr+"/"+repo, name.Insecure)
 }
 
 // BinaryImage is a one-layer image holding the static binary at binPath as

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/sets"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/manifests/render"
 )
 
@@ -110,6 +111,7 @@ var extenderGrants = []string{
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "watch"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-extender", "update"),
+	grant("mlplane-system", "", "pods", "", "patch"),
 }
 
 // builtinRoles are the Kubernetes roles a binding may name without this
@@ -157,8 +159,8 @@ func grants(t *testing.T, objs []*unstructured.Unstructured) map[string][]string
 				t.Errorf("%s %s binds %s %s: only mlplane's ServiceAccounts may be bound", o.GetKind(), o.GetName(), s.Kind, s.Name)
 				continue
 			}
-			if s.Namespace != "mlplane-system" {
-				t.Errorf("%s %s binds ServiceAccount %s/%s outside mlplane-system", o.GetKind(), o.GetName(), s.Namespace, s.Name)
+			if s.Namespace != api.DefaultNamespace && s.Namespace != api.NodeAgentNamespace {
+				t.Errorf("%s %s binds ServiceAccount %s/%s outside mlplane's namespaces", o.GetKind(), o.GetName(), s.Namespace, s.Name)
 			}
 			if !defined {
 				if !builtinRoles.Has(b.RoleRef.Name) {

@@ -52,7 +52,8 @@ type InjectionConfig struct {
 	// explicit "" leaves spec.schedulerName alone.
 	SchedulerName *string `json:"schedulerName,omitempty"`
 	// ExcludedNamespaces are never mutated, in addition to
-	// api.SystemNamespaces and the webhook's own namespace.
+	// api.SystemNamespaces, the webhook's own namespace and
+	// api.NodeAgentNamespace.
 	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
 	// DefaultProfile is the profile for pods without api.AnnotationProfile.
 	// Default DefaultProfileName; it must name one of Profiles.

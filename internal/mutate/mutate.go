@@ -123,7 +123,7 @@ func New(cfg *InjectionConfig, o Options) (*Mutator, error) {
 	}
 	m := &Mutator{
 		cfg:       cfg,
-		excluded:  sets.New(api.SystemNamespaces...).Insert(o.Namespace).Insert(cfg.ExcludedNamespaces...),
+		excluded:  sets.New(api.SystemNamespaces...).Insert(o.Namespace, api.NodeAgentNamespace).Insert(cfg.ExcludedNamespaces...),
 		profiles:  make(map[string]*Profile, len(cfg.Profiles)),
 		templates: make(map[string]*Template, len(cfg.Templates)),
 	}

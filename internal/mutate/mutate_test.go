@@ -228,6 +228,7 @@ func TestSkip(t *testing.T) {
 		{"kube-public", withLabel("true"), Namespace{Name: "kube-public"}, SkipExcludedNamespace},
 		{"kube-node-lease", withLabel("true"), Namespace{Name: "kube-node-lease"}, SkipExcludedNamespace},
 		{"own namespace", withLabel("true"), Namespace{Name: api.DefaultNamespace}, SkipExcludedNamespace},
+		{"node agent namespace", withLabel("true"), Namespace{Name: api.NodeAgentNamespace}, SkipExcludedNamespace},
 		{"configured", withLabel("true"), Namespace{Name: "sandbox"}, SkipExcludedNamespace},
 		{"already mutated", mutated, enabled, SkipAlreadyMutated},
 		{"no containers", &corev1.Pod{}, enabled, SkipNoContainers},

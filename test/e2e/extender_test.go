@@ -343,7 +343,7 @@ func TestExtender(t *testing.T) {
 	testenv.Test(t, burst, ha)
 }
 
-// readyRouter forwards each request to the replica whose /readyz answers
+// readyRouter forwards each request to the replica whose /leaderz answers
 // 200, as a Service with readiness probes does.
 type readyRouter struct {
 	replicas []*cluster.ExtenderReplica
@@ -366,7 +366,7 @@ func (r *readyRouter) ready() *cluster.ExtenderReplica {
 	}
 	r.current, r.checked = nil, time.Now()
 	for _, rep := range r.replicas {
-		resp, err := r.client.Get(rep.ReadyURL)
+		resp, err := r.client.Get(rep.LeaderURL)
 		if err != nil {
 			continue
 		}

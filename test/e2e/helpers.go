@@ -150,6 +150,29 @@ func SetupLocalCluster(spec string) env.Func {
 	}
 }
 
+// SetupRealNodeCluster is the env.Func of suites that install mlplane as
+// pods (test/install): it starts the local cluster with its real node and
+// no mlplane process, nor GPU nodes. Without a real node (EnvRealNode, see
+// wantRealNode) it starts nothing and RequireRealNode skips every test.
+func SetupRealNodeCluster() env.Func {
+	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
+		withReal, err := wantRealNode()
+		if err != nil || !withReal {
+			return ctx, err
+		}
+		c := cluster.New(cluster.Options{RealNode: &cluster.RealNodeOptions{}, Logf: func(f string, a ...any) {
+			fmt.Fprintf(os.Stderr, "%s "+f+"\n", append([]any{time.Now().Format("15:04:05.000")}, a...)...)
+		}})
+		ctx = context.WithValue(ctx, clusterKey{}, c)
+		if err := c.Start(ctx); err != nil {
+			c.DumpLogs(os.Stderr, 40)
+			return ctx, err
+		}
+		cfg.WithKubeconfigFile(c.Kubeconfig())
+		return ctx, nil
+	}
+}
+
 // wantRealNode reads EnvRealNode; on "auto" it says on stderr why a host
 // gets no real node (the real-node features then report SKIPPED).
 func wantRealNode() (bool, error) {
@@ -180,8 +203,8 @@ func wantRealNode() (bool, error) {
 // otherwise skips the test saying that a skip is not a pass.
 func RequireRealNode(ctx context.Context, t *testing.T) *cluster.Cluster {
 	t.Helper()
-	c := RequireLocal(ctx, t)
-	if c.RealNodeName() == "" {
+	c := Local(ctx)
+	if c == nil || c.RealNodeName() == "" {
 		t.Skipf("SKIPPED, NOT PASSED: the local cluster has no real node (%s; needs root and make tools)", EnvRealNode)
 	}
 	return c

@@ -16,6 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/mlplane/mlplane/internal/api"
@@ -33,9 +36,15 @@ type ServerOptions struct {
 	// PolicyPath is the PlacementPolicy file, reloaded on change (default:
 	// built-in policy).
 	PolicyPath string
-	// LeaderElect turns on leader election; only the leader is ready and
-	// binds (default false: a single replica).
+	// LeaderElect turns on leader election; only the leader answers the
+	// verbs and binds (default false: a single replica). /readyz reports
+	// every synced replica ready, /leaderz only the leader.
 	LeaderElect bool
+	// PodNamespace and PodName name the pod this replica runs in (empty
+	// outside a pod). With LeaderElect, the leader puts
+	// api.LabelExtenderLeader=true on it, which the extender's Service
+	// selects, and a starting replica takes the label off its own pod.
+	PodNamespace, PodName string
 	// Namespace holds the leader election Lease (default mlplane-system).
 	Namespace string
 	// Identity is this replica's leader election identity (default: the
@@ -128,15 +137,21 @@ func Serve(ctx context.Context, o ServerOptions) error {
 
 	health := http.NewServeMux()
 	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// Every synced replica is ready, so that a Deployment's rolling update
+	// can finish; the Service reaches the leader by its label.
 	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case !synced.Load():
+		if !synced.Load() {
 			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-		case !leader.Load():
-			http.Error(w, "not the leader", http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok")
+			return
 		}
+		fmt.Fprintln(w, "ok")
+	})
+	health.HandleFunc("GET /leaderz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not the leader", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "leader")
 	})
 	metrics := http.NewServeMux()
 	metrics.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -210,6 +225,11 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	})
 	if o.LeaderElect {
 		g.Go(func() error {
+			// A restarted container of a former leader must not keep
+			// receiving the scheduler's calls.
+			if err := labelLeader(gctx, o, false); err != nil {
+				return err
+			}
 			err := RunLeaderElection(gctx, LeaderOptions{
 				Client: o.Client, Namespace: o.Namespace, Identity: o.Identity, Logger: log.WithName("leader"),
 				OnStarted: func(ctx context.Context) error {
@@ -224,9 +244,19 @@ func Serve(ctx context.Context, o ServerOptions) error {
 					}
 					n, err := st.SeedFromAPI(ctx, o.Client)
 					log.Info("state seeded for leadership", "seeded", n)
-					return err
+					if err != nil {
+						return err
+					}
+					return labelLeader(ctx, o, true)
 				},
-				OnStopped: func() { cancel(ErrLostLeadership) },
+				OnStopped: func() {
+					// Best effort: the replica exits, and its restart
+					// removes the label in any case.
+					lctx, done := context.WithTimeout(context.Background(), 2*time.Second)
+					defer done()
+					_ = labelLeader(lctx, o, false)
+					cancel(ErrLostLeadership)
+				},
 			}, leader.Store)
 			if err != nil {
 				return err
@@ -242,4 +272,24 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		return ErrLostLeadership
 	}
 	return err
+}
+
+// labelLeader sets (on) or removes api.LabelExtenderLeader on the replica's
+// own pod, when it runs in one. The removal of an absent label and a pod
+// that no longer exists are not errors.
+func labelLeader(ctx context.Context, o ServerOptions, on bool) error {
+	if o.PodName == "" || o.PodNamespace == "" {
+		return nil
+	}
+	value := "null"
+	if on {
+		value = `"true"`
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, api.LabelExtenderLeader, value)
+	_, err := o.Client.CoreV1().Pods(o.PodNamespace).Patch(ctx, o.PodName, types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: api.FieldManager})
+	if err != nil && !(apierrors.IsNotFound(err) && !on) {
+		return fmt.Errorf("label pod %s/%s %s=%t: %w", o.PodNamespace, o.PodName, api.LabelExtenderLeader, on, err)
+	}
+	return nil
 }

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score"
 )
 
@@ -169,27 +172,48 @@ func TestPolicyFileKeepsLastGood(t *testing.T) {
 	}
 }
 
-// TestLeaderElection runs two replicas against one API server: exactly one
-// is ready; when it stops, the other takes over.
+// TestLeaderElection runs two replicas against one API server: both are
+// ready once synced, exactly one leads (/leaderz) and carries
+// api.LabelExtenderLeader on its pod, which both pods had at start (as a
+// restarted former leader's would); when the leader stops, the other takes
+// over and labels its own pod.
 func TestLeaderElection(t *testing.T) {
-	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()))
-	a := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a"})
-	b := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "b"})
-	ready := func(s *server) bool { code, _ := s.get("/readyz"); return code == http.StatusOK }
-	waitFor(t, "a leader", func() bool { return ready(a) || ready(b) })
-	leader, follower := a, b
-	if ready(b) {
-		leader, follower = b, a
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: api.DefaultNamespace,
+			Labels: map[string]string{"app": "x", api.LabelExtenderLeader: "true"}}}
 	}
-	if ready(follower) {
-		t.Fatal("both replicas ready")
+	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()), pod("pod-a"), pod("pod-b"))
+	a := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a", PodNamespace: api.DefaultNamespace, PodName: "pod-a"})
+	b := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "b", PodNamespace: api.DefaultNamespace, PodName: "pod-b"})
+	leads := func(s *server) bool { code, _ := s.get("/leaderz"); return code == http.StatusOK }
+	labelled := func(name string) bool {
+		p, err := client.CoreV1().Pods(api.DefaultNamespace).Get(context.Background(), name, metav1.GetOptions{})
+		return err == nil && p.Labels[api.LabelExtenderLeader] == "true"
 	}
-	if _, body := follower.get("/readyz"); !strings.Contains(body, "not the leader") {
-		t.Fatalf("follower readyz: %q", body)
+	waitFor(t, "a leader", func() bool { return leads(a) || leads(b) })
+	leader, follower, leaderPod, followerPod := a, b, "pod-a", "pod-b"
+	if leads(b) {
+		leader, follower, leaderPod, followerPod = b, a, "pod-b", "pod-a"
 	}
-	// The leader steps down (graceful: it releases the Lease).
+	if leads(follower) {
+		t.Fatal("both replicas lead")
+	}
+	if _, body := follower.get("/leaderz"); !strings.Contains(body, "not the leader") {
+		t.Fatalf("follower leaderz: %q", body)
+	}
+	waitFor(t, "both ready", func() bool {
+		ca, _ := a.get("/readyz")
+		cb, _ := b.get("/readyz")
+		return ca == http.StatusOK && cb == http.StatusOK
+	})
+	waitFor(t, "only the leader's pod labelled", func() bool { return labelled(leaderPod) && !labelled(followerPod) })
+	if p, _ := client.CoreV1().Pods(api.DefaultNamespace).Get(context.Background(), followerPod, metav1.GetOptions{}); p.Labels["app"] != "x" {
+		t.Fatalf("the follower's other labels were touched: %v", p.Labels)
+	}
+	// The leader steps down (graceful: it releases the Lease and its label).
 	if err := leader.stop(); err != nil && !errors.Is(err, ErrLostLeadership) {
 		t.Fatalf("leader stop: %v", err)
 	}
-	waitFor(t, "failover", func() bool { return ready(follower) })
+	waitFor(t, "failover", func() bool { return leads(follower) })
+	waitFor(t, "the new leader's pod labelled, the old one's not", func() bool { return labelled(followerPod) && !labelled(leaderPod) })
 }

@@ -2,9 +2,13 @@
 // mlplane's binaries, starts the control plane from bin/ (make tools) with
 // fake GPU nodes, deploys mlplane and the examples/, waits for them, prints
 // where each pod landed, per GPU, and leaves everything running in the
-// background. `demo down` (make demo-down) stops it.
+// background. Where the host can run a real kubelet node (root, make
+// tools), it adds one and serves a model there end to end: S3 (a detached
+// helper on the node's bridge), the injected model-loader, the example
+// model server, whose answer and load time it prints with a curl line.
+// `demo down` (make demo-down) stops it and restores the host.
 //
-//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m] [--node-agents=false]
+//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m] [--node-agents=false] [--real-node auto|on|off]
 //	demo down [--dir .cache/demo]
 package main
 
@@ -46,6 +50,10 @@ func main() {
 		err = down(os.Args[2:])
 	case leasesCommand:
 		err = renewLeases(os.Args[2:])
+	case registryCommand:
+		err = serveRegistry(os.Args[2:])
+	case s3Command:
+		err = serveS3(os.Args[2:])
 	default:
 		usage()
 	}
@@ -91,6 +99,7 @@ func up(args []string) error {
 	examples := fs.String("examples", "", "the manifests to apply (default: examples/ of the module)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the examples")
 	agents := fs.Bool("node-agents", true, "run bin/node-agent per node; false: a helper process publishes the fake GPUs' Leases instead")
+	realNode := fs.String("real-node", "auto", "add a real kubelet node serving one model: auto (when this host can: root, make tools), on, off")
 	_ = fs.Parse(args)
 
 	start := time.Now()
@@ -119,18 +128,33 @@ func up(args []string) error {
 	logf := func(f string, a ...any) {
 		fmt.Printf("%s "+f+"\n", append([]any{time.Since(start).Round(100 * time.Millisecond)}, a...)...)
 	}
-	c := cluster.New(cluster.Options{Dir: *dir, Detach: true, Logf: logf})
+	copts := cluster.Options{Dir: *dir, Detach: true, Logf: logf}
+	withReal, err := wantRealNode(*realNode)
+	if err != nil {
+		return err
+	}
+	if withReal {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		copts.RealNode = &cluster.RealNodeOptions{RegistryCommand: []string{self, registryCommand}}
+	}
+	c := cluster.New(copts)
 	ok := false
+	var extra []cluster.StateProcess
 	defer func() {
 		if !ok {
 			c.DumpLogs(os.Stderr, 30)
+			for _, h := range extra {
+				_ = syscall.Kill(-h.PID, syscall.SIGTERM)
+			}
 			_ = c.Stop()
 		}
 	}()
 	if err := c.Start(ctx); err != nil {
 		return err
 	}
-	var extra []cluster.StateProcess
 	publisher := cluster.PublishInProcess
 	if built["node-agent"] && *agents {
 		publisher = cluster.PublishNodeAgent
@@ -169,9 +193,26 @@ func up(args []string) error {
 	if err := applyExamples(ctx, c, cs, *examples, built["webhook"], logf); err != nil {
 		return err
 	}
+	var model *served
+	nodeNames := c.NodeNames()
+	if withReal {
+		var helpers []cluster.StateProcess
+		model, helpers, err = serveOnRealNode(ctx, c, root, logf)
+		extra = append(extra, helpers...)
+		if err != nil {
+			return err
+		}
+		if err := c.SaveState(extra...); err != nil {
+			return err
+		}
+		nodeNames = append(nodeNames, c.RealNodeName())
+	}
 	waitErr := waitDeployments(ctx, cs, *timeout, logf)
-	if err := printPlacement(ctx, os.Stdout, cs, c.NodeNames()); err != nil {
+	if err := printPlacement(ctx, os.Stdout, cs, nodeNames); err != nil {
 		return err
+	}
+	if model != nil {
+		printServed(os.Stdout, model)
 	}
 	ok = true
 	fmt.Printf("\nmlplane demo running (%s), ready in %s. Components: %s\n", c.Dir(), time.Since(start).Round(time.Second), strings.Join(c.Components(), ", "))
@@ -179,6 +220,30 @@ func up(args []string) error {
 	fmt.Printf("export KUBECONFIG=%s\n", c.Kubeconfig())
 	fmt.Printf("kubectl get pods -n %s -o wide   # with bin/ on PATH for a matching kubectl\n", demoNamespace)
 	return waitErr
+}
+
+// wantRealNode reads --real-node; on auto it says why a host gets none.
+func wantRealNode(mode string) (bool, error) {
+	bin, err := cluster.DefaultBinDir()
+	if err != nil {
+		return false, err
+	}
+	why := cluster.RealNodeSupported(bin)
+	switch mode {
+	case "auto":
+		if why != nil {
+			fmt.Printf("demo: no real node (--real-node=auto): %v\n", why)
+		}
+		return why == nil, nil
+	case "on":
+		if why != nil {
+			return false, fmt.Errorf("--real-node=on: %w", why)
+		}
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("--real-node=%q: want auto, on or off", mode)
 }
 
 // buildBinaries builds each of mlplane's binaries into bin/ on its own, so a

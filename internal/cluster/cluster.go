@@ -197,8 +197,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 		}
 	}
 	if c.real != nil {
-		if c.opts.Detach {
-			return errors.New("a real node cannot be detached: its registry runs in this process")
+		if c.opts.Detach && len(c.real.opts.RegistryCommand) == 0 {
+			return errors.New("a detached real node needs RealNodeOptions.RegistryCommand: its registry must outlive this process")
 		}
 		if err := c.prepareRealNode(); err != nil {
 			return fmt.Errorf("real node: %w", err)

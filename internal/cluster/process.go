@@ -25,6 +25,8 @@ type process struct {
 	// detach leaves the process running when this one exits (make demo);
 	// otherwise it dies with its parent (PR_SET_PDEATHSIG).
 	detach bool
+	// files are passed as fds 3, 4, ... (exec.Cmd.ExtraFiles).
+	files []*os.File
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -46,6 +48,7 @@ func (p *process) start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = p.files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if !p.detach {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/mlplane/mlplane/hack/images/imagebuild"
 	"github.com/mlplane/mlplane/internal/cluster/hoststate"
 )
 
@@ -32,6 +32,9 @@ const (
 	Containerd = "containerd"
 	Kubelet    = "kubelet"
 	KubeProxy  = "kube-proxy"
+	// Registry is the node's image registry when it runs as a process
+	// (RealNodeOptions.RegistryCommand).
+	Registry = "registry"
 )
 
 // RealNodeLabel marks the real node: it carries the label RealNodeLabel=true
@@ -100,6 +103,14 @@ type RealNodeOptions struct {
 	// StateDir holds the host baseline and the lock. Default
 	// DefaultRealNodeStateDir.
 	StateDir string
+	// RegistryCommand runs the registry the node pulls from as a process
+	// (argv; "--addr=127.0.0.1:PORT" is appended) that must serve the OCI
+	// distribution API there, for example `demo registry`. The process
+	// inherits the host lock as its fd 3 and so holds it while it runs:
+	// with Options.Detach (make demo) the node outlives this process, and
+	// no other real node starts until Down. Default: go-containerregistry's
+	// registry in this process, which a detached cluster cannot use.
+	RegistryCommand []string
 }
 
 // realNode is the real node's state in a Cluster.
@@ -108,8 +119,8 @@ type realNode struct {
 	dir      string // <cluster dir>/realnode
 	lock     *hoststate.Lock
 	base     *hoststate.Snapshot
-	registry *http.Server
-	regAddr  string // 127.0.0.1:PORT
+	registry *imagebuild.Registry // nil when it runs as a process
+	regAddr  string               // 127.0.0.1:PORT
 }
 
 func (r *realNode) path(elem ...string) string {
@@ -454,7 +465,7 @@ func makeCgroupRoot() error {
 func (c *Cluster) startRealNode(ctx context.Context) error {
 	r := c.real
 	start := time.Now()
-	if err := c.startRegistry(); err != nil {
+	if err := c.startRegistry(ctx); err != nil {
 		return err
 	}
 	if err := c.pushPodbinImages(ctx); err != nil {
@@ -726,7 +737,7 @@ func (c *Cluster) stopRealNode() error {
 	var errs []error
 	if r.registry != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, r.registry.Shutdown(ctx))
+		errs = append(errs, r.registry.Close(ctx))
 		cancel()
 		r.registry = nil
 	}

@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -18,30 +15,39 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/mlplane/mlplane/hack/images/imagebuild"
 )
 
-// startRegistry serves an in-process OCI registry (go-containerregistry's,
-// blobs in memory) on a free loopback port; the real node's containerd
-// resolves every ghcr.io/mlplane/* image there.
-func (c *Cluster) startRegistry() error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// startRegistry starts the registry the node's containerd pulls from:
+// imagebuild's (go-containerregistry) in this process, or, with
+// RealNodeOptions.RegistryCommand, as a component that outlives it and
+// holds the host lock (Options.Detach).
+func (c *Cluster) startRegistry(ctx context.Context) error {
+	r := c.real
+	if len(r.opts.RegistryCommand) == 0 {
+		reg, err := imagebuild.StartRegistry("127.0.0.1:0", "", nil)
+		if err != nil {
+			return err
+		}
+		r.registry, r.regAddr = reg, reg.Addr
+		return nil
+	}
+	port, err := c.port(Registry)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           registry.New(registry.Logger(log.New(io.Discard, "", 0))),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() { _ = srv.Serve(l) }()
-	c.real.registry = srv
-	c.real.regAddr = l.Addr().String()
-	return nil
+	r.regAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	comp := c.newComponent(Registry, "", append(r.opts.RegistryCommand[1:], "--addr="+r.regAddr)...)
+	comp.path = r.opts.RegistryCommand[0]
+	comp.files = []*os.File{r.lock.File()}
+	comp.ready = httpProbe("http://"+r.regAddr+"/v2/", false)
+	return c.run(ctx, comp)
 }
 
 // RegistryAddr is the real node's registry (127.0.0.1:PORT), "" without a

@@ -744,6 +744,10 @@ func Acquire(dir string) (*Lock, error) {
 	return &Lock{f}, nil
 }
 
+// File is the locked file: a child process given it (exec.Cmd.ExtraFiles)
+// shares the lock, which then lasts until both have closed it.
+func (l *Lock) File() *os.File { return l.f }
+
 // Release drops the lock.
 func (l *Lock) Release() error {
 	if l == nil || l.f == nil {

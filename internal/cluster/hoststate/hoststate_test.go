@@ -1,6 +1,7 @@
 package hoststate
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +86,35 @@ func TestLock(t *testing.T) {
 	l2, err := Acquire(dir)
 	if err != nil {
 		t.Fatalf("Acquire after Release: %v", err)
+	}
+	l2.Release()
+}
+
+// TestLockSharedWithChild: a child process given the lock's File keeps the
+// lock after this process releases it (a detached make demo registry), and
+// frees it when it exits.
+func TestLockSharedWithChild(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sleep", "60")
+	child.ExtraFiles = []*os.File{l.File()}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Acquire(dir); !errors.Is(err, ErrHeld) {
+		t.Fatalf("Acquire while the child holds the lock: %v, want ErrHeld", err)
+	}
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	l2, err := Acquire(dir)
+	if err != nil {
+		t.Fatalf("Acquire after the child exited: %v", err)
 	}
 	l2.Release()
 }

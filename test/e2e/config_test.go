@@ -67,6 +67,14 @@ func TestConfig(t *testing.T) {
 					// under another name, as it would be created on a cluster.
 					var docs []string
 					for _, o := range objs {
+						// A dry run creates no namespace, and objects in
+						// one it has not created are refused: the
+						// namespaces themselves are created first.
+						if o.GetKind() == "Namespace" {
+							if out, err := Kubectl(ctx, cfg, "", "create", "namespace", o.GetName()); err != nil && !strings.Contains(out, "AlreadyExists") {
+								t.Fatal(err)
+							}
+						}
 						if o.GetKind() == "MutatingWebhookConfiguration" {
 							o = o.DeepCopy()
 							o.SetName(o.GetName() + "-dry-run")

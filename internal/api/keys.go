@@ -136,9 +136,10 @@ const (
 	// MODEL_DIR, as its completion marker: a JSON object with apiVersion
 	// "mlplane.io/v1alpha1", kind "ModelManifest", uri (credentials
 	// redacted), revision (the resolved commit, digest or listing digest),
-	// files (path, size in bytes, and the hex sha256 or md5 the file was
-	// verified against, when the source gives one) and bytes (the total). A
-	// serving container may read it to learn what it serves.
+	// files (path, size in bytes, and the hex sha256, crc64nvme, crc32c or
+	// md5 the file was verified against, when the source gives one) and
+	// bytes (the total). A serving container may read it to learn what it
+	// serves.
 	ModelManifestFile = ".mlplane-manifest.json"
 	// ModelCacheMountPath is where the node cache (a hostPath volume) is
 	// mounted in the loader when the InjectionConfig enables it.

@@ -14,7 +14,7 @@ import (
 // the listing; two pods at once fetch it once.
 func TestCacheSecondLoadMovesNoBytes(t *testing.T) {
 	m := modeltest.Small()
-	src := &memSource{m: m, digest: true}
+	src := &memSource{m: m, digest: "sha256"}
 	cache := &Cache{Dir: t.TempDir()}
 	var wg sync.WaitGroup
 	results := make([]*Result, 3)

@@ -3,8 +3,6 @@ package modelload
 import (
 	"bufio"
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -130,10 +128,13 @@ type Manifest struct {
 type ManifestFile struct {
 	Path string `json:"path"`
 	Size int64  `json:"size"`
-	// SHA256 and MD5 are the hex digests the file was verified against:
-	// those the source gave (the strongest only), none when it gave none.
-	SHA256 string `json:"sha256,omitempty"`
-	MD5    string `json:"md5,omitempty"`
+	// SHA256, CRC64NVME, CRC32C and MD5 are the hex digests the file was
+	// verified against: one of those the source gave (the first of these
+	// it gave), none when it gave none.
+	SHA256    string `json:"sha256,omitempty"`
+	CRC64NVME string `json:"crc64nvme,omitempty"`
+	CRC32C    string `json:"crc32c,omitempty"`
+	MD5       string `json:"md5,omitempty"`
 }
 
 // Result says what a Fetch did.
@@ -215,8 +216,7 @@ func Fetch(ctx context.Context, src Source, o Options) (*Result, error) {
 		}
 	} else {
 		for _, f := range files {
-			d := e.sums[f.Path]
-			m.Files = append(m.Files, ManifestFile{Path: f.Path, Size: e.sizes[f.Path], SHA256: d.sha256, MD5: d.md5})
+			m.Files = append(m.Files, e.sums[f.Path].manifestFile(f.Path, e.sizes[f.Path]))
 		}
 	}
 	for _, f := range m.Files {
@@ -301,17 +301,19 @@ type engine struct {
 
 	mu    sync.Mutex
 	sizes map[string]int64
-	sums  map[string]digests
+	sums  map[string]digest
 }
 
 // verifiedRecord is one line of the partial directory's journal: a file
 // renamed into place after its check, so that a restart can trust it.
 type verifiedRecord struct {
-	// Path, Size, SHA256, MD5 and Version are the listing's view of the
+	// Path, Size, the digests and Version are the listing's view of the
 	// file; a restart trusts the file only if the listing still says this.
 	Path         string `json:"path"`
 	Size         int64  `json:"size"`
 	SHA256       string `json:"sha256,omitempty"`
+	CRC64NVME    string `json:"crc64nvme,omitempty"`
+	CRC32C       string `json:"crc32c,omitempty"`
 	MD5          string `json:"md5,omitempty"`
 	Version      string `json:"version,omitempty"`
 	fromManifest bool
@@ -323,17 +325,18 @@ func (r verifiedRecord) matches(f File) bool {
 		return false
 	}
 	if r.fromManifest {
-		// A manifest has no versions; its digests are those verified.
-		return (f.SHA256 == "" || f.SHA256 == r.SHA256) && (f.MD5 == "" || f.MD5 == r.MD5 || f.SHA256 != "")
+		// A manifest has no versions; its digest is the one verified.
+		want := checked(f)
+		return want == want.of(ManifestFile{SHA256: r.SHA256, CRC64NVME: r.CRC64NVME, CRC32C: r.CRC32C, MD5: r.MD5})
 	}
-	return r.SHA256 == f.SHA256 && r.MD5 == f.MD5 && r.Version == f.Version
+	return r.SHA256 == f.SHA256 && r.CRC64NVME == f.CRC64NVME && r.CRC32C == f.CRC32C && r.MD5 == f.MD5 && r.Version == f.Version
 }
 
 const journalName = "verified.jsonl"
 
 func (e *engine) run(ctx context.Context, files []File) error {
 	e.sizes = map[string]int64{}
-	e.sums = map[string]digests{}
+	e.sums = map[string]digest{}
 	e.nfiles = len(files)
 	pdir := filepath.Join(e.o.Dest, partialDir)
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
@@ -345,7 +348,8 @@ func (e *engine) run(ctx context.Context, files []File) error {
 	if old := readManifest(e.o.Dest); old != nil && old.URI == e.uri && old.Revision == e.revision {
 		for _, mf := range old.Files {
 			if _, ok := journal[mf.Path]; !ok {
-				journal[mf.Path] = verifiedRecord{Path: mf.Path, Size: mf.Size, SHA256: mf.SHA256, MD5: mf.MD5, fromManifest: true}
+				journal[mf.Path] = verifiedRecord{Path: mf.Path, Size: mf.Size, SHA256: mf.SHA256, CRC64NVME: mf.CRC64NVME,
+					CRC32C: mf.CRC32C, MD5: mf.MD5, fromManifest: true}
 			}
 		}
 	}
@@ -355,16 +359,16 @@ func (e *engine) run(ctx context.Context, files []File) error {
 		final := filepath.Join(e.o.Dest, filepath.FromSlash(f.Path))
 		if st, err := os.Stat(final); err == nil && st.Mode().IsRegular() {
 			if r, ok := journal[f.Path]; ok && r.Size == st.Size() && r.matches(f) {
-				e.keep(f.Path, st.Size(), verified(f))
+				e.keep(f.Path, st.Size(), checked(f))
 				continue
 			}
 			// A file in place that the journal does not vouch for (a
 			// different revision, or written by someone else): verify it
 			// when the source gives a digest, else fetch it again.
-			if f.Size == st.Size() && (f.SHA256 != "" || f.MD5 != "") {
+			if f.Size == st.Size() && checked(f).algo != "" {
 				if ok, err := verifyFile(final, f); err == nil && ok {
 					e.o.Log.V(1).Info("file in place matches the source's digest", "file", f.Path)
-					e.keep(f.Path, st.Size(), verified(f))
+					e.keep(f.Path, st.Size(), checked(f))
 					continue
 				}
 			}
@@ -413,7 +417,9 @@ func (e *engine) run(ctx context.Context, files []File) error {
 			for t := range tasks {
 				if err := e.fetchRange(ctx, t.j, t.i); err != nil {
 					cancel(err)
+					continue
 				}
+				t.j.landed()
 			}
 		})
 	}
@@ -425,6 +431,16 @@ func (e *engine) run(ctx context.Context, files []File) error {
 				cancel(err)
 			}
 		})
+	}
+	for _, j := range todo {
+		for i := range j.ranges {
+			if !j.rangeDone(i) {
+				j.pending.Add(1)
+			}
+		}
+		if j.pending.Load() == 0 {
+			j.firstWritesDone() // resumed complete: check it now
+		}
 	}
 feed:
 	for _, j := range todo {
@@ -442,7 +458,7 @@ feed:
 	close(tasks)
 	wg.Wait()
 	for _, j := range todo {
-		j.writesDone()
+		j.firstWritesDone()
 	}
 	fileWG.Wait()
 	if err := context.Cause(ctx); err != nil {
@@ -451,7 +467,7 @@ feed:
 	return nil
 }
 
-func (e *engine) keep(path string, size int64, sum digests) {
+func (e *engine) keep(path string, size int64, sum digest) {
 	e.mu.Lock()
 	e.sizes[path], e.sums[path] = size, sum
 	e.mu.Unlock()
@@ -656,7 +672,7 @@ func (e *engine) finishFile(ctx context.Context, j *fileJob, jf *os.File, jmu *s
 			return &Error{Kind: KindDisk, Err: err}
 		}
 		e.mu.Lock()
-		e.sizes[j.f.Path], e.sums[j.f.Path] = size, verified(j.f)
+		e.sizes[j.f.Path], e.sums[j.f.Path] = size, checked(j.f)
 		e.mu.Unlock()
 		e.ndone.Add(1)
 		return nil
@@ -677,16 +693,7 @@ func (e *engine) refetch(ctx context.Context, j *fileJob) error {
 }
 
 func recordOf(f File, size int64) verifiedRecord {
-	return verifiedRecord{Path: f.Path, Size: size, SHA256: f.SHA256, MD5: f.MD5, Version: f.Version}
-}
-
-// verified are the digests a file is checked against: the source's
-// SHA-256 when it gives one, else its MD5, else none (size only).
-func verified(f File) digests {
-	if f.SHA256 != "" {
-		return digests{sha256: f.SHA256}
-	}
-	return digests{md5: f.MD5}
+	return verifiedRecord{Path: f.Path, Size: size, SHA256: f.SHA256, CRC64NVME: f.CRC64NVME, CRC32C: f.CRC32C, MD5: f.MD5, Version: f.Version}
 }
 
 func readJournal(pdir string) map[string]verifiedRecord {
@@ -708,21 +715,19 @@ func readJournal(pdir string) map[string]verifiedRecord {
 }
 
 // verifyFile hashes a file already in place and compares it with f's
-// digest (the SHA-256 when the source gives one, else the MD5).
+// checked digest; f must have one.
 func verifyFile(name string, f File) (bool, error) {
 	fh, err := os.Open(name)
 	if err != nil {
 		return false, err
 	}
 	defer fh.Close()
-	h, want := sha256.New(), f.SHA256
-	if want == "" {
-		h, want = md5.New(), f.MD5
-	}
+	want := checked(f)
+	h := want.newHash()
 	if _, err := io.Copy(h, fh); err != nil {
 		return false, err
 	}
-	return hex.EncodeToString(h.Sum(nil)) == want, nil
+	return hex.EncodeToString(h.Sum(nil)) == want.hex, nil
 }
 
 func readManifest(dest string) *Manifest {
@@ -889,6 +894,3 @@ func rateMBps(n int64, d time.Duration) float64 {
 	}
 	return float64(int64(float64(n)/d.Seconds()/1e6*10)) / 10
 }
-
-// digests is what hashBehind computed.
-type digests struct{ sha256, md5 string }

@@ -3,10 +3,15 @@ package modelload
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"hash/crc64"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,7 +33,20 @@ type memSource struct {
 	mu     sync.Mutex
 	tries  map[string]int
 	hook   func(f File, off, n int64, attempt int, body []byte) (io.ReadCloser, error)
-	digest bool // list sha256 digests
+	digest string // the digest listed: "sha256", "crc64nvme", "crc32c", "md5" or "" (none)
+}
+
+// sums are the digests of b by algorithm, computed with other
+// implementations than the engine's: hash/crc64's table for CRC-64/NVME
+// (the polynomial S3 documents), hash/crc32 for CRC-32C.
+func sums(b []byte) map[string]string {
+	md := md5.Sum(b)
+	return map[string]string{
+		"sha256":    modeltest.SHA256(b),
+		"crc64nvme": fmt.Sprintf("%016x", crc64.Checksum(b, crc64.MakeTable(0x9a6c9329ac4bc9b5))),
+		"crc32c":    fmt.Sprintf("%08x", crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli))),
+		"md5":       hex.EncodeToString(md[:]),
+	}
 }
 
 func (s *memSource) List(context.Context) (*Listing, error) {
@@ -36,8 +54,16 @@ func (s *memSource) List(context.Context) (*Listing, error) {
 	l := &Listing{Revision: "rev1"}
 	for _, p := range s.m.Paths() {
 		f := File{Path: p, Size: int64(len(s.m[p])), Key: p}
-		if s.digest {
-			f.SHA256 = modeltest.SHA256(s.m[p])
+		sum := sums(s.m[p])[s.digest]
+		switch s.digest {
+		case "sha256":
+			f.SHA256 = sum
+		case "crc64nvme":
+			f.CRC64NVME = sum
+		case "crc32c":
+			f.CRC32C = sum
+		case "md5":
+			f.MD5 = sum
 		}
 		l.Files = append(l.Files, f)
 	}
@@ -92,8 +118,8 @@ func fetchOpts(t *testing.T, dest string) Options {
 }
 
 func TestFetchSmallModel(t *testing.T) {
-	for _, digest := range []bool{false, true} {
-		t.Run(fmt.Sprintf("digests=%v", digest), func(t *testing.T) {
+	for _, digest := range []string{"", "sha256", "crc64nvme", "crc32c", "md5"} {
+		t.Run("digest="+digest, func(t *testing.T) {
 			m := modeltest.Small()
 			src := &memSource{m: m, digest: digest}
 			dest := t.TempDir()
@@ -114,13 +140,14 @@ func TestFetchSmallModel(t *testing.T) {
 				t.Errorf("manifest %+v", man)
 			}
 			for _, f := range man.Files {
-				// The manifest has the digests checked: the source's, or none.
-				want := ""
-				if digest {
-					want = modeltest.SHA256(m[f.Path])
+				// The manifest has the digest checked: the source's, or none.
+				got := map[string]string{"sha256": f.SHA256, "crc64nvme": f.CRC64NVME, "crc32c": f.CRC32C, "md5": f.MD5}
+				want := map[string]string{"sha256": "", "crc64nvme": "", "crc32c": "", "md5": ""}
+				if digest != "" {
+					want[digest] = sums(m[f.Path])[digest]
 				}
-				if f.SHA256 != want || f.MD5 != "" {
-					t.Errorf("manifest digests of %s = %q %q, want sha256 %q", f.Path, f.SHA256, f.MD5, want)
+				if !maps.Equal(got, want) {
+					t.Errorf("manifest digests of %s = %v, want %v", f.Path, got, want)
 				}
 			}
 			if _, err := os.Stat(filepath.Join(dest, partialDir)); !os.IsNotExist(err) {
@@ -230,31 +257,33 @@ func TestFetchChecksumMismatch(t *testing.T) {
 			return nil, nil
 		}
 	}
-	t.Run("once: fetched again", func(t *testing.T) {
-		dest := t.TempDir()
-		if _, err := Fetch(context.Background(), &memSource{m: m, digest: true, hook: corrupt(1)}, fetchOpts(t, dest)); err != nil {
-			t.Fatal(err)
-		}
-		modeltest.CheckDir(t, dest, m)
-	})
-	t.Run("always: integrity error", func(t *testing.T) {
-		dest := t.TempDir()
-		_, err := Fetch(context.Background(), &memSource{m: m, digest: true, hook: corrupt(100)}, fetchOpts(t, dest))
-		var e *Error
-		if !errors.As(err, &e) || e.Kind != KindIntegrity || e.Kind.ExitCode() != 7 {
-			t.Fatalf("err %v; want KindIntegrity", err)
-		}
-		want := "mem://bucket/model: tokenizer.json: sha256 "
-		if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), ", the source says "+modeltest.SHA256(m["tokenizer.json"])) {
-			t.Errorf("message %q", err)
-		}
-		if _, err := os.Stat(filepath.Join(dest, "tokenizer.json")); !os.IsNotExist(err) {
-			t.Error("a corrupt file was renamed into place")
-		}
-		if _, err := os.Stat(filepath.Join(dest, ManifestName)); !os.IsNotExist(err) {
-			t.Error("manifest written for a failed load")
-		}
-	})
+	for _, digest := range []string{"sha256", "crc64nvme", "crc32c", "md5"} {
+		t.Run(digest+"/once: fetched again", func(t *testing.T) {
+			dest := t.TempDir()
+			if _, err := Fetch(context.Background(), &memSource{m: m, digest: digest, hook: corrupt(1)}, fetchOpts(t, dest)); err != nil {
+				t.Fatal(err)
+			}
+			modeltest.CheckDir(t, dest, m)
+		})
+		t.Run(digest+"/always: integrity error", func(t *testing.T) {
+			dest := t.TempDir()
+			_, err := Fetch(context.Background(), &memSource{m: m, digest: digest, hook: corrupt(100)}, fetchOpts(t, dest))
+			var e *Error
+			if !errors.As(err, &e) || e.Kind != KindIntegrity || e.Kind.ExitCode() != 7 {
+				t.Fatalf("err %v; want KindIntegrity", err)
+			}
+			want := "mem://bucket/model: tokenizer.json: " + digest + " "
+			if !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), ", the source says "+sums(m["tokenizer.json"])[digest]) {
+				t.Errorf("message %q", err)
+			}
+			if _, err := os.Stat(filepath.Join(dest, "tokenizer.json")); !os.IsNotExist(err) {
+				t.Error("a corrupt file was renamed into place")
+			}
+			if _, err := os.Stat(filepath.Join(dest, ManifestName)); !os.IsNotExist(err) {
+				t.Error("manifest written for a failed load")
+			}
+		})
+	}
 }
 
 func TestFetchStallIsRetried(t *testing.T) {
@@ -507,4 +536,31 @@ func TestHTTPErrorKinds(t *testing.T) {
 	if d := RetryAfter(h, now); d != 90*time.Second {
 		t.Errorf("RetryAfter(date) = %v", d)
 	}
+}
+
+// TestFetchFileCompletesBeforeOthers: a file is checked and renamed into
+// place once its own ranges have landed, not when the whole model has: a
+// later file's range is held until the first file is in place.
+func TestFetchFileCompletesBeforeOthers(t *testing.T) {
+	m := modeltest.New(7, map[string]int{"a.bin": 1000, "b.bin": 1000})
+	dest := t.TempDir()
+	src := &memSource{m: m, digest: "sha256", hook: func(f File, off, n int64, attempt int, body []byte) (io.ReadCloser, error) {
+		if f.Path != "b.bin" {
+			return nil, nil
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(dest, "a.bin")); err == nil {
+				return nil, nil
+			}
+			if time.Now().After(deadline) {
+				return nil, Errorf(KindInternal, "a.bin is not in place while b.bin is fetched")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}}
+	if _, err := Fetch(context.Background(), src, fetchOpts(t, dest)); err != nil {
+		t.Fatal(err)
+	}
+	modeltest.CheckDir(t, dest, m)
 }

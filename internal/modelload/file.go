@@ -2,12 +2,9 @@ package modelload
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"os"
 	"path/filepath"
 	"sync"
@@ -28,18 +25,25 @@ type fileJob struct {
 	notify   chan struct{} // a write landed (capacity 1)
 	finished chan struct{} // closed when no more writes come
 	saveMu   sync.Mutex
+
+	// pending counts the ranges handed to the workers and not yet landed;
+	// the last to land ends the first round of writes (firstDone).
+	pending   atomic.Int64
+	firstDone sync.Once
 }
 
 type span struct{ start, length int64 } // length -1: to the end (unknown size)
 
 // partState is the resume state of a partial file, saved as JSON.
 type partState struct {
-	Size    int64   `json:"size"`
-	Version string  `json:"version,omitempty"`
-	SHA256  string  `json:"sha256,omitempty"`
-	MD5     string  `json:"md5,omitempty"`
-	Chunk   int64   `json:"chunk"`
-	Done    []int64 `json:"done"`
+	Size      int64   `json:"size"`
+	Version   string  `json:"version,omitempty"`
+	SHA256    string  `json:"sha256,omitempty"`
+	CRC64NVME string  `json:"crc64nvme,omitempty"`
+	CRC32C    string  `json:"crc32c,omitempty"`
+	MD5       string  `json:"md5,omitempty"`
+	Chunk     int64   `json:"chunk"`
+	Done      []int64 `json:"done"`
 }
 
 // open opens the partial file part (never truncating one whose saved state
@@ -67,11 +71,12 @@ func (j *fileJob) open(part string, chunk int64) error {
 		return &Error{Kind: KindDisk, Err: err}
 	}
 	j.part = fh
-	want := partState{Size: j.f.Size, Version: j.f.Version, SHA256: j.f.SHA256, MD5: j.f.MD5, Chunk: chunk}
+	want := j.state(chunk)
 	if b, err := os.ReadFile(j.statePath); err == nil {
 		var st partState
 		if json.Unmarshal(b, &st) == nil && len(st.Done) == len(j.ranges) &&
-			st.Size == want.Size && st.Version == want.Version && st.SHA256 == want.SHA256 && st.MD5 == want.MD5 && st.Chunk == want.Chunk {
+			st.Size == want.Size && st.Version == want.Version && st.SHA256 == want.SHA256 && st.CRC64NVME == want.CRC64NVME &&
+			st.CRC32C == want.CRC32C && st.MD5 == want.MD5 && st.Chunk == want.Chunk {
 			if fi, err := fh.Stat(); err == nil && (j.f.Size < 0 || fi.Size() == j.f.Size) {
 				for i, d := range st.Done {
 					if d >= 0 && (j.ranges[i].length < 0 || d <= j.ranges[i].length) {
@@ -110,15 +115,23 @@ func (j *fileJob) truncate() error {
 func (j *fileJob) saveState() error {
 	j.saveMu.Lock()
 	defer j.saveMu.Unlock()
-	st := partState{Size: j.f.Size, Version: j.f.Version, SHA256: j.f.SHA256, MD5: j.f.MD5, Done: make([]int64, len(j.ranges))}
+	var chunk int64
 	if len(j.ranges) > 0 {
-		st.Chunk = j.ranges[0].length
+		chunk = j.ranges[0].length
 	}
+	st := j.state(chunk)
+	st.Done = make([]int64, len(j.ranges))
 	for i := range j.doneB {
 		st.Done[i] = j.doneB[i].Load()
 	}
 	b, _ := json.Marshal(st)
 	return writeFileAtomic(j.statePath, b)
+}
+
+// state is the resume state of the listed file with no progress.
+func (j *fileJob) state(chunk int64) partState {
+	return partState{Size: j.f.Size, Version: j.f.Version, SHA256: j.f.SHA256, CRC64NVME: j.f.CRC64NVME,
+		CRC32C: j.f.CRC32C, MD5: j.f.MD5, Chunk: chunk}
 }
 
 func (j *fileJob) close() {
@@ -161,6 +174,20 @@ func (j *fileJob) advance(i int, k int64) {
 	}
 }
 
+// landed records that one of the ranges handed to the workers is complete;
+// after the last, no more writes come, and the file's check need not wait
+// for other files' ranges.
+func (j *fileJob) landed() {
+	if j.pending.Add(-1) == 0 {
+		j.firstWritesDone()
+	}
+}
+
+// firstWritesDone ends the first round of writes, once: the last range
+// landing and the end of all fetching both call it, and a refetch after a
+// failed check (restartWrites) must not be ended by the second.
+func (j *fileJob) firstWritesDone() { j.firstDone.Do(j.writesDone) }
+
 // writesDone says no more writes come (until restartWrites).
 func (j *fileJob) writesDone() {
 	j.mu.Lock()
@@ -199,19 +226,11 @@ func (j *fileJob) prefix() int64 {
 
 // hashBehind hashes the partial file as its gap-free prefix grows, reading
 // behind the writers (from the page cache, in practice), until no more
-// writes come. It returns the digests and the size hashed.
-func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
-	// Only the digest that is checked is computed: the source's SHA-256,
-	// else its MD5 (S3 ETags, GCS, Azure), else none. MD5 costs three
-	// times SHA-256's CPU here (SHA-NI), so computing both would be the
-	// loader's largest cost.
-	var h hash.Hash
-	switch {
-	case j.f.SHA256 != "":
-		h = sha256.New()
-	case j.f.MD5 != "":
-		h = md5.New()
-	}
+// writes come. It returns the digest (the one checked) and the size hashed.
+func (j *fileJob) hashBehind(ctx context.Context) (digest, int64, error) {
+	// Only the digest that is checked is computed (see checked).
+	want := checked(j.f)
+	h := want.newHash()
 	var hashed int64
 	for {
 		fin := j.finishedCh()
@@ -240,7 +259,7 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 			}
 			if err != nil && n == 0 {
 				bufPool.Put(buf)
-				return digests{}, 0, &Error{Kind: KindDisk, Err: fmt.Errorf("reading back %s: %w", j.f.Path, err)}
+				return digest{}, 0, &Error{Kind: KindDisk, Err: fmt.Errorf("reading back %s: %w", j.f.Path, err)}
 			}
 		}
 		if buf != nil {
@@ -249,18 +268,14 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 		if finished {
 			if j.f.Size >= 0 && hashed != j.f.Size {
 				if err := context.Cause(ctx); err != nil {
-					return digests{}, 0, err
+					return digest{}, 0, err
 				}
-				return digests{}, 0, Errorf(KindInternal, "%s: %d of %d bytes written", j.f.Path, hashed, j.f.Size)
+				return digest{}, 0, Errorf(KindInternal, "%s: %d of %d bytes written", j.f.Path, hashed, j.f.Size)
 			}
-			var d digests
-			switch {
-			case j.f.SHA256 != "":
-				d.sha256 = hex.EncodeToString(h.Sum(nil))
-			case j.f.MD5 != "":
-				d.md5 = hex.EncodeToString(h.Sum(nil))
+			if h == nil {
+				return digest{}, hashed, nil
 			}
-			return d, hashed, nil
+			return digest{want.algo, hex.EncodeToString(h.Sum(nil))}, hashed, nil
 		}
 		select {
 		case <-j.notify:
@@ -275,14 +290,12 @@ func (j *fileJob) hashBehind(ctx context.Context) (digests, int64, error) {
 }
 
 // check compares what was written with what the source said.
-func (j *fileJob) check(d digests, size int64) error {
-	switch {
+func (j *fileJob) check(d digest, size int64) error {
+	switch want := checked(j.f); {
 	case j.f.Size >= 0 && size != j.f.Size:
 		return fmt.Errorf("%s: size %d bytes, the source says %d", j.f.Path, size, j.f.Size)
-	case j.f.SHA256 != "" && d.sha256 != j.f.SHA256:
-		return fmt.Errorf("%s: sha256 %s, the source says %s", j.f.Path, d.sha256, j.f.SHA256)
-	case j.f.SHA256 == "" && j.f.MD5 != "" && d.md5 != j.f.MD5:
-		return fmt.Errorf("%s: md5 %s, the source says %s", j.f.Path, d.md5, j.f.MD5)
+	case d != want:
+		return fmt.Errorf("%s: %s %s, the source says %s", j.f.Path, want.algo, d.hex, want.hex)
 	}
 	return nil
 }

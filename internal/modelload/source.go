@@ -30,8 +30,20 @@ type File struct {
 	// gives none (Hugging Face's X-Linked-Etag for LFS files, an S3
 	// full-object SHA-256 checksum, an OCI layer digest).
 	SHA256 string `json:"sha256,omitempty"`
+	// CRC64NVME is the lower-case hex of the content's CRC-64/NVME (the 8
+	// bytes big-endian, as S3's base64 checksum decodes), "" when the source
+	// gives none (an S3 full-object checksum, which S3 adds to every object
+	// uploaded since 2025 unless the client chose another algorithm).
+	// Checked when SHA256 is empty.
+	CRC64NVME string `json:"crc64nvme,omitempty"`
+	// CRC32C is the lower-case hex of the content's CRC-32C (Castagnoli; 4
+	// bytes big-endian), "" when the source gives none (an S3 full-object
+	// checksum). Checked when SHA256 and CRC64NVME are empty.
+	CRC32C string `json:"crc32c,omitempty"`
 	// MD5 is the lower-case hex MD5 of the content, "" when the source gives
-	// none (GCS md5Hash, Azure Content-MD5). Checked when SHA256 is empty.
+	// none (GCS md5Hash, Azure Content-MD5, an S3 single-part ETag).
+	// Checked only when the source gives no other digest: MD5 costs the
+	// loader more CPU than every other step together.
 	MD5 string `json:"md5,omitempty"`
 	// Version is the source's version of this object (an ETag, a GCS
 	// generation, a git blob id), "" when none. Sources may use it to make

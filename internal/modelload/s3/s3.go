@@ -24,16 +24,22 @@
 // After listing, when there are at most HeadLimit objects, each one is
 // HEADed (at most HeadConcurrency at once, with checksum mode enabled):
 //
-//   - A full-object SHA-256 checksum (ChecksumSHA256 with ChecksumType
-//     FULL_OBJECT, or with no ChecksumType on a single-part object) becomes
-//     File.SHA256. A multipart upload's composite checksum (a checksum of
-//     the parts' checksums, "...-N") is not the content's digest and is
-//     ignored.
-//   - Otherwise the ETag becomes File.MD5 only when it is 32 hex digits (a
+//   - A full-object checksum (ChecksumType FULL_OBJECT, or no ChecksumType
+//     on a single-part object) becomes File.SHA256, File.CRC64NVME or
+//     File.CRC32C by its algorithm. S3 gives every object uploaded since
+//     2025 a CRC64NVME one unless the client chose another algorithm, and
+//     a multipart upload's CRC64NVME is a full-object checksum too, so most
+//     objects have one; the engine checks it instead of the MD5, at a
+//     fraction of the CPU. A multipart upload's composite checksum (a
+//     checksum of the parts' checksums, "...-N") is not the content's
+//     digest and is ignored; so are CRC32, SHA-1 and the rest, which the
+//     engine does not compute.
+//   - The ETag becomes File.MD5 only when it is 32 hex digits (a
 //     single-part upload: a multipart ETag has a "-N" suffix) and the object
 //     is unencrypted or SSE-S3 (AES256) encrypted. S3's ETag is the MD5 of
 //     the content only for those; for SSE-KMS, DSSE-KMS and SSE-C objects
-//     it is not, so it is not used.
+//     it is not, so it is not used. The engine checks it only when there
+//     is no full-object checksum.
 //
 // With more than HeadLimit objects the HEADs are skipped (a listing of
 // 10,000 shards should not cost 10,000 requests before the first byte);
@@ -250,9 +256,8 @@ type object struct {
 	path string
 	size int64
 	etag string
-	// Filled by HEAD.
-	sha256 string
-	md5    string
+	// Filled by HEAD: hex digests.
+	sha256, crc64nvme, crc32c, md5 string
 }
 
 // List lists the model (see the package doc for prefixes, digests and the
@@ -294,7 +299,8 @@ func (s *Source) List(ctx context.Context) (*modelload.Listing, error) {
 			return nil, modelload.Errorf(modelload.KindIntegrity, "%s: keys %q and %q are the same file %q",
 				s.uri, objs[i-1].key, ob.key, ob.path)
 		}
-		l.Files[i] = modelload.File{Path: ob.path, Size: ob.size, SHA256: ob.sha256, MD5: ob.md5, Version: ob.etag, Key: ob.key}
+		l.Files[i] = modelload.File{Path: ob.path, Size: ob.size, SHA256: ob.sha256, CRC64NVME: ob.crc64nvme, CRC32C: ob.crc32c,
+			MD5: ob.md5, Version: ob.etag, Key: ob.key}
 		fmt.Fprintf(&lines, "%s\t%d\t%s\n", ob.path, ob.size, ob.etag)
 	}
 	l.Revision = "sha256:" + sha256Hex(lines.String())
@@ -384,17 +390,19 @@ func (s *Source) head(ctx context.Context, ob *object) (found bool, err error) {
 	if e := aws.ToString(out.ETag); e != "" {
 		ob.etag = e
 	}
-	ob.sha256 = fullObjectSHA256(aws.ToString(out.ChecksumSHA256), out.ChecksumType, ob.etag)
+	ob.sha256 = fullObjectChecksum(aws.ToString(out.ChecksumSHA256), 32, out.ChecksumType, ob.etag)
+	ob.crc64nvme = fullObjectChecksum(aws.ToString(out.ChecksumCRC64NVME), 8, out.ChecksumType, ob.etag)
+	ob.crc32c = fullObjectChecksum(aws.ToString(out.ChecksumCRC32C), 4, out.ChecksumType, ob.etag)
 	ob.md5 = etagMD5(ob.etag, out.ServerSideEncryption, aws.ToString(out.SSECustomerAlgorithm))
 	return true, nil
 }
 
-// fullObjectSHA256 returns the hex SHA-256 of the content from S3's
-// ChecksumSHA256 (base64), or "" when it is absent or composite: it counts
-// when its type is FULL_OBJECT, or when no type is given and the object is
-// a single-part upload (its ETag has no "-N"), whose checksum can only be of
-// the whole object.
-func fullObjectSHA256(sum string, typ types.ChecksumType, etag string) string {
+// fullObjectChecksum returns the hex of one of S3's checksums (base64 of
+// size bytes: ChecksumSHA256, ChecksumCRC64NVME, ...), or "" when it is
+// absent, malformed or composite: it counts when its type is FULL_OBJECT,
+// or when no type is given and the object is a single-part upload (its
+// ETag has no "-N"), whose checksum can only be of the whole object.
+func fullObjectChecksum(sum string, size int, typ types.ChecksumType, etag string) string {
 	if sum == "" || strings.Contains(sum, "-") {
 		return ""
 	}
@@ -405,7 +413,7 @@ func fullObjectSHA256(sum string, typ types.ChecksumType, etag string) string {
 		return ""
 	}
 	b, err := base64.StdEncoding.DecodeString(sum)
-	if err != nil || len(b) != 32 {
+	if err != nil || len(b) != size {
 		return ""
 	}
 	return hex.EncodeToString(b)

@@ -6,10 +6,13 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"hash/crc64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -293,6 +296,22 @@ func TestChecksumsAndEncryption(t *testing.T) {
 		"X-Amz-Checksum-Sha256": base64.StdEncoding.EncodeToString(sha[:]) + "-2",
 		"X-Amz-Checksum-Type":   "COMPOSITE",
 	})
+	crc64 := binary.BigEndian.AppendUint64(nil, crc64.Checksum(body, crc64.MakeTable(0x9a6c9329ac4bc9b5)))
+	crc32c := binary.BigEndian.AppendUint32(nil, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	// What S3 sends for an object uploaded by a current SDK without a
+	// checksum algorithm chosen: CRC64NVME, full object.
+	f.put(t, "sums", "m/crc64.bin", body, map[string]string{
+		"X-Amz-Checksum-Crc64nvme": base64.StdEncoding.EncodeToString(crc64),
+		"X-Amz-Checksum-Type":      "FULL_OBJECT",
+	})
+	// A single-part upload's CRC32C, from a store that sends no type.
+	f.put(t, "sums", "m/crc32c.bin", body, map[string]string{
+		"X-Amz-Checksum-Crc32c": base64.StdEncoding.EncodeToString(crc32c),
+	})
+	f.put(t, "sums", "m/crc32c-composite.bin", body, map[string]string{
+		"X-Amz-Checksum-Crc32c": base64.StdEncoding.EncodeToString(crc32c),
+		"X-Amz-Checksum-Type":   "COMPOSITE",
+	})
 	f.put(t, "sums", "m/kms.bin", body, map[string]string{"X-Amz-Server-Side-Encryption": "aws:kms"})
 	f.put(t, "sums", "m/sse-s3.bin", body, map[string]string{"X-Amz-Server-Side-Encryption": "AES256"})
 	testEnv(t, f.srv.URL)
@@ -300,18 +319,22 @@ func TestChecksumsAndEncryption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][2]string{ // path: SHA256, MD5
-		"full.bin":      {hex.EncodeToString(sha[:]), hex.EncodeToString(md[:])},
-		"composite.bin": {"", hex.EncodeToString(md[:])},
-		"kms.bin":       {"", ""},
-		"sse-s3.bin":    {"", hex.EncodeToString(md[:])},
+	mdHex := hex.EncodeToString(md[:])
+	want := map[string][4]string{ // path: SHA256, CRC64NVME, CRC32C, MD5
+		"full.bin":             {hex.EncodeToString(sha[:]), "", "", mdHex},
+		"composite.bin":        {"", "", "", mdHex},
+		"crc64.bin":            {"", hex.EncodeToString(crc64), "", mdHex},
+		"crc32c.bin":           {"", "", hex.EncodeToString(crc32c), mdHex},
+		"crc32c-composite.bin": {"", "", "", mdHex},
+		"kms.bin":              {"", "", "", ""},
+		"sse-s3.bin":           {"", "", "", mdHex},
 	}
 	if len(l.Files) != len(want) {
 		t.Fatalf("files %+v", l.Files)
 	}
 	for _, fl := range l.Files {
-		if w := want[fl.Path]; fl.SHA256 != w[0] || fl.MD5 != w[1] {
-			t.Errorf("%s: sha256 %q md5 %q; want %q %q", fl.Path, fl.SHA256, fl.MD5, w[0], w[1])
+		if got := [4]string{fl.SHA256, fl.CRC64NVME, fl.CRC32C, fl.MD5}; got != want[fl.Path] {
+			t.Errorf("%s: sha256, crc64nvme, crc32c, md5 %q; want %q", fl.Path, got, want[fl.Path])
 		}
 	}
 	var heads int
@@ -348,17 +371,20 @@ func TestDigestRules(t *testing.T) {
 	}
 	sum := sha256.Sum256([]byte("x"))
 	b64 := base64.StdEncoding.EncodeToString(sum[:])
-	if got := fullObjectSHA256(b64, "", `"abc"`); got != hex.EncodeToString(sum[:]) {
+	if got := fullObjectChecksum(b64, 32, "", `"abc"`); got != hex.EncodeToString(sum[:]) {
 		t.Errorf("single-part without type: %q", got)
 	}
-	if got := fullObjectSHA256(b64, "", `"abc-2"`); got != "" {
+	if got := fullObjectChecksum(b64, 32, "", `"abc-2"`); got != "" {
 		t.Errorf("multipart without type: %q, want none", got)
 	}
-	if got := fullObjectSHA256(b64, "COMPOSITE", `"abc"`); got != "" {
+	if got := fullObjectChecksum(b64, 32, "COMPOSITE", `"abc"`); got != "" {
 		t.Errorf("composite: %q, want none", got)
 	}
-	if got := fullObjectSHA256("AAAA", "FULL_OBJECT", `"abc"`); got != "" {
+	if got := fullObjectChecksum("AAAA", 32, "FULL_OBJECT", `"abc"`); got != "" {
 		t.Errorf("short digest: %q, want none", got)
+	}
+	if got := fullObjectChecksum(b64, 8, "FULL_OBJECT", `"abc"`); got != "" {
+		t.Errorf("a SHA-256's length as a CRC-64: %q, want none", got)
 	}
 }
 

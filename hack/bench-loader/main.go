@@ -5,11 +5,13 @@
 //	bench-loader [--size 2Gi] [--shards 4] [--rounds 3] [--tools loader-s3,rclone,...]
 //	             [--dir DIR] [--dest-dir DIR] [--out _output/bench] [--tls] [--hub-h2]
 //	             [--profile-dir DIR] [--loader bin/model-loader] [--loader-arg ARG ...]
+//	             [--s3-crc64nvme]
 //
 // It writes a deterministic model (--shards weight shards of --size bytes in
 // all, plus a Hugging Face repository's small files), serves it from disk
 // by an S3 server (gofakes3, a read-only disk backend that sends by
-// sendfile) and by the fake Hugging Face hub with its CDN
+// sendfile; --s3-crc64nvme adds the full-object CRC64NVME checksum S3 gives
+// objects uploaded since 2025) and by the fake Hugging Face hub with its CDN
 // (internal/modelload/hf/fakehub), each on 127.0.0.1 behind a
 // byte-counting middleware, and then, --rounds times, the order of the
 // clients reversed every other round, runs each client as a subprocess
@@ -75,7 +77,7 @@ type options struct {
 	tools                   []string
 	loader, rclone, aws, a2 string
 	loaderArgs              []string
-	tls, hubH2              bool
+	tls, hubH2, s3CRC       bool
 	cache, ceiling, keep    bool
 	profileDir, logDir      string
 	timeout                 time.Duration
@@ -105,6 +107,7 @@ func run(ctx context.Context, args []string) error {
 	})
 	fs.BoolVar(&o.tls, "tls", false, "serve S3, the hub and its CDN over TLS (a CA made for the run, given to every client)")
 	fs.BoolVar(&o.hubH2, "hub-h2", false, "with --tls, the hub and CDN also offer HTTP/2 (as huggingface.co does); S3 stays HTTP/1.1")
+	fs.BoolVar(&o.s3CRC, "s3-crc64nvme", false, "S3 objects also carry a full-object CRC64NVME checksum, as S3 gives every object uploaded since 2025 (default: only the single-part upload's MD5 ETag)")
 	fs.BoolVar(&o.cache, "cache", true, "measure the node cache (two loads with --cache-dir per path)")
 	fs.BoolVar(&o.ceiling, "ceiling", true, "measure what the servers can send to an in-process reader first")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (default: kept when --dir is given)")
@@ -193,7 +196,7 @@ func run(ctx context.Context, args []string) error {
 	rep := &report{
 		Started: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(), CPUs: runtime.NumCPU(),
 		LoadAvg: loadAvg(), Interfaces: interfaces(), Size: o.size, Shards: o.shards, Rounds: o.rounds,
-		TLS: o.tls, HubH2: o.hubH2, DestFS: fsType(o.destDir), LoaderArgs: o.loaderArgs,
+		TLS: o.tls, HubH2: o.hubH2, S3CRC64NVME: o.s3CRC, DestFS: fsType(o.destDir), LoaderArgs: o.loaderArgs,
 		Versions: versions(o, tools),
 	}
 	spec := modelSpec{Version: 1, Size: o.size, Shards: o.shards, Seed: 1}
@@ -204,7 +207,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	rep.Files, rep.ModelBytes = len(files), total(files)
 	logf("starting the servers (the hub hashes the model)")
-	srv, err := startServers(modelDir, files, tlsDir(o), o.hubH2)
+	srv, err := startServers(modelDir, files, tlsDir(o), o.hubH2, o.s3CRC)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"hash/crc64"
 	"io"
 	"math"
 	"net/http"
@@ -102,7 +105,7 @@ func TestServersServeTheLoader(t *testing.T) {
 		if withTLS {
 			tlsDir = t.TempDir()
 		}
-		s, err := startServers(dir, files, tlsDir, withTLS)
+		s, err := startServers(dir, files, tlsDir, withTLS, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +160,10 @@ func TestServersServeTheLoader(t *testing.T) {
 // with the range's bytes only; countingWriter keeps ReadFrom and counts.
 func TestFileSectionUsesReadFrom(t *testing.T) {
 	dir, files := smallModel(t)
-	b := newDiskBackend(s3Bucket, s3Prefix+"/", dir, files)
+	b, err := newDiskBackend(s3Bucket, s3Prefix+"/", dir, files, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	key := s3Prefix + "/" + files[0].Path
 	want, _ := os.ReadFile(filepath.Join(dir, files[0].Path))
 	obj, err := b.GetObject(s3Bucket, key, &gofakes3.ObjectRangeRequest{Start: 10, End: 99})
@@ -251,5 +257,32 @@ func TestSummarize(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "| **loader-s3** | s3 | 3 | 310.0 |") || !strings.Contains(buf.String(), "goal < 256 MiB: met") {
 		t.Errorf("report:\n%s", buf.String())
+	}
+}
+
+// With --s3-crc64nvme, HEAD carries each object's full-object CRC64NVME
+// (computed here with hash/crc64 and the NVME polynomial), without it none.
+func TestDiskBackendCRC64NVME(t *testing.T) {
+	dir, files := smallModel(t)
+	for _, crc := range []bool{false, true} {
+		b, err := newDiskBackend(s3Bucket, s3Prefix+"/", dir, files, crc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			o, err := b.HeadObject(s3Bucket, s3Prefix+"/"+f.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			content, _ := os.ReadFile(filepath.Join(dir, f.Path))
+			want, wantType := "", ""
+			if crc {
+				sum := crc64.Checksum(content, crc64.MakeTable(0x9a6c9329ac4bc9b5))
+				want, wantType = base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, sum)), "FULL_OBJECT"
+			}
+			if got := o.Metadata["X-Amz-Checksum-Crc64nvme"]; got != want || o.Metadata["X-Amz-Checksum-Type"] != wantType {
+				t.Errorf("crc %v, %s: checksum %q type %q, want %q %q", crc, f.Path, got, o.Metadata["X-Amz-Checksum-Type"], want, wantType)
+			}
+		}
 	}
 }

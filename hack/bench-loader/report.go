@@ -15,23 +15,25 @@ import (
 
 // report is the whole run, written as text (markdown) and JSON.
 type report struct {
-	Started    string            `json:"started"`
-	Commit     string            `json:"commit"`
-	CPUs       int               `json:"cpus"`
-	LoadAvg    string            `json:"loadAverage"`
-	Interfaces []string          `json:"interfaces"`
-	Size       int64             `json:"shardBytes"`
-	Shards     int               `json:"shards"`
-	Files      int               `json:"files"`
-	ModelBytes int64             `json:"modelBytes"`
-	Rounds     int               `json:"rounds"`
-	TLS        bool              `json:"tls"`
-	HubH2      bool              `json:"hubHTTP2"`
-	DestFS     string            `json:"destinationFilesystem"`
-	LoaderArgs []string          `json:"loaderArgs,omitempty"`
-	Versions   map[string]string `json:"versions"`
-	Runs       []*result         `json:"runs"`
-	Failed     []string          `json:"failed,omitempty"`
+	Started    string   `json:"started"`
+	Commit     string   `json:"commit"`
+	CPUs       int      `json:"cpus"`
+	LoadAvg    string   `json:"loadAverage"`
+	Interfaces []string `json:"interfaces"`
+	Size       int64    `json:"shardBytes"`
+	Shards     int      `json:"shards"`
+	Files      int      `json:"files"`
+	ModelBytes int64    `json:"modelBytes"`
+	Rounds     int      `json:"rounds"`
+	TLS        bool     `json:"tls"`
+	HubH2      bool     `json:"hubHTTP2"`
+	// S3CRC64NVME: the S3 objects carried a full-object CRC64NVME checksum.
+	S3CRC64NVME bool              `json:"s3CRC64NVME,omitempty"`
+	DestFS      string            `json:"destinationFilesystem"`
+	LoaderArgs  []string          `json:"loaderArgs,omitempty"`
+	Versions    map[string]string `json:"versions"`
+	Runs        []*result         `json:"runs"`
+	Failed      []string          `json:"failed,omitempty"`
 
 	Tools           []*tool       `json:"tools"`
 	Medians         []*median     `json:"medians"`
@@ -211,6 +213,9 @@ func (rep *report) WriteText(w io.Writer) error {
 	p("## Model loader: %d files, %.2f GiB (%d shards), %d rounds\n\n", rep.Files, float64(rep.ModelBytes)/(1<<30), rep.Shards, rep.Rounds)
 	p("Started %s at commit %s; %d CPUs, load average %s at the start; network interfaces up: %s; %s on 127.0.0.1; destinations on %s",
 		rep.Started, rep.Commit, rep.CPUs, rep.LoadAvg, strings.Join(rep.Interfaces, ", "), transport, rep.DestFS)
+	if rep.S3CRC64NVME {
+		p("; S3 objects with a full-object CRC64NVME checksum")
+	}
 	if len(rep.LoaderArgs) > 0 {
 		p("; model-loader %s", strings.Join(rep.LoaderArgs, " "))
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"io"
 	"net/http"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
+	"github.com/minio/crc64nvme"
 )
 
 // diskBackend is a read-only gofakes3 backend: one bucket whose objects are
@@ -17,7 +19,9 @@ import (
 // gofakes3's io.Copy into the ResponseWriter ends in net/http's sendfile
 // path: the server copies no byte itself and cannot be what limits a
 // client (the ceiling phase measures it). ETags are the files' MD5, as S3
-// gives for single-part uploads.
+// gives for single-part uploads; with crc, HEAD and GET also send a
+// full-object CRC64NVME checksum, as S3 does for every object uploaded
+// since 2025 (checksum mode is not checked: S3 sends it only when asked).
 type diskBackend struct {
 	bucket  string
 	created time.Time
@@ -30,19 +34,41 @@ type diskObject struct {
 	size  int64
 	md5   []byte
 	mtime time.Time
+	crc   string // base64 CRC64NVME, "" when none
 }
 
 // newDiskBackend serves files (model paths, slash-separated) under prefix
 // ("dir/") of bucket, from dir.
-func newDiskBackend(bucket, prefix, dir string, files []modelFile) *diskBackend {
+func newDiskBackend(bucket, prefix, dir string, files []modelFile, crc bool) (*diskBackend, error) {
 	b := &diskBackend{bucket: bucket, created: time.Now().UTC().Truncate(time.Second), objects: map[string]*diskObject{}}
 	for _, f := range files {
 		key := prefix + f.Path
-		b.objects[key] = &diskObject{path: filepath.Join(dir, filepath.FromSlash(f.Path)), size: f.Size, md5: f.md5, mtime: b.created}
+		o := &diskObject{path: filepath.Join(dir, filepath.FromSlash(f.Path)), size: f.Size, md5: f.md5, mtime: b.created}
+		if crc {
+			sum, err := crc64nvmeOf(o.path)
+			if err != nil {
+				return nil, err
+			}
+			o.crc = base64.StdEncoding.EncodeToString(sum)
+		}
+		b.objects[key] = o
 		b.keys = append(b.keys, key)
 	}
 	sort.Strings(b.keys)
-	return b
+	return b, nil
+}
+
+func crc64nvmeOf(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := crc64nvme.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
 }
 
 var errReadOnly = gofakes3.ErrNotImplemented
@@ -112,10 +138,15 @@ func (b *diskBackend) object(bucket, key string) (*diskObject, error) {
 }
 
 func (b *diskBackend) meta(o *diskObject) map[string]string {
-	return map[string]string{
+	m := map[string]string{
 		"Last-Modified": o.mtime.Format(http.TimeFormat),
 		"Content-Type":  "application/octet-stream",
 	}
+	if o.crc != "" {
+		m["X-Amz-Checksum-Crc64nvme"] = o.crc
+		m["X-Amz-Checksum-Type"] = "FULL_OBJECT"
+	}
+	return m
 }
 
 func (b *diskBackend) HeadObject(bucket, key string) (*gofakes3.Object, error) {

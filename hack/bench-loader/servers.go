@@ -124,7 +124,7 @@ const (
 // own 127.0.0.1 port. With tlsDir, all three speak TLS with a certificate
 // of a CA written to tlsDir/ca.pem; S3 speaks HTTP/1.1 only (as S3 does),
 // the hub and CDN also HTTP/2 when hubH2.
-func startServers(dir string, files []modelFile, tlsDir string, hubH2 bool) (*servers, error) {
+func startServers(dir string, files []modelFile, tlsDir string, hubH2, s3CRC bool) (*servers, error) {
 	s := &servers{}
 	var tcfg *tls.Config
 	if tlsDir != "" {
@@ -154,9 +154,12 @@ func startServers(dir string, files []modelFile, tlsDir string, hubH2 bool) (*se
 		return scheme + "://" + ln.Addr().String(), nil
 	}
 
-	backend := newDiskBackend(s3Bucket, s3Prefix+"/", dir, files)
+	backend, err := newDiskBackend(s3Bucket, s3Prefix+"/", dir, files, s3CRC)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
 	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
-	var err error
 	s.s3URL, err = serve(s.s3.count(faker.Server(), func(r *http.Request) bool {
 		// /bucket/key is an object; /bucket and / are listings.
 		_, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -202,53 +201,19 @@ func serveOnRealNode(ctx context.Context, c *cluster.Cluster, root string, logf 
 		return nil, helpers, fmt.Errorf("the S3 helper did not start (logs/s3.log): %w", err)
 	}
 
-	tmpl := cluster.RealNodePod(&corev1.Pod{})
-	nodeSel, _ := json.Marshal(tmpl.Spec.NodeSelector)
-	tols, _ := json.Marshal(tmpl.Spec.Tolerations)
 	manifest := fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata:
   name: demo-s3
-  namespace: %[1]s
+  namespace: %s
 stringData:
   AWS_ACCESS_KEY_ID: demo
   AWS_SECRET_ACCESS_KEY: demo-secret
-  AWS_ENDPOINT_URL_S3: http://%[2]s
+  AWS_ENDPOINT_URL_S3: http://%s
   AWS_REGION: us-east-1
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: %[3]s
-  namespace: %[1]s
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: %[3]s}
-  template:
-    metadata:
-      labels: {app: %[3]s}
-      annotations:
-        mlplane.io/model-uri: s3://%[4]s/%[5]s
-        mlplane.io/model-secret: demo-s3
-        mlplane.io/gpu-memory: %[6]s
-    spec:
-      nodeSelector: %[7]s
-      tolerations: %[8]s
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: server
-        image: %[9]s
-        args: ["--addr=:8080"]
-        env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: POD_NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        readinessProbe:
-          httpGet: {path: /readyz, port: 8080}
-          periodSeconds: 1
-`, demoNamespace, s3Addr, servedName, servedBucket, servedPrefix, servedGPUMem, nodeSel, tols, serverRef)
+`, demoNamespace, s3Addr) + cluster.ModelServerDeployment{Name: servedName, Namespace: demoNamespace,
+		ModelURI: "s3://" + servedBucket + "/" + servedPrefix, ModelSecret: "demo-s3", GPUMemory: servedGPUMem, Image: serverRef}.YAML()
 	applied := time.Now()
 	cmd := exec.CommandContext(ctx, c.Bin("kubectl"), "--kubeconfig", c.Kubeconfig(), "apply", "-f", "-")
 	cmd.Stdin = strings.NewReader(manifest)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/hack/images/imagebuild"
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster/hoststate"
 )
 
@@ -767,4 +769,66 @@ func RealNodePod(pod *corev1.Pod) *corev1.Pod {
 		Key: RealNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule,
 	})
 	return pod
+}
+
+// ModelServerDeployment is a Deployment of the example model server
+// (examples/model-server) on the real node, as a user writes it: the model
+// and the GPU memory as annotations, nothing of mlplane's injection.
+type ModelServerDeployment struct {
+	// Name is the Deployment's name and its pods' app label.
+	Name string
+	// Namespace, "" for kubectl's -n.
+	Namespace string
+	// ModelURI, ModelSecret and GPUMemory are the annotations
+	// mlplane.io/model-uri, mlplane.io/model-secret and
+	// mlplane.io/gpu-memory ("4Gi").
+	ModelURI, ModelSecret, GPUMemory string
+	// Image is the model server's image.
+	Image string
+}
+
+// YAML is the Deployment's manifest, for kubectl apply: one replica, on
+// the real node (RealNodePod's selector and toleration), serving on :8080
+// with a readiness probe every second.
+func (d ModelServerDeployment) YAML() string {
+	tmpl := RealNodePod(&corev1.Pod{})
+	nodeSel, _ := json.Marshal(tmpl.Spec.NodeSelector)
+	tols, _ := json.Marshal(tmpl.Spec.Tolerations)
+	ns := ""
+	if d.Namespace != "" {
+		ns = "\n  namespace: " + d.Namespace
+	}
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s%[2]s
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: %[1]s}
+  template:
+    metadata:
+      labels: {app: %[1]s}
+      annotations:
+        %[3]s: %[4]q
+        %[5]s: %[6]q
+        %[7]s: %[8]q
+    spec:
+      nodeSelector: %[9]s
+      tolerations: %[10]s
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: server
+        image: %[11]s
+        args: ["--addr=:8080"]
+        env:
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: POD_NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        readinessProbe:
+          httpGet: {path: /readyz, port: 8080}
+          periodSeconds: 1
+`, d.Name, ns, api.AnnotationModelURI, d.ModelURI, api.AnnotationModelSecret, d.ModelSecret,
+		api.AnnotationGPUMemory, d.GPUMemory, nodeSel, tols, d.Image)
 }

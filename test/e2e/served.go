@@ -88,41 +88,8 @@ func AssessModelServed(ctx context.Context, t *testing.T, cfg *envconf.Config, c
 	}
 
 	// (4) The Deployment, with the real kubectl.
-	tmpl := cluster.RealNodePod(&corev1.Pod{})
-	nodeSel, _ := json.Marshal(tmpl.Spec.NodeSelector)
-	tols, _ := json.Marshal(tmpl.Spec.Tolerations)
-	manifest := fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: served
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: served}
-  template:
-    metadata:
-      labels: {app: served}
-      annotations:
-        mlplane.io/model-uri: s3://models/e2e-model
-        mlplane.io/model-secret: s3
-        mlplane.io/gpu-memory: 1Gi
-    spec:
-      nodeSelector: %s
-      tolerations: %s
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: server
-        image: %s
-        args: ["--addr=:8080"]
-        env:
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        - name: POD_NAMESPACE
-          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        readinessProbe:
-          httpGet: {path: /readyz, port: 8080}
-          periodSeconds: 1
-`, nodeSel, tols, serverRef)
+	manifest := cluster.ModelServerDeployment{Name: "served", ModelURI: "s3://models/e2e-model", ModelSecret: "s3",
+		GPUMemory: "1Gi", Image: serverRef}.YAML()
 	applied := time.Now()
 	if _, err := Kubectl(ctx, cfg, manifest, "apply", "-n", ns, "-f", "-"); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,8 @@ func TestSimulateCommand(t *testing.T) {
 func TestSimulateErrors(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	_ = os.WriteFile(bad, []byte("nodes: []\npods: [{name: p, count: 0, gpuMemory: 1Gi}]\n"), 0o644)
+	huge := filepath.Join(t.TempDir(), "huge.yaml")
+	_ = os.WriteFile(huge, []byte("nodes: [{name: n, count: 1, gpus: [{model: H100, memory: 80Gi, count: 1}]}]\npods: [{name: p, count: 1, gpuMemory: 8Ei}]\n"), 0o644)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -54,9 +56,11 @@ func TestSimulateErrors(t *testing.T) {
 		{[]string{"--trace", "x", "--output", "yaml"}, `--output "yaml": want json or text`},
 		{[]string{"--trace", bad}, "nodes: Required value"},
 		{[]string{"--trace", bad}, "pods[0].count: Invalid value: 0"},
+		// 8Ei used to overflow into a negative MiB and abort the run.
+		{[]string{"--trace", huge}, "extender simulate: trace: pods[0].gpuMemory: Invalid value: \"8Ei\": more than one GPU can have: want at most 1Ti (1048576Mi) per GPU\n"},
 	} {
 		var out, errb bytes.Buffer
-		if code := runSimulate(tc.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) {
+		if code := runSimulate(tc.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) || out.Len() != 0 {
 			t.Errorf("%v: exit %d, stderr %q, want %q", tc.args, code, errb.String(), tc.want)
 		}
 	}

@@ -39,8 +39,9 @@ func EncodeInventory(gpus []GPU) string {
 }
 
 // DecodeInventory parses the value of NodeAnnotationGPUs. It rejects entries
-// without a UUID, duplicate UUIDs and negative sizes, so that consumers can
-// trust what they get.
+// without a UUID, duplicate UUIDs, negative sizes and sizes above
+// MaxGPUMemoryMiB (which no GPU has, and which would overflow the extender's
+// sums), so that consumers can trust what they get.
 func DecodeInventory(s string) ([]GPU, error) {
 	var gpus []GPU
 	if err := json.Unmarshal([]byte(s), &gpus); err != nil {
@@ -53,6 +54,8 @@ func DecodeInventory(s string) ([]GPU, error) {
 			return nil, fmt.Errorf("annotation %s: entry %d has no uuid", NodeAnnotationGPUs, i)
 		case g.MemoryMiB < 0 || g.UsedMiB < 0:
 			return nil, fmt.Errorf("annotation %s: entry %d (%s) has negative memory", NodeAnnotationGPUs, i, g.UUID)
+		case g.MemoryMiB > MaxGPUMemoryMiB || g.UsedMiB > MaxGPUMemoryMiB:
+			return nil, fmt.Errorf("annotation %s: entry %d (%s) has more memory than one GPU can have (at most %d MiB)", NodeAnnotationGPUs, i, g.UUID, MaxGPUMemoryMiB)
 		}
 		if _, dup := seen[g.UUID]; dup {
 			return nil, fmt.Errorf("annotation %s: uuid %s appears twice", NodeAnnotationGPUs, g.UUID)

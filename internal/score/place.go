@@ -15,7 +15,9 @@ import (
 // PodRequest is the pod's GPU request: from its annotations when the webhook
 // set them, otherwise one GPU of the whole ResourceGPUMemory the pod's
 // containers request (a quantity of MiB). ok is false for a pod that needs no
-// GPU.
+// GPU. err is set, and ok false, for a request that cannot be met as written:
+// an invalid annotation (api.GPURequestFromAnnotations), or a resource total
+// above api.MaxGPUMemoryMiB.
 func PodRequest(pod *corev1.Pod) (req api.GPURequest, ok bool, err error) {
 	req, ok, err = api.GPURequestFromAnnotations(pod.Annotations)
 	if ok || err != nil {
@@ -33,6 +35,9 @@ func PodRequest(pod *corev1.Pod) (req api.GPURequest, ok bool, err error) {
 	}
 	if total.Sign() <= 0 {
 		return api.GPURequest{}, false, nil
+	}
+	if total.CmpInt64(api.MaxGPUMemoryMiB) > 0 {
+		return api.GPURequest{}, false, fmt.Errorf("resource %s: the containers ask for more than one GPU can have (at most %d MiB)", api.ResourceGPUMemory, api.MaxGPUMemoryMiB)
 	}
 	return api.GPURequest{MemoryMiB: total.Value(), Count: 1}, true, nil
 }

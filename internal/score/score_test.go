@@ -290,12 +290,15 @@ func TestPodRequest(t *testing.T) {
 	res := func(q string) corev1.ResourceRequirements {
 		return corev1.ResourceRequirements{Requests: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse(q)}}
 	}
+	annotated := func(mem string) corev1.Pod {
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{api.AnnotationGPUMemory: mem}}}
+	}
 	for _, tc := range []struct {
 		name    string
 		pod     corev1.Pod
 		want    api.GPURequest
 		ok      bool
-		wantErr bool
+		wantErr string
 	}{
 		{name: "plain pod"},
 		{name: "annotations win",
@@ -305,12 +308,33 @@ func TestPodRequest(t *testing.T) {
 		{name: "resource only is one GPU of the sum",
 			pod:  corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("16384")}, {Resources: res("4096")}}}},
 			want: api.GPURequest{MemoryMiB: 20480, Count: 1}, ok: true},
-		{name: "bad annotation", pod: corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{api.AnnotationGPUMemory: "x"}}}, wantErr: true},
+		// 2^20 MiB is the bound: 524288 + 524288 = 1048576 fits.
+		{name: "resource at the bound",
+			pod:  corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("524288")}, {Resources: res("524288")}}}},
+			want: api.GPURequest{MemoryMiB: 1 << 20, Count: 1}, ok: true},
+		// 8Ei MiB: far beyond int64 bytes, and beyond one GPU.
+		{name: "resource above one GPU",
+			pod:     corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("8Ei")}}}},
+			wantErr: "resource mlplane.io/gpu-memory: the containers ask for more than one GPU can have (at most 1048576 MiB)"},
+		// 1048576 + 1 MiB: one MiB over.
+		{name: "resource sum above one GPU",
+			pod:     corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("1048576")}, {Resources: res("1")}}}},
+			wantErr: "resource mlplane.io/gpu-memory: the containers ask for more than one GPU can have (at most 1048576 MiB)"},
+		{name: "bad annotation", pod: annotated("x"),
+			wantErr: `annotation mlplane.io/gpu-memory: invalid value "x": want a positive quantity of memory such as 20Gi or 16384Mi`},
+		{name: "8Ei annotation", pod: annotated("8Ei"),
+			wantErr: `annotation mlplane.io/gpu-memory: invalid value "8Ei": more than one GPU can have: want at most 1Ti (1048576Mi) per GPU`},
+		{name: "bare annotation", pod: annotated("20480"),
+			wantErr: `annotation mlplane.io/gpu-memory: invalid value "20480": a bare number is ambiguous (bytes in Kubernetes quantities, MiB in HAMi and KAI): write 20480Mi or 20Gi`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok, err := PodRequest(&tc.pod)
-			if (err != nil) != tc.wantErr || ok != tc.ok || got != tc.want {
-				t.Fatalf("PodRequest = %+v %v %v, want %+v %v err=%v", got, ok, err, tc.want, tc.ok, tc.wantErr)
+			gotErr := ""
+			if err != nil {
+				gotErr = err.Error()
+			}
+			if gotErr != tc.wantErr || ok != tc.ok || got != tc.want {
+				t.Fatalf("PodRequest = %+v %v %q, want %+v %v %q", got, ok, gotErr, tc.want, tc.ok, tc.wantErr)
 			}
 		})
 	}

@@ -212,6 +212,10 @@ func TestHandlerAnswers(t *testing.T) {
 	})
 	bad := vllmPod()
 	bad.Annotations[api.AnnotationGPUMemory] = "lots"
+	huge := vllmPod()
+	huge.Annotations[api.AnnotationGPUMemory] = "8Ei"
+	bare := vllmPod()
+	bare.Annotations[api.AnnotationGPUMemory] = "40960"
 	system := vllmPod()
 	system.Namespace = "kube-system"
 	plain := vllmPod()
@@ -229,6 +233,10 @@ func TestHandlerAnswers(t *testing.T) {
 	}{
 		{"denied", testNamespaces, review(t, bad, admissionv1.Create), false, false, http.StatusBadRequest,
 			`annotation mlplane.io/gpu-memory: invalid value "lots": want a positive quantity of memory such as 20Gi or 16384Mi`, ResultDenied, 1},
+		{"denied above one GPU", testNamespaces, review(t, huge, admissionv1.Create), false, false, http.StatusBadRequest,
+			`annotation mlplane.io/gpu-memory: invalid value "8Ei": more than one GPU can have: want at most 1Ti (1048576Mi) per GPU`, ResultDenied, 1},
+		{"denied bare number", testNamespaces, review(t, bare, admissionv1.Create), false, false, http.StatusBadRequest,
+			`annotation mlplane.io/gpu-memory: invalid value "40960": a bare number is ambiguous (bytes in Kubernetes quantities, MiB in HAMi and KAI): write 40960Mi or 40Gi`, ResultDenied, 1},
 		{"not opted in", testNamespaces, review(t, plain, admissionv1.Create), true, false, 0, "", ResultSkipped, 0},
 		{"update", testNamespaces, review(t, vllmPod(), admissionv1.Update), true, false, 0, "", ResultSkipped, 0},
 		{"system namespace without lookup", never, review(t, system, admissionv1.Create), true, false, 0, "", ResultSkipped, 0},

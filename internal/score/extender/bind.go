@@ -230,7 +230,7 @@ func (e *Extender) boundAlready(ctx context.Context, pod *corev1.Pod, node strin
 	if !withGPUs {
 		return true, true
 	}
-	a, ok := state.Assignment(cur)
+	a, ok, _ := state.Assignment(cur)
 	if !ok {
 		return false, true
 	}

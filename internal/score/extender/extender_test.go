@@ -556,6 +556,63 @@ func TestBindUIDPrecondition(t *testing.T) {
 	}
 }
 
+// TestHugeRequests: a GPU memory beyond one GPU (8Ei overflowed into a
+// negative MiB) or a bare number fails every node with the parse error, is
+// never bound, and books nothing; a bound pod hand-annotated with such a
+// value books its GPU whole instead of wiping the other bookings there.
+func TestHugeRequests(t *testing.T) {
+	const tooLarge = "more than one GPU can have: want at most 1Ti (1048576Mi) per GPU"
+	f := newFixture(t, gpuNode("n", 2, 80))
+	names := []string{"n"}
+	for mem, want := range map[string]string{
+		"8Ei":                    `annotation mlplane.io/gpu-memory: invalid value "8Ei": ` + tooLarge,
+		"9Ei":                    `annotation mlplane.io/gpu-memory: invalid value "9Ei": ` + tooLarge,
+		"99999999999999999999Gi": `annotation mlplane.io/gpu-memory: invalid value "99999999999999999999Gi": ` + tooLarge,
+		"20480":                  `annotation mlplane.io/gpu-memory: invalid value "20480": a bare number is ambiguous (bytes in Kubernetes quantities, MiB in HAMi and KAI): write 20480Mi or 20Gi`,
+	} {
+		p := gpuPod("huge", 1, 1)
+		p.Annotations[api.AnnotationGPUMemory] = mem
+		res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: p, NodeNames: &names})
+		if len(*res.NodeNames) != 0 || len(res.FailedNodes) != 0 {
+			t.Fatalf("%s: %+v", mem, res)
+		}
+		if d := cmp.Diff(extenderv1.FailedNodesMap{"n": want}, res.FailedAndUnresolvableNodes); d != "" {
+			t.Errorf("%s: FailedAndUnresolvableNodes (-want +got):\n%s", mem, d)
+		}
+		f.addPod(t, p)
+		if r := f.bindPod(t, "huge", "n"); r.Error != want {
+			t.Errorf("%s: bind error %q, want %q", mem, r.Error, want)
+		}
+		if got := f.pod(t, "huge").Spec.NodeName; got != "" {
+			t.Errorf("%s: bound to %q", mem, got)
+		}
+		if err := f.client.CoreV1().Pods("ml").Delete(context.Background(), "huge", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]int64{80 * gi, 80 * gi}, freeMiB(f, "n")); d != "" {
+			t.Fatalf("%s: booked (-want +got):\n%s", mem, d)
+		}
+	}
+
+	// 30 GiB booked on GPU 1; a hand-annotated 8Ei pod on GPU 0 books it
+	// whole (it used to book -8796093022207 MiB there).
+	other := gpuPod("other", 30, 1)
+	other.Annotations[api.AnnotationGPUIDs] = "GPU-n-1"
+	f.st.OnPod(other)
+	bad := gpuPod("bad", 1, 1)
+	bad.Annotations[api.AnnotationGPUMemory] = "8Ei"
+	bad.Annotations[api.AnnotationGPUIDs] = "GPU-n-0"
+	bad.Spec.NodeName = "n"
+	f.st.OnPod(bad)
+	if d := cmp.Diff([]int64{0, 50 * gi}, freeMiB(f, "n")); d != "" {
+		t.Fatalf("free (-want +got):\n%s", d)
+	}
+	res := f.ext.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod("p", 60, 1), NodeNames: &names})
+	if d := cmp.Diff(extenderv1.FailedNodesMap{"n": "largest free GPU has 51200 MiB, pod needs 61440 MiB per GPU on 1 GPU"}, res.FailedNodes); d != "" {
+		t.Fatalf("60 GiB pod (-want +got):\n%s", d)
+	}
+}
+
 func TestBindChecks(t *testing.T) {
 	f := newFixture(t, gpuNode("n", 1, 80))
 	f.addPod(t, gpuPod("p", 30, 1))

@@ -195,6 +195,34 @@ pods: [{name: p, count: 1, gpuMemory: 1Gi, gpuCount: 65, placement: fast, leaveA
 	}
 }
 
+// TestParseTraceHugeMemory: memory beyond one GPU (8Ei overflowed into a
+// negative MiB and aborted the run) and a bare number are refused as the
+// trace is read, by the webhook's rules.
+func TestParseTraceHugeMemory(t *testing.T) {
+	const tooLarge = "more than one GPU can have: want at most 1Ti (1048576Mi) per GPU"
+	_, err := ParseTrace([]byte(`
+nodes: [{name: node, count: 1, gpus: [{model: X, memory: 2Ti, count: 1}]}]
+pods:
+- {name: a, count: 1, gpuMemory: 8Ei}
+- {name: b, count: 1, gpuMemory: 9Ei}
+- {name: c, count: 1, gpuMemory: 99999999999999999999Gi}
+- {name: d, count: 1, gpuMemory: 1Ti}
+- {name: e, count: 1, gpuMemory: 20480}
+- {name: f, count: 1, gpuMemory: "1000"}
+`))
+	want := "trace: [" + strings.Join([]string{
+		`nodes[0].gpus[0].memory: Invalid value: "2Ti": ` + tooLarge,
+		`pods[0].gpuMemory: Invalid value: "8Ei": ` + tooLarge,
+		`pods[1].gpuMemory: Invalid value: "9Ei": ` + tooLarge,
+		`pods[2].gpuMemory: Invalid value: "99999999999999999999Gi": ` + tooLarge,
+		`pods[4].gpuMemory: Invalid value: "20480": a bare number is ambiguous (bytes in Kubernetes quantities, MiB in HAMi and KAI): write 20480Mi or 20Gi`,
+		`pods[5].gpuMemory: Invalid value: "1000": a bare number is ambiguous (bytes in Kubernetes quantities, MiB in HAMi and KAI): write 1000Mi`,
+	}, ", ") + "]"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
 func TestOutputs(t *testing.T) {
 	rep, err := Simulate(loadTrace(t, "small-models.yaml"), score.DefaultPolicy())
 	if err != nil {

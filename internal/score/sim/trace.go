@@ -5,7 +5,9 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -32,16 +34,16 @@ type NodeGroup struct {
 
 // GPUGroup is Count identical GPUs on each node of a group.
 type GPUGroup struct {
-	Model  string            `json:"model"`
-	Memory resource.Quantity `json:"memory"`
-	Count  int               `json:"count"`
+	Model  string `json:"model"`
+	Memory Memory `json:"memory"`
+	Count  int    `json:"count"`
 }
 
 // PodGroup is Count identical pods arriving one after the other.
 type PodGroup struct {
-	Name      string            `json:"name"`
-	Count     int               `json:"count"`
-	GPUMemory resource.Quantity `json:"gpuMemory"`
+	Name      string `json:"name"`
+	Count     int    `json:"count"`
+	GPUMemory Memory `json:"gpuMemory"`
 	// GPUCount is the number of GPUs each pod needs (default 1).
 	GPUCount int `json:"gpuCount,omitempty"`
 	// LeaveAfter, when above 0, makes each pod depart after that many
@@ -49,6 +51,34 @@ type PodGroup struct {
 	LeaveAfter int `json:"leaveAfter,omitempty"`
 	// Placement is the pod's mlplane.io/placement override, if any.
 	Placement string `json:"placement,omitempty"`
+}
+
+// Memory is a quantity of memory in a trace, with the text it was written as
+// kept: ParseTrace applies api.ParseMemory's rules to the text (a bare number
+// such as 20480 is refused as ambiguous), and messages show it as written
+// (resource.Quantity clamps a value beyond int64 bytes, so 8Ei would
+// otherwise be reported as 9223372036854775807).
+type Memory struct {
+	resource.Quantity
+	text string
+}
+
+// UnmarshalJSON reads a quantity as resource.Quantity does.
+func (m *Memory) UnmarshalJSON(b []byte) error {
+	if err := m.Quantity.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	m.text = strings.Trim(string(b), `"`)
+	return nil
+}
+
+// String is the quantity as written in the trace, or canonical when it was
+// not read from one.
+func (m Memory) String() string {
+	if m.text != "" {
+		return m.text
+	}
+	return m.Quantity.String()
 }
 
 // ParseTrace reads and validates a trace, reporting every problem at once.
@@ -70,8 +100,8 @@ func ParseTrace(data []byte) (*Trace, error) {
 			if g.Count < 1 {
 				errs = append(errs, field.Invalid(gp.Child("count"), g.Count, "must be at least 1"))
 			}
-			if g.Memory.Sign() <= 0 {
-				errs = append(errs, field.Invalid(gp.Child("memory"), g.Memory.String(), "must be a positive quantity such as 80Gi"))
+			if _, err := api.ParseMemory(g.Memory.String()); err != nil {
+				errs = append(errs, field.Invalid(gp.Child("memory"), g.Memory.String(), memoryProblem(err, "80Gi")))
 			}
 		}
 	}
@@ -79,8 +109,8 @@ func ParseTrace(data []byte) (*Trace, error) {
 	for i, pg := range tr.Pods {
 		p := field.NewPath("pods").Index(i)
 		errs = append(errs, validateGroup(p, pg.Name, pg.Count, pods)...)
-		if pg.GPUMemory.Sign() <= 0 {
-			errs = append(errs, field.Invalid(p.Child("gpuMemory"), pg.GPUMemory.String(), "must be a positive quantity such as 20Gi"))
+		if _, err := api.ParseMemory(pg.GPUMemory.String()); err != nil {
+			errs = append(errs, field.Invalid(p.Child("gpuMemory"), pg.GPUMemory.String(), memoryProblem(err, "20Gi")))
 		}
 		if pg.GPUCount < 0 || pg.GPUCount > api.MaxGPUCount {
 			errs = append(errs, field.Invalid(p.Child("gpuCount"), pg.GPUCount, fmt.Sprintf("must be from 1 to %d", api.MaxGPUCount)))
@@ -114,10 +144,19 @@ func validateGroup(p *field.Path, name string, count int, seen map[string]bool) 
 	return errs
 }
 
-// mib is a quantity in whole MiB, rounded up.
+// memoryProblem is the field error's detail for api.ParseMemory's err;
+// example is a typical value.
+func memoryProblem(err error, example string) string {
+	if errors.Is(err, api.ErrNotPositive) {
+		return "must be a positive quantity such as " + example
+	}
+	return err.Error()
+}
+
+// mib is a quantity ParseTrace accepted, in whole MiB, rounded up.
 func mib(q resource.Quantity) int64 {
-	const mi = 1 << 20
-	return (q.Value() + mi - 1) / mi
+	n, _ := api.MemoryMiB(q)
+	return n
 }
 
 // node is one expanded simulated node.
@@ -145,7 +184,7 @@ func (tr *Trace) expand() ([]node, []pod) {
 					idx := len(n.gpus)
 					n.gpus = append(n.gpus, api.GPU{
 						Index: idx, UUID: fmt.Sprintf("GPU-%s-%d", n.name, idx),
-						Model: gg.Model, MemoryMiB: mib(gg.Memory), Healthy: true,
+						Model: gg.Model, MemoryMiB: mib(gg.Memory.Quantity), Healthy: true,
 					})
 				}
 			}
@@ -158,7 +197,7 @@ func (tr *Trace) expand() ([]node, []pod) {
 		for i := range g.Count {
 			pods = append(pods, pod{
 				name: fmt.Sprintf("%s-%d", g.Name, i), group: g.Name, placement: g.Placement,
-				req: api.GPURequest{MemoryMiB: mib(g.GPUMemory), Count: count}, leaveAfter: g.LeaveAfter,
+				req: api.GPURequest{MemoryMiB: mib(g.GPUMemory.Quantity), Count: count}, leaveAfter: g.LeaveAfter,
 			})
 		}
 	}

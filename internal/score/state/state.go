@@ -188,27 +188,43 @@ func (s *State) apply(uid types.UID) {
 }
 
 // Assignment reads a pod's recorded assignment from the object: ok is false
-// for a pod that holds no GPU (none assigned, or terminal).
-func Assignment(pod *corev1.Pod) (score.Assignment, bool) {
+// for a pod that holds no GPU (no AnnotationGPUIDs, no GPU request at all, or
+// terminal).
+//
+// A pod that holds GPUs but whose GPU request is invalid (an annotation
+// edited after admission to a value such as 8Ei or "lots", or a webhook that
+// did not run) books every GPU it names whole: MemoryMiB is
+// api.MaxGPUMemoryMiB, more than any GPU has, so nothing else is placed
+// there until the pod is fixed or deleted, and invalid says why. Dropping
+// the pod from the bookings instead would let other pods onto memory the
+// pod may be using; a negative or wrapped value would free other pods'
+// memory.
+func Assignment(pod *corev1.Pod) (a score.Assignment, ok bool, invalid error) {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return score.Assignment{}, false
+		return score.Assignment{}, false, nil
 	}
 	ids := api.ParseGPUIDs(pod.Annotations[api.AnnotationGPUIDs])
 	if len(ids) == 0 {
-		return score.Assignment{}, false
+		return score.Assignment{}, false, nil
 	}
 	req, ok, err := score.PodRequest(pod)
-	if !ok || err != nil {
-		return score.Assignment{}, false
+	switch {
+	case err != nil:
+		return score.Assignment{Node: pod.Spec.NodeName, GPUs: ids, MemoryMiB: api.MaxGPUMemoryMiB}, true, err
+	case !ok:
+		return score.Assignment{}, false, nil
 	}
-	return score.Assignment{Node: pod.Spec.NodeName, GPUs: ids, MemoryMiB: req.MemoryMiB}, true
+	return score.Assignment{Node: pod.Spec.NodeName, GPUs: ids, MemoryMiB: req.MemoryMiB}, true, nil
 }
 
 // OnPod records a pod as the informer sees it.
 func (s *State) OnPod(pod *corev1.Pod) {
-	a, ok := Assignment(pod)
-	if !ok && pod.Annotations[api.AnnotationGPUIDs] != "" && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
-		s.log.Info("pod has GPUs assigned but no valid GPU request; not counted", "pod", klogRef(pod))
+	a, ok, invalid := Assignment(pod)
+	switch {
+	case invalid != nil:
+		s.log.Info("pod has GPUs assigned but an invalid GPU request; its GPUs are booked whole until it is fixed or deleted", "pod", klogRef(pod), "gpus", a.GPUs, "error", invalid.Error())
+	case !ok && pod.Annotations[api.AnnotationGPUIDs] != "" && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed:
+		s.log.Info("pod has GPUs assigned but no GPU request; not counted", "pod", klogRef(pod))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -248,7 +264,7 @@ func (s *State) Seed(pods []corev1.Pod) int {
 	n := 0
 	for i := range pods {
 		p := &pods[i]
-		a, ok := Assignment(p)
+		a, ok, _ := Assignment(p)
 		if !ok {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -113,6 +114,54 @@ func TestPodLifecycle(t *testing.T) {
 	s.Release(r.UID)
 	if d := cmp.Diff([]int64{72 * gi, 80 * gi}, free(s, "n")); d != "" {
 		t.Fatal(d)
+	}
+}
+
+// TestInvalidBooking: a pod holding GPUs whose GPU request became invalid
+// (8Ei overflowed into negative MiB and wiped the other pods' bookings) books
+// each GPU it names whole, and gives them back when fixed or deleted.
+func TestInvalidBooking(t *testing.T) {
+	var logged strings.Builder
+	s := New(Options{Now: func() time.Time { return t0 }, Logger: funcr.New(func(prefix, args string) { logged.WriteString(args + "\n") }, funcr.Options{})})
+	s.OnNode(node("n", 80, 80))
+	s.OnPod(pod("other", "n-a", "30Gi", corev1.PodRunning))
+	// GPU a: 80-30 = 50 GiB free.
+	if d := cmp.Diff([]int64{50 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Fatal(d)
+	}
+	for _, mem := range []string{"8Ei", "9Ei", "99999999999999999999Gi", "lots", "20480"} {
+		t.Run(mem, func(t *testing.T) {
+			logged.Reset()
+			bad := pod("bad", "n-a", mem, corev1.PodRunning)
+			a, ok, invalid := Assignment(bad)
+			if !ok || invalid == nil || a.MemoryMiB != api.MaxGPUMemoryMiB || !cmp.Equal(a.GPUs, []string{"n-a"}) {
+				t.Fatalf("Assignment = %+v %v %v, want GPU n-a booked whole with an error", a, ok, invalid)
+			}
+			s.OnPod(bad)
+			// GPU a is full; the other pod's 30 GiB stays booked under it.
+			if d := cmp.Diff([]int64{0, 80 * gi}, free(s, "n")); d != "" {
+				t.Fatalf("free (-want +got):\n%s", d)
+			}
+			if want := `"msg"="pod has GPUs assigned but an invalid GPU request; its GPUs are booked whole until it is fixed or deleted" "pod"="ml/bad" "gpus"=["n-a"] "error"="annotation mlplane.io/gpu-memory: invalid value \"` + mem; !strings.Contains(logged.String(), want) {
+				t.Fatalf("log %q\nwant it to contain %q", logged.String(), want)
+			}
+			// Fixed: 80-30-10 = 40 GiB free.
+			s.OnPod(pod("bad", "n-a", "10Gi", corev1.PodRunning))
+			if d := cmp.Diff([]int64{40 * gi, 80 * gi}, free(s, "n")); d != "" {
+				t.Fatalf("after the fix (-want +got):\n%s", d)
+			}
+			s.OnPod(bad)
+			s.OnPodDelete(bad.UID)
+			if d := cmp.Diff([]int64{50 * gi, 80 * gi}, free(s, "n")); d != "" {
+				t.Fatalf("after delete (-want +got):\n%s", d)
+			}
+		})
+	}
+	// A pod with GPU ids and no GPU request at all holds nothing.
+	none := pod("none", "n-b", "", corev1.PodRunning)
+	delete(none.Annotations, api.AnnotationGPUMemory)
+	if _, ok, invalid := Assignment(none); ok || invalid != nil {
+		t.Fatalf("pod without a request: ok=%v invalid=%v", ok, invalid)
 	}
 }
 
@@ -262,7 +311,7 @@ func TestTrimPod(t *testing.T) {
 	if _, has := tp.Annotations["other"]; has || tp.Spec.Containers[0].Image != "" || tp.Spec.NodeName != "n" {
 		t.Fatalf("trimmed %+v", tp)
 	}
-	a, ok := Assignment(tp)
+	a, ok, _ := Assignment(tp)
 	if !ok || a.MemoryMiB != 20*gi || a.GPUs[0] != "n-a" {
 		t.Fatalf("assignment lost by trimming: %+v %v", a, ok)
 	}

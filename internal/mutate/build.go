@@ -275,7 +275,9 @@ func (b *builder) setLabel(out []kv, key, value string) []kv {
 }
 
 // containerOps patches an existing container at base: env, one volume mount,
-// extra resources and the profile's defaults.
+// extra resources and the profile's defaults. New env vars go before the
+// container's own; one the container already has is replaced in place
+// (envReplace, with a warning) or left alone (envIfMissing).
 func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, mount *corev1.VolumeMount, extraReq, extraLim []entry) {
 	var add []corev1.EnvVar
 	for _, e := range env {
@@ -297,7 +299,10 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 			b.ops = append(b.ops, Op{Op: "replace", Path: b.pathIndex(b.path(base, "/env/"), j), Value: e.v})
 		}
 	}
-	addItems(b, b.path(base, "/env"), len(c.Env) > 0, add, false)
+	// Before the user's entries, in order: the kubelet expands $(VAR) only
+	// from entries declared earlier, so a user variable such as
+	// VLLM_MODEL=$(MODEL_DIR) sees mlplane's variables.
+	addItems(b, b.path(base, "/env"), len(c.Env) > 0, add, true)
 	if mount != nil {
 		if len(c.VolumeMounts) == 0 {
 			b.add(b.path(base, "/volumeMounts"), []*corev1.VolumeMount{mount})

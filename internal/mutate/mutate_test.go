@@ -2,6 +2,7 @@ package mutate
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -383,4 +384,77 @@ func TestPatchOnlyAddsAndReplaces(t *testing.T) {
 	if rp := out.Spec.InitContainers[0].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("native sidecar restartPolicy %v", rp)
 	}
+}
+
+// TestInjectedEnvFirst: mlplane's env vars come before the user's entries,
+// so the kubelet, which expands $(VAR) only from entries declared earlier,
+// resolves a user variable such as VLLM_MODEL=$(MODEL_DIR); a second pass
+// changes nothing.
+func TestInjectedEnvFirst(t *testing.T) {
+	m := testMutator(t)
+	pod := testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationGPUMemory: "20Gi"}, "server", "sidecar")
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{
+		{Name: "VLLM_MODEL", Value: "$(MODEL_DIR)"},
+		{Name: "MEM", Value: "$(MLPLANE_GPU_MEMORY_MIB)Mi"},
+		{Name: "SRC", Value: "$(MODEL_URI)"},
+		{Name: "DEVICES", Value: "$(NVIDIA_VISIBLE_DEVICES)"},
+	}
+	pod.Spec.Containers[1].Env = []corev1.EnvVar{{Name: "DEVICES", Value: "$(NVIDIA_VISIBLE_DEVICES)"}}
+	res, err := m.Mutate(pod, enabled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Apply(pod, res.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(env []corev1.EnvVar) []string {
+		var n []string
+		for _, e := range env {
+			n = append(n, e.Name)
+		}
+		return n
+	}
+	wantServer := []string{api.EnvModelURI, api.EnvModelDir, api.EnvModelManifest, api.EnvNvidiaVisibleDevices, api.EnvGPUMemoryMiB, "VLLM_MODEL", "MEM", "SRC", "DEVICES"}
+	if d := cmp.Diff(wantServer, names(out.Spec.Containers[0].Env)); d != "" {
+		t.Errorf("server env (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{api.EnvNvidiaVisibleDevices, "DEVICES"}, names(out.Spec.Containers[1].Env)); d != "" {
+		t.Errorf("sidecar env (-want +got):\n%s", d)
+	}
+	// What the kubelet makes of the values (fieldRefs resolved to "<ref>").
+	got := kubeletEnv(out.Spec.Containers[0].Env)
+	for name, want := range map[string]string{"VLLM_MODEL": "/mnt/models", "MEM": "20480Mi", "SRC": "s3://bucket/m", "DEVICES": "<ref>"} {
+		if got[name] != want {
+			t.Errorf("%s expands to %q, want %q", name, got[name], want)
+		}
+	}
+	if got := kubeletEnv(out.Spec.Containers[1].Env)["DEVICES"]; got != "void" {
+		t.Errorf("sidecar DEVICES expands to %q, want void", got)
+	}
+	again, err := m.Mutate(out, enabled)
+	if err != nil || len(again.Patch) != 0 {
+		t.Fatalf("second pass: %v %v", again.Patch, err)
+	}
+}
+
+// kubeletEnv resolves env as the kubelet does for $(VAR) references: only to
+// entries declared earlier, an unknown reference left as written. A
+// valueFrom entry resolves to "<ref>".
+func kubeletEnv(env []corev1.EnvVar) map[string]string {
+	vals := map[string]string{}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
+	for _, e := range env {
+		if e.ValueFrom != nil {
+			vals[e.Name] = "<ref>"
+			continue
+		}
+		vals[e.Name] = ref.ReplaceAllStringFunc(e.Value, func(s string) string {
+			if v, ok := vals[s[2:len(s)-1]]; ok {
+				return v
+			}
+			return s
+		})
+	}
+	return vals
 }

@@ -75,9 +75,11 @@ const (
 	// AnnotationGPUIDs holds the UUIDs of the GPUs the extender assigned to
 	// the pod, comma-separated, written at bind time.
 	AnnotationGPUIDs = "mlplane.io/gpu-ids"
-	// LabelModel is the model name, set on the pod by the webhook.
+	// LabelModel is the model name, set on the pod by the webhook unless the
+	// pod already has it.
 	LabelModel = "mlplane.io/model"
-	// LabelModelVersion is the model version, set on the pod by the webhook.
+	// LabelModelVersion is the model version, set on the pod by the webhook
+	// unless the pod already has it.
 	LabelModelVersion = "mlplane.io/model-version"
 	// LabelAppVersion is the well-known version label, set where absent.
 	LabelAppVersion = "app.kubernetes.io/version"

@@ -137,14 +137,19 @@ func (b *builder) build(m *Mutator) error {
 	}
 
 	// Metadata. The labels map is written whole (the user's labels copied
-	// unchanged): one operation instead of one per key.
+	// unchanged): one operation instead of one per key. A label the pod
+	// already has is never changed.
 	var labelBuf [3]kv
 	labels := labelBuf[:0]
 	if p.modelName != "" {
-		labels = b.setLabel(labels, api.LabelModel, p.modelName)
+		from := api.AnnotationModelName
+		if _, ok := pod.Annotations[from]; !ok {
+			from = api.AnnotationModelURI
+		}
+		labels = b.setLabel(labels, api.LabelModel, p.modelName, from)
 	}
 	if p.modelVersion != "" {
-		labels = b.setLabel(labels, api.LabelModelVersion, p.modelVersion)
+		labels = b.setLabel(labels, api.LabelModelVersion, p.modelVersion, api.AnnotationModelVersion)
 		if _, ok := pod.Labels[api.LabelAppVersion]; !ok {
 			labels = append(labels, kv{api.LabelAppVersion, p.modelVersion})
 		}
@@ -263,13 +268,17 @@ func (b *builder) gpuWarnings(serving int) {
 
 type kv struct{ k, v string }
 
-// setLabel adds a label the webhook owns, warning when it replaces another value.
-func (b *builder) setLabel(out []kv, key, value string) []kv {
+// setLabel adds label key=value, derived from annotation from, unless the
+// pod already has the label: a label the user set is never changed (a
+// Deployment's selector may use it, and a pod that no longer matches its
+// ReplicaSet makes the ReplicaSet create pods without end). A different
+// value gets a warning instead.
+func (b *builder) setLabel(out []kv, key, value, from string) []kv {
 	if old, ok := b.pod.Labels[key]; ok {
-		if old == value {
-			return out
+		if old != value {
+			b.warn("label %s=%q is kept, not set to %q from annotation %s: the webhook never changes a label the pod already has", key, old, value, from)
 		}
-		b.warn("label %s=%q is replaced by %q from the pod's annotations", key, old, value)
+		return out
 	}
 	return append(out, kv{key, value})
 }

@@ -185,11 +185,6 @@ func TestWarnings(t *testing.T) {
 			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}
 			return p
 		}(), enabled, `container "server" also requests nvidia.com/gpu`, true},
-		{"model label replaced", func() *corev1.Pod {
-			p := testPod(map[string]string{api.AnnotationModelName: "b"})
-			p.Labels = map[string]string{api.LabelModel: "a"}
-			return p
-		}(), enabled, `label mlplane.io/model="a" is replaced by "b"`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := m.Mutate(tc.pod, tc.ns)
@@ -457,4 +452,57 @@ func kubeletEnv(env []corev1.EnvVar) map[string]string {
 		})
 	}
 	return vals
+}
+
+// TestUserLabelsKept: a label the pod already has is never changed (in a
+// Deployment's selector, a changed label detaches the pod from its
+// ReplicaSet, which then creates pods without end); a different value gets
+// a warning.
+func TestUserLabelsKept(t *testing.T) {
+	m := testMutator(t)
+	for _, tc := range []struct {
+		name   string
+		ann    map[string]string
+		labels map[string]string
+		want   []string
+	}{
+		{"model name annotation", map[string]string{api.AnnotationModelURI: "s3://bucket/llama", api.AnnotationModelName: "b"},
+			map[string]string{api.LabelModel: "a", "app": "x"},
+			[]string{`label mlplane.io/model="a" is kept, not set to "b" from annotation mlplane.io/model-name: the webhook never changes a label the pod already has`}},
+		{"name from the URI", map[string]string{api.AnnotationModelURI: "hf://meta-llama/Llama-3.1-8B-Instruct"},
+			map[string]string{api.LabelModel: "llama"},
+			[]string{`label mlplane.io/model="llama" is kept, not set to "Llama-3.1-8B-Instruct" from annotation mlplane.io/model-uri: the webhook never changes a label the pod already has`}},
+		{"model version", map[string]string{api.AnnotationModelVersion: "2"},
+			map[string]string{api.LabelModelVersion: "1", api.LabelAppVersion: "1"},
+			[]string{`label mlplane.io/model-version="1" is kept, not set to "2" from annotation mlplane.io/model-version: the webhook never changes a label the pod already has`}},
+		{"same values, no warning", map[string]string{api.AnnotationModelName: "a", api.AnnotationModelVersion: "1"},
+			map[string]string{api.LabelModel: "a", api.LabelModelVersion: "1"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod(tc.ann)
+			pod.Labels = tc.labels
+			res, err := m.Mutate(pod, enabled)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var warnings []string
+			for _, w := range res.Warnings {
+				if strings.HasPrefix(w, "label ") {
+					warnings = append(warnings, w)
+				}
+			}
+			if d := cmp.Diff(tc.want, warnings); d != "" {
+				t.Errorf("label warnings (-want +got):\n%s", d)
+			}
+			out, err := Apply(pod, res.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.labels {
+				if out.Labels[k] != v {
+					t.Errorf("label %s = %q, want the pod's own %q", k, out.Labels[k], v)
+				}
+			}
+		})
+	}
 }

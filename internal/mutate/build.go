@@ -98,6 +98,19 @@ func (b *builder) build(m *Mutator) error {
 		}
 		b.status.GPUMemoryMiB, b.status.GPUCount = p.gpu.MemoryMiB, p.gpu.Count
 		b.gpuWarnings(p.serving)
+		for i := range pod.Spec.InitContainers {
+			c := &pod.Spec.InitContainers[i]
+			q, ok := gpuMemoryResource(c)
+			switch {
+			case !ok || isSidecar(c): // a sidecar is warned about in gpuWarnings
+			case q.CmpInt64(p.gpu.TotalMiB()) > 0:
+				return fmt.Errorf("annotation %s: init container %q requests resource %s=%s, more than the pod's %d (MiB: %s=%s on %s=%d GPUs); it runs on the pod's GPUs before the serving container, so it may request at most that, or nothing",
+					api.AnnotationGPUMemory, c.Name, api.ResourceGPUMemory, q.String(), p.gpu.TotalMiB(),
+					api.AnnotationGPUMemory, pod.Annotations[api.AnnotationGPUMemory], api.AnnotationGPUCount, p.gpu.Count)
+			default:
+				b.status.GPUInitContainers = append(b.status.GPUInitContainers, c.Name)
+			}
+		}
 	}
 
 	// Names and injected objects.
@@ -178,12 +191,19 @@ func (b *builder) build(m *Mutator) error {
 	}
 
 	// Existing containers, in place.
-	var hide []envAdd
+	var hide, gpuEnv []envAdd
 	if p.hasGPU {
 		hide = []envAdd{{visibleDevicesVoid, envIfMissing}}
+		gpuEnv = []envAdd{{visibleDevicesFn, envReplace},
+			{corev1.EnvVar{Name: api.EnvGPUMemoryMiB, Value: strconv.FormatInt(p.gpu.MemoryMiB, 10)}, envReplace}}
 	}
 	for i := range pod.Spec.InitContainers {
-		b.containerOps(b.pathIndex("/spec/initContainers/", i), &pod.Spec.InitContainers[i], hide, nil, nil, nil)
+		c := &pod.Spec.InitContainers[i]
+		env := hide
+		if contains(b.status.GPUInitContainers, c.Name) {
+			env = gpuEnv
+		}
+		b.containerOps(b.pathIndex("/spec/initContainers/", i), c, env, nil, nil, nil)
 	}
 	for i := range pod.Spec.Containers {
 		base := b.pathIndex("/spec/containers/", i)
@@ -200,10 +220,7 @@ func (b *builder) build(m *Mutator) error {
 				env = append(env, envAdd{corev1.EnvVar{Name: api.EnvModelManifest, Value: modelManifestPath}, envReplace})
 			}
 		}
-		if p.hasGPU {
-			env = append(env, envAdd{visibleDevicesFn, envReplace},
-				envAdd{corev1.EnvVar{Name: api.EnvGPUMemoryMiB, Value: strconv.FormatInt(p.gpu.MemoryMiB, 10)}, envReplace})
-		}
+		env = append(env, gpuEnv...)
 		b.containerOps(base, serving, env, modelMount, gpuReq, gpuLim)
 	}
 
@@ -254,7 +271,10 @@ func (b *builder) warn(format string, args ...any) {
 	b.warnings = append(b.warnings, fmt.Sprintf(format, args...))
 }
 
-// gpuWarnings flags GPU requests the extender would not account for.
+// gpuWarnings flags GPU requests the extender would not account for. A
+// container that runs beside the serving container (another container, a
+// native sidecar) adds its request to the serving container's as Kubernetes
+// counts the pod, while the extender books only what the annotations say.
 func (b *builder) gpuWarnings(serving int) {
 	for i, c := range b.pod.Spec.Containers {
 		if _, ok := c.Resources.Limits["nvidia.com/gpu"]; ok {
@@ -264,6 +284,27 @@ func (b *builder) gpuWarnings(serving int) {
 			b.warn("container %q requests %s itself; only the serving container %q should", c.Name, api.ResourceGPUMemory, b.pod.Spec.Containers[serving].Name)
 		}
 	}
+	for i := range b.pod.Spec.InitContainers {
+		c := &b.pod.Spec.InitContainers[i]
+		if _, ok := gpuMemoryResource(c); ok && isSidecar(c) {
+			b.warn("sidecar %q requests %s itself; a sidecar runs beside the serving container and gets no GPU, only the serving container %q and init containers should request it", c.Name, api.ResourceGPUMemory, b.pod.Spec.Containers[serving].Name)
+		}
+	}
+}
+
+// gpuMemoryResource is the container's request of api.ResourceGPUMemory, or
+// its limit when it sets no request; ok is false when it sets neither.
+func gpuMemoryResource(c *corev1.Container) (q resource.Quantity, ok bool) {
+	if q, ok = c.Resources.Requests[api.ResourceGPUMemory]; !ok {
+		q, ok = c.Resources.Limits[api.ResourceGPUMemory]
+	}
+	return q, ok
+}
+
+// isSidecar reports whether init container c is a native sidecar
+// (restartPolicy Always), which runs for the life of the pod.
+func isSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }
 
 type kv struct{ k, v string }

@@ -91,6 +91,10 @@ type Status struct {
 	GPUMemoryMiB int64    `json:"gpuMemoryMiB,omitempty"`
 	GPUCount     int      `json:"gpuCount,omitempty"`
 	Sidecars     []string `json:"sidecars,omitempty"`
+	// GPUInitContainers are the init containers that request
+	// api.ResourceGPUMemory themselves and so get the pod's GPUs, as the
+	// serving container does.
+	GPUInitContainers []string `json:"gpuInitContainers,omitempty"`
 }
 
 // Mutator applies one validated InjectionConfig. It is immutable and safe for

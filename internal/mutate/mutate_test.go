@@ -126,6 +126,22 @@ func TestDeniedConflicts(t *testing.T) {
 		t.Errorf("resource clash: error = %v, want prefix %s", err, want)
 	}
 
+	// An init container runs on the pod's GPUs before the serving container:
+	// it may ask for at most the pod's total, 20Gi x 2 = 40960 MiB.
+	pod = testPod(map[string]string{api.AnnotationGPUMemory: "20Gi", api.AnnotationGPUCount: "2"})
+	pod.Spec.InitContainers = []corev1.Container{{Name: "warmup", Image: "img",
+		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("40961")}}}}
+	_, err = m.Mutate(pod, enabled)
+	if want := `annotation mlplane.io/gpu-memory: init container "warmup" requests resource mlplane.io/gpu-memory=40961, more than the pod's 40960 (MiB: mlplane.io/gpu-memory=20Gi on mlplane.io/gpu-count=2 GPUs); it runs on the pod's GPUs before the serving container, so it may request at most that, or nothing`; err == nil || err.Error() != want {
+		t.Errorf("init container above the pod: error = %v, want %s", err, want)
+	}
+	pod.Spec.InitContainers[0].Resources.Requests[api.ResourceGPUMemory] = resource.MustParse("40960")
+	if _, err = m.Mutate(pod, enabled); err != nil {
+		t.Errorf("init container at the pod's total: %v", err)
+	}
+
+	pod = testPod(map[string]string{api.AnnotationGPUMemory: "20Gi"})
+	pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("1000")}
 	// The same value the annotation asks for is fine and not added twice.
 	pod.Spec.Containers[0].Resources.Limits[api.ResourceGPUMemory] = resource.MustParse("20480")
 	res, err := m.Mutate(pod, enabled)
@@ -180,6 +196,12 @@ func TestWarnings(t *testing.T) {
 			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: api.EnvNvidiaVisibleDevices, Value: "all"}}
 			return p
 		}(), enabled, `container "server": env NVIDIA_VISIBLE_DEVICES is replaced by mlplane's value`, true},
+		{"gpu sidecar", func() *corev1.Pod {
+			p := testPod(map[string]string{api.AnnotationGPUMemory: "1Gi"})
+			p.Spec.InitContainers = []corev1.Container{{Name: "exporter", RestartPolicy: new(corev1.ContainerRestartPolicyAlways),
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("512")}}}}
+			return p
+		}(), enabled, `sidecar "exporter" requests mlplane.io/gpu-memory itself; a sidecar runs beside the serving container and gets no GPU, only the serving container "server" and init containers should request it`, true},
 		{"device plugin gpus", func() *corev1.Pod {
 			p := testPod(map[string]string{api.AnnotationGPUMemory: "1Gi"})
 			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}
@@ -395,14 +417,7 @@ func TestInjectedEnvFirst(t *testing.T) {
 		{Name: "DEVICES", Value: "$(NVIDIA_VISIBLE_DEVICES)"},
 	}
 	pod.Spec.Containers[1].Env = []corev1.EnvVar{{Name: "DEVICES", Value: "$(NVIDIA_VISIBLE_DEVICES)"}}
-	res, err := m.Mutate(pod, enabled)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := Apply(pod, res.Patch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, _ := mutateApply(t, m, pod)
 	names := func(env []corev1.EnvVar) []string {
 		var n []string
 		for _, e := range env {
@@ -481,10 +496,7 @@ func TestUserLabelsKept(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := testPod(tc.ann)
 			pod.Labels = tc.labels
-			res, err := m.Mutate(pod, enabled)
-			if err != nil {
-				t.Fatal(err)
-			}
+			out, res := mutateApply(t, m, pod)
 			var warnings []string
 			for _, w := range res.Warnings {
 				if strings.HasPrefix(w, "label ") {
@@ -493,10 +505,6 @@ func TestUserLabelsKept(t *testing.T) {
 			}
 			if d := cmp.Diff(tc.want, warnings); d != "" {
 				t.Errorf("label warnings (-want +got):\n%s", d)
-			}
-			out, err := Apply(pod, res.Patch)
-			if err != nil {
-				t.Fatal(err)
 			}
 			for k, v := range tc.labels {
 				if out.Labels[k] != v {

@@ -8,31 +8,24 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
 
 // PodRequest is the pod's GPU request: from its annotations when the webhook
-// set them, otherwise one GPU of the whole ResourceGPUMemory the pod's
-// containers request (a quantity of MiB). ok is false for a pod that needs no
-// GPU. err is set, and ok false, for a request that cannot be met as written:
-// an invalid annotation (api.GPURequestFromAnnotations), or a resource total
-// above api.MaxGPUMemoryMiB.
+// set them, otherwise one GPU of the ResourceGPUMemory (a quantity of MiB)
+// the pod requests as Kubernetes counts it for scheduling (podGPUMemory):
+// init containers included. ok is false for a pod that needs no GPU. err is
+// set, and ok false, for a request that cannot be met as written: an invalid
+// annotation (api.GPURequestFromAnnotations), or a resource total above
+// api.MaxGPUMemoryMiB.
 func PodRequest(pod *corev1.Pod) (req api.GPURequest, ok bool, err error) {
 	req, ok, err = api.GPURequestFromAnnotations(pod.Annotations)
 	if ok || err != nil {
 		return req, ok, err
 	}
-	var total resource.Quantity
-	for _, c := range pod.Spec.Containers {
-		q, has := c.Resources.Requests[api.ResourceGPUMemory]
-		if !has {
-			q, has = c.Resources.Limits[api.ResourceGPUMemory]
-		}
-		if has {
-			total.Add(q)
-		}
-	}
+	total := podGPUMemory(pod)
 	if total.Sign() <= 0 {
 		return api.GPURequest{}, false, nil
 	}
@@ -40,6 +33,41 @@ func PodRequest(pod *corev1.Pod) (req api.GPURequest, ok bool, err error) {
 		return api.GPURequest{}, false, fmt.Errorf("resource %s: the containers ask for more than one GPU can have (at most %d MiB)", api.ResourceGPUMemory, api.MaxGPUMemoryMiB)
 	}
 	return api.GPURequest{MemoryMiB: total.Value(), Count: 1}, true, nil
+}
+
+// podGPUMemory is the pod's effective request of ResourceGPUMemory, computed
+// by Kubernetes' own rule (k8s.io/component-helpers/resource.PodRequests, what
+// kube-scheduler's NodeResourcesFit and the kubelet's admission use): the
+// larger of the largest init container and the sum of the main containers,
+// where a restartable init container (a native sidecar) adds to the sum and
+// to every init container that starts after it. A container's request is its
+// limit when it sets no request (the API server's defaulting for extended
+// resources, which a pod from a simulator or a test may not have been
+// through). Pod overhead is left out: it is per pod, not per GPU.
+func podGPUMemory(pod *corev1.Pod) resource.Quantity {
+	gpuOnly := func(cs []corev1.Container) ([]corev1.Container, bool) {
+		out := make([]corev1.Container, len(cs))
+		found := false
+		for i := range cs {
+			out[i] = corev1.Container{Name: cs[i].Name, RestartPolicy: cs[i].RestartPolicy}
+			q, has := cs[i].Resources.Requests[api.ResourceGPUMemory]
+			if !has {
+				q, has = cs[i].Resources.Limits[api.ResourceGPUMemory]
+			}
+			if has {
+				out[i].Resources.Requests = corev1.ResourceList{api.ResourceGPUMemory: q}
+				found = true
+			}
+		}
+		return out, found
+	}
+	main, inMain := gpuOnly(pod.Spec.Containers)
+	inits, inInits := gpuOnly(pod.Spec.InitContainers)
+	if !inMain && !inInits {
+		return resource.Quantity{}
+	}
+	only := &corev1.Pod{Spec: corev1.PodSpec{Containers: main, InitContainers: inits}}
+	return resourcehelper.PodRequests(only, resourcehelper.PodResourcesOptions{ExcludeOverhead: true, SkipPodLevelResources: true})[api.ResourceGPUMemory]
 }
 
 // Placer applies one validated PlacementPolicy. It is immutable; a policy

@@ -308,6 +308,43 @@ func TestPodRequest(t *testing.T) {
 		{name: "resource only is one GPU of the sum",
 			pod:  corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("16384")}, {Resources: res("4096")}}}},
 			want: api.GPURequest{MemoryMiB: 20480, Count: 1}, ok: true},
+		// Init containers, as Kubernetes counts them (issue 16 item 2).
+		{name: "init container alone",
+			pod:  corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: res("20480")}}, Containers: []corev1.Container{{}}}},
+			want: api.GPURequest{MemoryMiB: 20480, Count: 1}, ok: true},
+		// max(init 30720, main 20480) = 30720
+		{name: "init container above the main containers",
+			pod:  corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: res("30720")}}, Containers: []corev1.Container{{Resources: res("20480")}}}},
+			want: api.GPURequest{MemoryMiB: 30720, Count: 1}, ok: true},
+		// max(init 8192, main 20480) = 20480: init containers run one at a time, before the main ones
+		{name: "init container below the main containers",
+			pod:  corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: res("8192")}, {Resources: res("4096")}}, Containers: []corev1.Container{{Resources: res("20480")}}}},
+			want: api.GPURequest{MemoryMiB: 20480, Count: 1}, ok: true},
+		// sidecar 4096 + main 16384 = 20480; the init container after the sidecar: 18432 + 4096 = 22528
+		{name: "init container after a sidecar adds to it",
+			pod: corev1.Pod{Spec: corev1.PodSpec{
+				InitContainers: []corev1.Container{{Resources: res("4096"), RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}, {Resources: res("18432")}},
+				Containers:     []corev1.Container{{Resources: res("16384")}}}},
+			want: api.GPURequest{MemoryMiB: 22528, Count: 1}, ok: true},
+		// the init container before the sidecar runs alone: max(18432, 4096 + 16384 = 20480) = 20480
+		{name: "init container before a sidecar",
+			pod: corev1.Pod{Spec: corev1.PodSpec{
+				InitContainers: []corev1.Container{{Resources: res("18432")}, {Resources: res("4096"), RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}},
+				Containers:     []corev1.Container{{Resources: res("16384")}}}},
+			want: api.GPURequest{MemoryMiB: 20480, Count: 1}, ok: true},
+		{name: "init container with a limit only",
+			pod: corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: corev1.ResourceRequirements{
+				Limits: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("12288")}}}}, Containers: []corev1.Container{{}}}},
+			want: api.GPURequest{MemoryMiB: 12288, Count: 1}, ok: true},
+		// the annotations still win over what the init containers ask
+		{name: "annotations win over init containers",
+			pod: corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{api.AnnotationGPUMemory: "10Gi"}},
+				Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: res("40960")}}, Containers: []corev1.Container{{Resources: res("10240")}}}},
+			want: api.GPURequest{MemoryMiB: 10240, Count: 1}, ok: true},
+		// 1048576 MiB in an init container is still one GPU's worth; one more is not
+		{name: "init container above one GPU",
+			pod:     corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Resources: res("1048577")}}, Containers: []corev1.Container{{}}}},
+			wantErr: "resource mlplane.io/gpu-memory: the containers ask for more than one GPU can have (at most 1048576 MiB)"},
 		// 2^20 MiB is the bound: 524288 + 524288 = 1048576 fits.
 		{name: "resource at the bound",
 			pod:  corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: res("524288")}, {Resources: res("524288")}}}},

@@ -603,6 +603,16 @@ func (d *jdec) containers(s *[]corev1.Container) bool {
 				return 2, list(d, &c.Env, d.envVar)
 			case "volumeMounts":
 				return 4, list(d, &c.VolumeMounts, d.volumeMount)
+			case "restartPolicy": // a native sidecar's GPU memory counts beside the main containers'
+				if d.null() {
+					c.RestartPolicy = nil
+					return 16, true
+				}
+				v, ok := d.stringValue()
+				if ok {
+					c.RestartPolicy = new(corev1.ContainerRestartPolicy(v))
+				}
+				return 16, ok
 			case "resources":
 				return 8, d.object(true, func(key []byte) (uint32, bool) {
 					r := &c.Resources

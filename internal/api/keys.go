@@ -54,6 +54,14 @@ const (
 	AnnotationGPUMemory = "mlplane.io/gpu-memory"
 	// AnnotationGPUCount is how many GPUs the pod needs (default 1).
 	AnnotationGPUCount = "mlplane.io/gpu-count"
+	// AnnotationGPUModel is a comma-separated list of GPU models the pod may
+	// run on ("H100,A100"); a GPU of any other model is never picked. See
+	// GPUModels for the matching rule (HAMi's nvidia.com/use-gputype).
+	AnnotationGPUModel = "mlplane.io/gpu-model"
+	// AnnotationGPUModelAvoid is a comma-separated list of GPU models the pod
+	// must not run on ("L4"), matched as AnnotationGPUModel is (HAMi's
+	// nvidia.com/nouse-gputype).
+	AnnotationGPUModelAvoid = "mlplane.io/gpu-model-avoid"
 	// AnnotationTemplates is a comma-separated list of admin-defined sidecar
 	// templates.
 	AnnotationTemplates = "mlplane.io/templates"

@@ -344,6 +344,16 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 		}
 	}
 
+	if models, err := api.GPUModelsFromAnnotations(ann); err != nil {
+		errs = append(errs, err)
+	} else if !models.Any() && !p.hasGPU && !hasUnannotatedGPU(pod) {
+		for _, key := range []string{api.AnnotationGPUModel, api.AnnotationGPUModelAvoid} {
+			if _, ok := ann[key]; ok {
+				*warnings = append(*warnings, fmt.Sprintf("annotation %s is ignored: the pod has no %s", key, api.AnnotationGPUMemory))
+			}
+		}
+	}
+
 	if v, ok := ann[api.AnnotationTemplates]; ok {
 		seen := make(map[string]bool)
 		for _, name := range strings.Split(v, ",") {
@@ -364,6 +374,20 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 		return nil, err
 	}
 	return p, nil
+}
+
+// hasUnannotatedGPU reports whether a container of pod requests
+// api.ResourceGPUMemory itself, which the extender places without the GPU
+// annotations.
+func hasUnannotatedGPU(pod *corev1.Pod) bool {
+	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if _, ok := gpuMemoryResource(&cs[i]); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // delivery is how the model reaches api.ModelMountPath.

@@ -82,6 +82,10 @@ func TestDenied(t *testing.T) {
 			`annotation mlplane.io/model-version: invalid value "-v1": want a non-empty label value`},
 		{"count without memory", map[string]string{api.AnnotationGPUCount: "2"},
 			`annotation mlplane.io/gpu-count is set without mlplane.io/gpu-memory`},
+		{"gpu-model empty entry", map[string]string{api.AnnotationGPUMemory: "1Gi", api.AnnotationGPUModel: "H100,,A100"},
+			`annotation mlplane.io/gpu-model: invalid value "H100,,A100": model 2 is empty; want a comma-separated list of at most 16 GPU models such as "H100,A100" (letters, digits, spaces, '-', '_' and '.')`},
+		{"gpu-model-avoid odd character", map[string]string{api.AnnotationGPUMemory: "1Gi", api.AnnotationGPUModelAvoid: "L4;rm"},
+			`annotation mlplane.io/gpu-model-avoid: invalid value "L4;rm": model 1 ("L4;rm") has a character other than letters, digits, spaces, '-', '_' and '.'; want a comma-separated list of at most 16 GPU models such as "H100,A100" (letters, digits, spaces, '-', '_' and '.')`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := m.Mutate(testPod(tc.ann), enabled)
@@ -202,6 +206,8 @@ func TestWarnings(t *testing.T) {
 				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("512")}}}}
 			return p
 		}(), enabled, `sidecar "exporter" requests mlplane.io/gpu-memory itself; a sidecar runs beside the serving container and gets no GPU, only the serving container "server" and init containers should request it`, true},
+		{"gpu model without gpu memory", testPod(map[string]string{api.AnnotationGPUModel: "H100"}), enabled,
+			"annotation mlplane.io/gpu-model is ignored: the pod has no mlplane.io/gpu-memory", true},
 		{"device plugin gpus", func() *corev1.Pod {
 			p := testPod(map[string]string{api.AnnotationGPUMemory: "1Gi"})
 			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}

@@ -70,6 +70,22 @@ func podGPUMemory(pod *corev1.Pod) resource.Quantity {
 	return resourcehelper.PodRequests(only, resourcehelper.PodResourcesOptions{ExcludeOverhead: true, SkipPodLevelResources: true})[api.ResourceGPUMemory]
 }
 
+// PodOf is what the extender knows of pod: its key, its GPU request
+// (PodRequest), its placement override and its GPU models
+// (api.GPUModelsFromAnnotations). ok is false for a pod that needs no GPU;
+// err reports every invalid annotation.
+func PodOf(pod *corev1.Pod) (p Pod, ok bool, err error) {
+	req, ok, err := PodRequest(pod)
+	if !ok || err != nil {
+		return Pod{}, ok, err
+	}
+	models, err := api.GPUModelsFromAnnotations(pod.Annotations)
+	if err != nil {
+		return Pod{}, false, err
+	}
+	return Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement], Models: models}, true, nil
+}
+
 // Placer applies one validated PlacementPolicy. It is immutable; a policy
 // reload builds a new one.
 type Placer struct {
@@ -106,6 +122,8 @@ type Pod struct {
 	Request api.GPURequest
 	// Override is the value of annotation mlplane.io/placement, if any.
 	Override string
+	// Models are the GPU models the pod may use; the zero value allows all.
+	Models api.GPUModels
 }
 
 // Facts are computed once per scheduling call for one pod, then applied to
@@ -120,6 +138,10 @@ type Facts struct {
 	ownNode *Node
 	// scratch is reused by Score across the nodes of one call.
 	scratch []int
+	// models are the GPU models the pod may use, and allowed caches
+	// models.Allows per model name for the nodes of one call.
+	models  api.GPUModels
+	allowed map[string]bool
 }
 
 // Facts computes the per-pod facts for pod against cluster c.
@@ -127,7 +149,10 @@ func (p *Placer) Facts(c *Cluster, pod Pod) (*Facts, error) {
 	if pod.Request.Count < 1 || pod.Request.MemoryMiB <= 0 {
 		return nil, fmt.Errorf("invalid GPU request: %d MiB on %d GPUs", pod.Request.MemoryMiB, pod.Request.Count)
 	}
-	f := &Facts{req: pod.Request, nodeS: p.node, gpuS: p.gpu, wNode: p.wNode, wGPU: p.wGPU, wProtect: p.wProtect}
+	f := &Facts{req: pod.Request, nodeS: p.node, gpuS: p.gpu, wNode: p.wNode, wGPU: p.wGPU, wProtect: p.wProtect, models: pod.Models}
+	if !pod.Models.Any() {
+		f.allowed = map[string]bool{}
+	}
 	if pod.Request.Count > 1 {
 		f.gpuS, f.wFr = p.multi, p.wFrg
 	}
@@ -153,22 +178,83 @@ func (p *Placer) Facts(c *Cluster, pod Pod) (*Facts, error) {
 // Request is the pod's GPU need.
 func (f *Facts) Request() api.GPURequest { return f.req }
 
+// allows reports whether the pod may use a GPU of model, through the
+// call's cache.
+func (f *Facts) allows(model string) bool {
+	if f.allowed == nil {
+		return true
+	}
+	ok, seen := f.allowed[model]
+	if !seen {
+		ok = f.models.Allows(model)
+		f.allowed[model] = ok
+	}
+	return ok
+}
+
+// modelsMixed reports whether n has healthy GPUs of models the pod may not
+// use beside ones it may (some) or only those (none).
+func (f *Facts) modelsMixed(n *Node) (some, excluded bool) {
+	if f.allowed == nil {
+		return true, false
+	}
+	for i := range n.GPUs {
+		if !n.GPUs[i].Healthy {
+			continue
+		}
+		if f.allows(n.GPUs[i].Model) {
+			some = true
+		} else {
+			excluded = true
+		}
+	}
+	return some, excluded
+}
+
 // view is n as the pod sees it: with the pod's own earlier assignment, if it
-// is on n, given back. Only that one node pays for a copy.
+// is on n, given back, and the GPUs of models the pod may not use taken
+// out (as if unhealthy). Only such nodes pay for a copy.
 func (f *Facts) view(n *Node) *Node {
-	if n != f.ownNode {
+	_, excluded := f.modelsMixed(n)
+	if n != f.ownNode && !excluded {
 		return n
 	}
 	v := *n
 	v.GPUs = slices.Clone(n.GPUs)
 	v.free, v.gpuFree = nil, nil
 	for i := range v.GPUs {
-		if slices.Contains(f.own.GPUs, v.GPUs[i].UUID) {
+		if n == f.ownNode && slices.Contains(f.own.GPUs, v.GPUs[i].UUID) {
 			v.GPUs[i].AssignedMiB -= f.own.MemoryMiB
+		}
+		if excluded && !f.allows(v.GPUs[i].Model) {
+			v.GPUs[i].Healthy = false
 		}
 	}
 	v.refresh()
 	return &v
+}
+
+// modelSummary lists n's healthy GPUs by model, in the agent's order:
+// "NVIDIA H100 80GB HBM3 x1, NVIDIA L4 x2".
+func modelSummary(n *Node) string {
+	var models []string
+	counts := map[string]int{}
+	for _, g := range n.GPUs {
+		if !g.Healthy {
+			continue
+		}
+		if counts[g.Model] == 0 {
+			models = append(models, g.Model)
+		}
+		counts[g.Model]++
+	}
+	if len(models) == 0 {
+		return "no healthy GPU"
+	}
+	for i, m := range models {
+		models[i] = fmt.Sprintf("%s x%d", m, counts[m])
+	}
+	return strings.Join(models, ", ")
 }
 
 // Reason codes, a metric label each.
@@ -180,6 +266,7 @@ const (
 	ReasonGPUTooSmall   = "GPUTooSmall"
 	ReasonInsufficient  = "InsufficientMemory"
 	ReasonInvalidPodReq = "InvalidRequest"
+	ReasonGPUModel      = "GPUModel"
 )
 
 // Reason says why a pod does not fit a node.
@@ -209,6 +296,9 @@ func (f *Facts) Fit(name string, n *Node, now int64) (bool, Reason) {
 		ago := time.Duration(now - n.LeaseExpiry).Round(time.Second)
 		return false, Reason{Code: ReasonAgentDown, Message: fmt.Sprintf("node agent Lease %s/%s expired %s ago", api.LeaseNamespace, api.LeaseName(name), ago)}
 	}
+	if some, _ := f.modelsMixed(n); !some {
+		return false, Reason{Code: ReasonGPUModel, Message: fmt.Sprintf("no GPU %s (node has %s)", f.models, modelSummary(n))}
+	}
 	n = f.view(n)
 	k, m := f.req.Count, f.req.MemoryMiB
 	if len(n.free) >= k && n.free[k-1] >= m {
@@ -222,6 +312,9 @@ func (f *Facts) why(n *Node) Reason {
 	k, m := f.req.Count, f.req.MemoryMiB
 	healthy := len(n.free)
 	if healthy < k {
+		if !f.models.Any() {
+			return Reason{Code: ReasonGPUModel, Message: fmt.Sprintf("node has %d healthy %s %s, pod needs %d", healthy, gpus(healthy), f.models, k)}
+		}
 		return Reason{Code: ReasonTooFewGPUs, Message: fmt.Sprintf("node has %d healthy GPUs, pod needs %d", healthy, k)}
 	}
 	big := 0

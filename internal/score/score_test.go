@@ -395,3 +395,81 @@ func TestFactsErrors(t *testing.T) {
 		t.Fatal("zero GPUs accepted")
 	}
 }
+
+// TestGPUModels: only the GPUs of the models a pod allows are considered,
+// with a GPUModel reason for nodes that have none (issue 16 item 6).
+func TestGPUModels(t *testing.T) {
+	h100 := api.GPU{Index: 0, UUID: "mixed-h100", Model: "NVIDIA H100 80GB HBM3", MemoryMiB: 80 * gi, Healthy: true}
+	l4 := api.GPU{Index: 1, UUID: "mixed-l4", Model: "NVIDIA L4", MemoryMiB: 24 * gi, Healthy: true}
+	l40s := api.GPU{Index: 0, UUID: "l40s-0", Model: "NVIDIA L40S", MemoryMiB: 48 * gi, Healthy: true}
+	c := NewCluster()
+	c.SetNode("mixed", []api.GPU{h100, l4}, "")
+	c.SetNode("l4s", []api.GPU{{UUID: "l4-0", Model: "NVIDIA L4", MemoryMiB: 24 * gi, Healthy: true}, {Index: 1, UUID: "l4-1", Model: "NVIDIA L4", MemoryMiB: 24 * gi, Healthy: true}}, "")
+	c.SetNode("l40s", []api.GPU{l40s}, "")
+	for _, n := range c.NodeNames() {
+		c.SetLease(n, NeverExpires)
+	}
+	pl, err := NewPlacer(DefaultPolicy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		models api.GPUModels
+		count  int
+		node   string
+		fit    bool
+		pick   []string
+		reason Reason
+	}{
+		// binpack alone would pick the L4 (best fit for 10Gi); only the H100 is allowed
+		{name: "use H100 on the mixed node", models: api.GPUModels{Use: []string{"H100"}}, count: 1, node: "mixed", fit: true, pick: []string{"mixed-h100"}},
+		{name: "avoid L4 on the mixed node", models: api.GPUModels{Avoid: []string{"l4"}}, count: 1, node: "mixed", fit: true, pick: []string{"mixed-h100"}},
+		{name: "no model set picks the best fit", count: 1, node: "mixed", fit: true, pick: []string{"mixed-l4"}},
+		{name: "use L4 on the mixed node", models: api.GPUModels{Use: []string{"L4"}}, count: 1, node: "mixed", fit: true, pick: []string{"mixed-l4"}},
+		{name: "use H100 on a node of L4s", models: api.GPUModels{Use: []string{"H100"}}, count: 1, node: "l4s",
+			reason: Reason{Code: ReasonGPUModel, Message: "no GPU of model H100 (node has NVIDIA L4 x2)"}},
+		// L4 is a word: the L40S is not an L4
+		{name: "avoid L4 keeps the L40S", models: api.GPUModels{Avoid: []string{"L4"}}, count: 1, node: "l40s", fit: true, pick: []string{"l40s-0"}},
+		{name: "use L4 is not the L40S", models: api.GPUModels{Use: []string{"L4"}}, count: 1, node: "l40s",
+			reason: Reason{Code: ReasonGPUModel, Message: "no GPU of model L4 (node has NVIDIA L40S x1)"}},
+		{name: "both lists", models: api.GPUModels{Use: []string{"NVIDIA"}, Avoid: []string{"L4", "H100"}}, count: 1, node: "mixed",
+			reason: Reason{Code: ReasonGPUModel, Message: "no GPU of model NVIDIA, not of model L4 or H100 (node has NVIDIA H100 80GB HBM3 x1, NVIDIA L4 x1)"}},
+		// 2 GPUs asked, 1 H100 on the node
+		{name: "too few of the model", models: api.GPUModels{Use: []string{"H100"}}, count: 2, node: "mixed",
+			reason: Reason{Code: ReasonGPUModel, Message: "node has 1 healthy GPU of model H100, pod needs 2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := pl.Facts(c, Pod{Key: "p", Request: api.GPURequest{MemoryMiB: 10 * gi, Count: tc.count}, Models: tc.models})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := c.Node(tc.node)
+			fit, why := f.Fit(tc.node, n, 0)
+			if fit != tc.fit || why != tc.reason {
+				t.Fatalf("Fit = %v %+v, want %v %+v", fit, why, tc.fit, tc.reason)
+			}
+			if !fit {
+				return
+			}
+			if d := cmp.Diff(tc.pick, f.Pick(n)); d != "" {
+				t.Errorf("Pick (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPodOf(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "u1", Annotations: map[string]string{
+		api.AnnotationGPUMemory: "10Gi", api.AnnotationGPUModel: "H100, A100", api.AnnotationGPUModelAvoid: "H100 NVL", api.AnnotationPlacement: "spread"}}}
+	got, ok, err := PodOf(pod)
+	want := Pod{Key: "u1", Request: api.GPURequest{MemoryMiB: 10 * gi, Count: 1}, Override: "spread",
+		Models: api.GPUModels{Use: []string{"H100", "A100"}, Avoid: []string{"H100 NVL"}}}
+	if d := cmp.Diff(want, got); d != "" || !ok || err != nil {
+		t.Fatalf("PodOf = %v %v (-want +got):\n%s", ok, err, d)
+	}
+	pod.Annotations[api.AnnotationGPUModel] = "H100,"
+	if _, ok, err := PodOf(pod); ok || err == nil || err.Error() != `annotation mlplane.io/gpu-model: invalid value "H100,": model 2 is empty; want a comma-separated list of at most 16 GPU models such as "H100,A100" (letters, digits, spaces, '-', '_' and '.')` {
+		t.Fatalf("PodOf with a bad list = %v %v", ok, err)
+	}
+}

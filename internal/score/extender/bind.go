@@ -105,7 +105,7 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 		return result, err
 	}
 	uid := pod.UID
-	req, ok, err := score.PodRequest(pod)
+	sp, ok, err := score.PodOf(pod)
 	if err != nil {
 		return BindError, err
 	}
@@ -124,7 +124,7 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 	var ids []string
 	err = e.o.State.Update(func(t state.Txn, now int64) error {
 		c := t.Cluster()
-		f, err := e.o.Policy.Placer().Facts(c, score.Pod{Key: string(uid), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+		f, err := e.o.Policy.Placer().Facts(c, sp)
 		if err != nil {
 			return err
 		}
@@ -133,7 +133,7 @@ func (e *Extender) bind(ctx context.Context, args *extenderv1.ExtenderBindingArg
 			return fmt.Errorf("pod no longer fits node %s: %s", args.Node, why.Message)
 		}
 		ids = f.Pick(n)
-		t.Reserve(uid, score.Assignment{Node: args.Node, GPUs: ids, MemoryMiB: req.MemoryMiB})
+		t.Reserve(uid, score.Assignment{Node: args.Node, GPUs: ids, MemoryMiB: sp.Request.MemoryMiB})
 		return nil
 	})
 	if err != nil {

@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
-	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score"
 	"github.com/mlplane/mlplane/internal/score/state"
 )
@@ -294,11 +293,11 @@ func candidates(args *extenderv1.ExtenderArgs) []string {
 // podFacts computes the per-pod facts once per call; ok is false for a pod
 // that needs no GPU.
 func podFacts(placer *score.Placer, c *score.Cluster, pod *corev1.Pod) (f *score.Facts, ok bool, err error) {
-	req, ok, err := score.PodRequest(pod)
+	p, ok, err := score.PodOf(pod)
 	if !ok || err != nil {
 		return nil, ok, err
 	}
-	f, err = placer.Facts(c, score.Pod{Key: string(pod.UID), Request: req, Override: pod.Annotations[api.AnnotationPlacement]})
+	f, err = placer.Facts(c, p)
 	return f, true, err
 }
 

@@ -65,7 +65,7 @@ type envAdd struct {
 	policy envPolicy
 }
 
-func (b *builder) build(m *Mutator) error {
+func (b *builder) build(m *Mutator, ns Namespace) error {
 	pod, p := b.pod, b.plan
 	serving := &pod.Spec.Containers[p.serving]
 	b.status.Container, b.status.Profile = serving.Name, p.profile.Name
@@ -148,6 +148,23 @@ func (b *builder) build(m *Mutator) error {
 		}
 		b.status.Sidecars = append(b.status.Sidecars, c.Name)
 	}
+	// Insertions, in order: native sidecars first (a proxy must be up
+	// before the loader downloads), then the loader, then the user's init
+	// containers.
+	inits := nativeSidecars
+	if loader != nil {
+		inits = append(inits, loader)
+	}
+	vols := sidecarVolumes
+	if modelVol != nil {
+		vols = append(vols, modelVol)
+	}
+	if cacheVol != nil {
+		vols = append(vols, cacheVol)
+	}
+	if err := b.podSecurity(inits, sidecars, vols, ns); err != nil {
+		return err
+	}
 
 	// Metadata. The labels map is written whole (the user's labels copied
 	// unchanged): one operation instead of one per key. A label the pod
@@ -224,21 +241,9 @@ func (b *builder) build(m *Mutator) error {
 		b.containerOps(base, serving, env, modelMount, gpuReq, gpuLim)
 	}
 
-	// Insertions: native sidecars first (a proxy must be up before the
-	// loader downloads), then the loader, then the user's init containers.
-	inits := nativeSidecars
-	if loader != nil {
-		inits = append(inits, loader)
-	}
+	// Insertions.
 	addItems(b, "/spec/initContainers", len(pod.Spec.InitContainers) > 0, inits, true)
 	addItems(b, "/spec/containers", true, sidecars, false)
-	vols := sidecarVolumes
-	if modelVol != nil {
-		vols = append(vols, modelVol)
-	}
-	if cacheVol != nil {
-		vols = append(vols, cacheVol)
-	}
 	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, false)
 	return nil
 }

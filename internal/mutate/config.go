@@ -28,6 +28,10 @@ const (
 	// DefaultLoaderImage is the model-loader image used when the config names
 	// none. The image's contract: download MODEL_URI into MODEL_DIR, exit 0.
 	DefaultLoaderImage = "ghcr.io/mlplane/model-loader:v0.1.0"
+	// LoaderUser is the user ID the loader runs as by default: the model-
+	// loader image's user (hack/images/imagebuild.User, distroless's
+	// nonroot), stated so that Pod Security's runAsNonRoot can be checked.
+	LoaderUser = 65532
 	// DefaultProfileName is the profile used when a pod names none and the
 	// config sets no defaultProfile.
 	DefaultProfileName = "default"
@@ -78,8 +82,12 @@ type Loader struct {
 	// Resources of the loader; the pod's profile fills what is left unset.
 	// Default requests cpu 500m, memory 1Gi; limit memory 2Gi.
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
-	// SecurityContext default: no privilege escalation, all capabilities
-	// dropped, RuntimeDefault seccomp.
+	// SecurityContext default: what Pod Security's restricted level asks
+	// of a container: runAsNonRoot, runAsUser LoaderUser (the loader
+	// image's user), no privilege escalation, all capabilities dropped,
+	// RuntimeDefault seccomp. A pod that passes restricted gets the fields
+	// of these that a securityContext set here leaves out (see
+	// restrictedContext).
 	SecurityContext *corev1.SecurityContext `json:"securityContext,omitempty"`
 	// VolumeSizeLimit bounds the emptyDir the model is downloaded into, and
 	// is passed to the loader (api.EnvLoaderVolumeSize) so that it refuses
@@ -197,6 +205,8 @@ func SetDefaults(c *InjectionConfig) {
 	if l.SecurityContext == nil {
 		no := false
 		l.SecurityContext = &corev1.SecurityContext{
+			RunAsNonRoot:             new(true),
+			RunAsUser:                new(int64(LoaderUser)),
 			AllowPrivilegeEscalation: &no,
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
@@ -19,6 +20,8 @@ var update = flag.Bool("update", false, "rewrite the golden files testdata/<case
 var testNamespaces = map[string]map[string]string{
 	"ml":    {api.LabelInject: api.NamespaceInjectEnabled},
 	"plain": {"team": "search"},
+	"ml-restricted": {api.LabelInject: api.NamespaceInjectEnabled,
+		psaapi.EnforceLevelLabel: string(psaapi.LevelRestricted)},
 }
 
 func testLabels(ns string) map[string]string { return testNamespaces[ns] }

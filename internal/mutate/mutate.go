@@ -179,7 +179,7 @@ func (m *Mutator) Mutate(pod *corev1.Pod, ns Namespace) (Result, error) {
 	}
 	b := builder{pod: pod, plan: p, ops: make([]Op, 0, 24), warnings: res.Warnings, arena: make([]byte, 0, 512)}
 	b.newContainers, b.newVolumes = b.nameBuf[:0:4], b.nameBuf[4:4:8]
-	if err := b.build(m); err != nil {
+	if err := b.build(m, ns); err != nil {
 		return Result{Warnings: b.warnings}, err
 	}
 	res.Patch, res.Warnings, res.Injected = b.ops, b.warnings, &b.status

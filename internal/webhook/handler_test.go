@@ -189,7 +189,7 @@ func TestHandlerMutates(t *testing.T) {
 			Requests: corev1.ResourceList{"cpu": q("500m"), "memory": q("1Gi"), "ephemeral-storage": q("1Gi")},
 			Limits:   corev1.ResourceList{"memory": q("2Gi")},
 		},
-		SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no,
+		SecurityContext: &corev1.SecurityContext{RunAsNonRoot: new(true), RunAsUser: new(int64(mutate.LoaderUser)), AllowPrivilegeEscalation: &no,
 			Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 	}}
@@ -336,16 +336,16 @@ func TestHandlerBadRequests(t *testing.T) {
 
 	// A wrong type in a field the webhook does not read is not reported:
 	// the pod is mutated, and the API server validates it afterwards.
-	odd := strings.Replace(string(review(t, vllmPod(), admissionv1.Create)), `"containerPort":8000`, `"containerPort":"http"`, 1)
-	if !strings.Contains(odd, `"containerPort":"http"`) {
-		t.Fatal("no containerPort in the review")
+	odd := strings.Replace(string(review(t, vllmPod(), admissionv1.Create)), `"image":"vllm/vllm-openai:v0.6.3"`, `"image":5`, 1)
+	if !strings.Contains(odd, `"image":5`) {
+		t.Fatal("no image in the review")
 	}
 	rec = httptest.NewRecorder()
 	req = httptest.NewRequest(http.MethodPost, Path, strings.NewReader(odd))
 	req.Header.Set("Content-Type", "application/json")
 	newTestHandler(t, testNamespaces, HandlerOptions{}).ServeHTTP(rec, req)
 	if resp := decodeReview(t, rec.Body.Bytes()); rec.Code != http.StatusOK || !resp.Allowed || len(resp.Patch) == 0 {
-		t.Fatalf("pod with a string containerPort: HTTP %d %s", rec.Code, rec.Body)
+		t.Fatalf("pod with a number for an image: HTTP %d %s", rec.Code, rec.Body)
 	}
 }
 

@@ -44,8 +44,9 @@ func onePass(data []byte) *reviewIn {
 // compares the patches, so a mutator reading another field fails it.
 var PodFields = []string{
 	"metadata.name", "metadata.generateName", "metadata.namespace", "metadata.labels", "metadata.annotations",
-	"spec.schedulerName", "spec.volumes[].name", "spec.ephemeralContainers[].name",
-	"spec.containers[] and spec.initContainers[]: name, env (all of it), volumeMounts (all of it), resources (all of it)",
+	"spec.schedulerName", "spec.volumes (all of it)", "spec.ephemeralContainers[].name",
+	"spec.securityContext", "spec.os", "spec.hostNetwork", "spec.hostPID", "spec.hostIPC", "spec.hostUsers",
+	"spec.containers[] and spec.initContainers[]: name, env, volumeMounts, resources, restartPolicy, securityContext, ports, livenessProbe, readinessProbe, startupProbe, lifecycle (each all of it)",
 }
 
 // maxDepth bounds the nesting onePass follows (encoding/json refuses more
@@ -561,17 +562,23 @@ func (d *jdec) spec(s *corev1.PodSpec) bool {
 					return 0, d.skip()
 				})
 			})
-		case "volumes":
-			return 8, list(d, &s.Volumes, func(v *corev1.Volume) bool {
-				return d.object(true, func(key []byte) (uint32, bool) {
-					if string(key) == "name" {
-						return 1, d.str(&v.Name)
-					}
-					return 0, d.skip()
-				})
-			})
+		case "volumes": // whole: Pod Security judges their types
+			return 8, list(d, &s.Volumes, func(v *corev1.Volume) bool { return d.delegate(v) })
 		case "schedulerName":
 			return 16, d.str(&s.SchedulerName)
+		// What Pod Security and the OS checks read (internal/mutate/podsecurity.go).
+		case "securityContext":
+			return 32, d.delegate(&s.SecurityContext)
+		case "os":
+			return 64, d.delegate(&s.OS)
+		case "hostNetwork":
+			return 128, d.boolean(&s.HostNetwork)
+		case "hostPID":
+			return 256, d.boolean(&s.HostPID)
+		case "hostIPC":
+			return 512, d.boolean(&s.HostIPC)
+		case "hostUsers":
+			return 1024, d.delegate(&s.HostUsers)
 		}
 		return 0, d.skip()
 	})
@@ -626,6 +633,19 @@ func (d *jdec) containers(s *[]corev1.Container) bool {
 					}
 					return 0, d.skip()
 				})
+			// What Pod Security reads of a container.
+			case "securityContext":
+				return 32, d.delegate(&c.SecurityContext)
+			case "ports":
+				return 64, d.delegate(&c.Ports)
+			case "livenessProbe":
+				return 128, d.delegate(&c.LivenessProbe)
+			case "readinessProbe":
+				return 256, d.delegate(&c.ReadinessProbe)
+			case "startupProbe":
+				return 512, d.delegate(&c.StartupProbe)
+			case "lifecycle":
+				return 1024, d.delegate(&c.Lifecycle)
 			}
 			return 0, d.skip()
 		})

@@ -61,7 +61,7 @@ func reviewSeeds(t testing.TB) []struct {
 		{"escaped surrogate", `{"request":` + req + `"object":{"metadata":{"name":"\ud83d\ude00"}}}}`, false},
 		{"invalid UTF-8 in a label", `{"request":` + req + `"object":{"metadata":{"labels":{"a":"` + "\xff" + `"}}}}}`, false},
 		{"invalid UTF-8 in a skipped field", `{"request":` + req + `"object":{"metadata":{"uid":"` + "\xff" + `"}}}}`, true},
-		{"type error in a skipped field", `{"request":` + req + `"object":{"spec":{"containers":[{"name":"c","ports":"nope"}]}}}}`, true},
+		{"type error in a skipped field", `{"request":` + req + `"object":{"spec":{"containers":[{"name":"c","tty":"nope"}]}}}}`, true},
 		{"type error in a read field", `{"request":` + req + `"object":{"spec":{"containers":[{"name":5}]}}}}`, false},
 		{"quantity as a number", `{"request":` + req + `"object":{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":2,"memory":null}}}]}}}}`, true},
 		{"bad quantity", `{"request":` + req + `"object":{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"2x"}}}]}}}}`, false},
@@ -181,16 +181,42 @@ type litePod struct {
 		Containers          []liteContainer `json:"containers"`
 		InitContainers      []liteContainer `json:"initContainers"`
 		EphemeralContainers []liteNamed     `json:"ephemeralContainers"`
-		Volumes             []liteNamed     `json:"volumes"`
+		Volumes             []corev1.Volume `json:"volumes"`
 		SchedulerName       string          `json:"schedulerName"`
+		// What Pod Security reads.
+		SecurityContext *corev1.PodSecurityContext `json:"securityContext"`
+		OS              *corev1.PodOS              `json:"os"`
+		HostNetwork     bool                       `json:"hostNetwork"`
+		HostPID         bool                       `json:"hostPID"`
+		HostIPC         bool                       `json:"hostIPC"`
+		HostUsers       *bool                      `json:"hostUsers"`
 	} `json:"spec"`
 }
 
 type liteContainer struct {
-	Name         string                      `json:"name"`
-	Env          []corev1.EnvVar             `json:"env"`
-	VolumeMounts []corev1.VolumeMount        `json:"volumeMounts"`
-	Resources    corev1.ResourceRequirements `json:"resources"`
+	Name            string                         `json:"name"`
+	Env             []corev1.EnvVar                `json:"env"`
+	VolumeMounts    []corev1.VolumeMount           `json:"volumeMounts"`
+	Resources       corev1.ResourceRequirements    `json:"resources"`
+	RestartPolicy   *corev1.ContainerRestartPolicy `json:"restartPolicy"`
+	SecurityContext *corev1.SecurityContext        `json:"securityContext"`
+	Ports           []corev1.ContainerPort         `json:"ports"`
+	LivenessProbe   *corev1.Probe                  `json:"livenessProbe"`
+	ReadinessProbe  *corev1.Probe                  `json:"readinessProbe"`
+	StartupProbe    *corev1.Probe                  `json:"startupProbe"`
+	Lifecycle       *corev1.Lifecycle              `json:"lifecycle"`
+}
+
+func (c *liteContainer) container() corev1.Container {
+	return corev1.Container{Name: c.Name, Env: c.Env, VolumeMounts: c.VolumeMounts, Resources: c.Resources,
+		RestartPolicy: c.RestartPolicy, SecurityContext: c.SecurityContext, Ports: c.Ports,
+		LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe, StartupProbe: c.StartupProbe, Lifecycle: c.Lifecycle}
+}
+
+func liteOf(c *corev1.Container) liteContainer {
+	return liteContainer{Name: c.Name, Env: c.Env, VolumeMounts: c.VolumeMounts, Resources: c.Resources,
+		RestartPolicy: c.RestartPolicy, SecurityContext: c.SecurityContext, Ports: c.Ports,
+		LivenessProbe: c.LivenessProbe, ReadinessProbe: c.ReadinessProbe, StartupProbe: c.StartupProbe, Lifecycle: c.Lifecycle}
 }
 
 type liteNamed struct {
@@ -200,17 +226,18 @@ type liteNamed struct {
 func (l *litePod) pod() *corev1.Pod {
 	m := &l.Metadata
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: m.Name, GenerateName: m.GenerateName, Namespace: m.Namespace, Labels: m.Labels, Annotations: m.Annotations}}
-	p.Spec.SchedulerName = l.Spec.SchedulerName
+	s := &l.Spec
+	p.Spec.SchedulerName = s.SchedulerName
+	p.Spec.SecurityContext, p.Spec.OS, p.Spec.HostUsers = s.SecurityContext, s.OS, s.HostUsers
+	p.Spec.HostNetwork, p.Spec.HostPID, p.Spec.HostIPC = s.HostNetwork, s.HostPID, s.HostIPC
 	containers := func(cs []liteContainer) []corev1.Container {
-		return mapSlice(cs, func(c liteContainer) corev1.Container {
-			return corev1.Container{Name: c.Name, Env: c.Env, VolumeMounts: c.VolumeMounts, Resources: c.Resources}
-		})
+		return mapSlice(cs, func(c liteContainer) corev1.Container { return c.container() })
 	}
 	p.Spec.Containers, p.Spec.InitContainers = containers(l.Spec.Containers), containers(l.Spec.InitContainers)
 	p.Spec.EphemeralContainers = mapSlice(l.Spec.EphemeralContainers, func(c liteNamed) corev1.EphemeralContainer {
 		return corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name}}
 	})
-	p.Spec.Volumes = mapSlice(l.Spec.Volumes, func(v liteNamed) corev1.Volume { return corev1.Volume{Name: v.Name} })
+	p.Spec.Volumes = l.Spec.Volumes
 	return p
 }
 
@@ -219,15 +246,16 @@ func podSubset(p *corev1.Pod) *corev1.Pod {
 	var l litePod
 	m := &l.Metadata
 	m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations = p.Name, p.GenerateName, p.Namespace, p.Labels, p.Annotations
-	l.Spec.SchedulerName = p.Spec.SchedulerName
+	s := &l.Spec
+	s.SchedulerName = p.Spec.SchedulerName
+	s.SecurityContext, s.OS, s.HostUsers = p.Spec.SecurityContext, p.Spec.OS, p.Spec.HostUsers
+	s.HostNetwork, s.HostPID, s.HostIPC = p.Spec.HostNetwork, p.Spec.HostPID, p.Spec.HostIPC
 	containers := func(cs []corev1.Container) []liteContainer {
-		return mapSlice(cs, func(c corev1.Container) liteContainer {
-			return liteContainer{Name: c.Name, Env: c.Env, VolumeMounts: c.VolumeMounts, Resources: c.Resources}
-		})
+		return mapSlice(cs, func(c corev1.Container) liteContainer { return liteOf(&c) })
 	}
 	l.Spec.Containers, l.Spec.InitContainers = containers(p.Spec.Containers), containers(p.Spec.InitContainers)
 	l.Spec.EphemeralContainers = mapSlice(p.Spec.EphemeralContainers, func(c corev1.EphemeralContainer) liteNamed { return liteNamed{c.Name} })
-	l.Spec.Volumes = mapSlice(p.Spec.Volumes, func(v corev1.Volume) liteNamed { return liteNamed{v.Name} })
+	l.Spec.Volumes = p.Spec.Volumes
 	return l.pod()
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/internal/score"
 )
 
 // The extender features run on ~50 extra KWOK nodes of three GPU sizes.
@@ -159,7 +160,7 @@ func checkNoOversubscription(ctx context.Context, t *testing.T, cs kubernetes.In
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		req, ok, err := api.GPURequestFromAnnotations(p.Annotations)
+		req, ok, err := score.PodRequest(&p)
 		if err != nil || !ok {
 			continue
 		}

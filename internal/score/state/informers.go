@@ -113,7 +113,7 @@ func trimPod(o any) (any, error) {
 		return o, nil
 	}
 	ann := map[string]string{}
-	for _, k := range []string{api.AnnotationGPUIDs, api.AnnotationGPUMemory, api.AnnotationGPUCount, api.AnnotationPlacement} {
+	for _, k := range []string{api.AnnotationGPUIDs, api.AnnotationGPUMemory, api.AnnotationGPUCount, api.AnnotationPlacement, api.AnnotationGPUModel, api.AnnotationGPUModelAvoid} {
 		if v, ok := p.Annotations[k]; ok {
 			ann[k] = v
 		}
@@ -126,7 +126,17 @@ func trimPod(o any) (any, error) {
 		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, SchedulerName: p.Spec.SchedulerName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}
-	for _, c := range p.Spec.Containers {
+	out.Spec.Containers = trimContainers(p.Spec.Containers)
+	out.Spec.InitContainers = trimContainers(p.Spec.InitContainers)
+	return out, nil
+}
+
+// trimContainers keeps of each container what score.PodRequest reads: the
+// name, the restart policy (a native sidecar counts beside the main
+// containers) and the api.ResourceGPUMemory request and limit.
+func trimContainers(cs []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range cs {
 		var rr corev1.ResourceRequirements
 		if q, ok := c.Resources.Requests[api.ResourceGPUMemory]; ok {
 			rr.Requests = corev1.ResourceList{api.ResourceGPUMemory: q}
@@ -134,7 +144,7 @@ func trimPod(o any) (any, error) {
 		if q, ok := c.Resources.Limits[api.ResourceGPUMemory]; ok {
 			rr.Limits = corev1.ResourceList{api.ResourceGPUMemory: q}
 		}
-		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, Resources: rr})
+		out = append(out, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Resources: rr})
 	}
-	return out, nil
+	return out
 }

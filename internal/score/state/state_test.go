@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
@@ -314,5 +315,36 @@ func TestTrimPod(t *testing.T) {
 	a, ok, _ := Assignment(tp)
 	if !ok || a.MemoryMiB != 20*gi || a.GPUs[0] != "n-a" {
 		t.Fatalf("assignment lost by trimming: %+v %v", a, ok)
+	}
+}
+
+// TestTrimPodKeepsPlacement: whatever score.PodOf reads survives trimming,
+// so a pod from the informer's cache is placed and booked as the pod is: the
+// GPU model annotations, and GPU requests on init containers and sidecars
+// (issue 16 items 2 and 6).
+func TestTrimPodKeepsPlacement(t *testing.T) {
+	res := func(q string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse(q)}}
+	}
+	models := pod("models", "", "10Gi", corev1.PodPending)
+	models.Annotations[api.AnnotationGPUModel] = "H100"
+	models.Annotations[api.AnnotationGPUModelAvoid] = "H100 NVL"
+	initOnly := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "init", UID: "u-init"}, Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "warmup", Image: "x", Resources: res("20480")}},
+		Containers:     []corev1.Container{{Name: "server", Image: "x"}}}}
+	// sidecar 4096 + main 16384 = 20480, the init container after it 18432 + 4096 = 22528
+	sidecar := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "sidecar", UID: "u-sidecar"}, Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "side", Resources: res("4096"), RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}, {Name: "late", Resources: res("18432")}},
+		Containers:     []corev1.Container{{Name: "server", Resources: res("16384")}}}}
+	for _, p := range []*corev1.Pod{models, initOnly, sidecar} {
+		want, wantOK, wantErr := score.PodOf(p)
+		out, _ := trimPod(p)
+		got, ok, err := score.PodOf(out.(*corev1.Pod))
+		if d := cmp.Diff(want, got); d != "" || ok != wantOK || (err == nil) != (wantErr == nil) || !ok {
+			t.Errorf("pod %s: PodOf after trimming = %v %v, before %v %v (-before +after):\n%s", p.Name, ok, err, wantOK, wantErr, d)
+		}
+	}
+	if got, _, _ := score.PodOf(sidecar); got.Request.MemoryMiB != 22528 {
+		t.Errorf("sidecar pod: %d MiB, want 22528", got.Request.MemoryMiB)
 	}
 }

@@ -370,6 +370,7 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 			}
 		}
 	}
+	errs = append(errs, windowsErrors(pod, p)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

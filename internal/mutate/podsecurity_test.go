@@ -185,7 +185,7 @@ templates:
 				"metrics-exporter": {RunAsUser: new(int64(1000)), AllowPrivilegeEscalation: new(false),
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 			}},
-		{"restricted on Windows: only runAsNonRoot", custom,
+		{"restricted on Windows: only runAsNonRoot", testMutator(t),
 			func() *corev1.Pod {
 				p := testPod(map[string]string{api.AnnotationTemplates: "metrics"})
 				p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
@@ -194,7 +194,7 @@ templates:
 				return p
 			},
 			psaapi.LevelRestricted, map[string]*corev1.SecurityContext{
-				"metrics-exporter": {RunAsUser: new(int64(1000)), RunAsNonRoot: new(true)},
+				"metrics-exporter": {RunAsNonRoot: new(true)},
 			}},
 		{"baseline: nothing added", custom,
 			func() *corev1.Pod {

@@ -15,7 +15,8 @@ import (
 // the webhook adds or changes: container and volume names (DNS labels,
 // unique), one source per volume, mounts of existing volumes at distinct
 // absolute paths, valid env names, image and hostPath volumes as the API
-// server accepts them, requests not above limits. (k8s.io/kubernetes's
+// server accepts them, requests not above limits, no Linux-only
+// securityContext field on a Windows pod. (k8s.io/kubernetes's
 // validation package is not a dependency of this module.)
 func checkPod(t *testing.T, p *corev1.Pod) {
 	t.Helper()
@@ -93,6 +94,15 @@ func checkPod(t *testing.T, p *corev1.Pod) {
 		for name, req := range c.Resources.Requests {
 			if lim, ok := c.Resources.Limits[name]; ok && req.Cmp(lim) > 0 {
 				t.Errorf("container %q: %s request %s above limit %s", c.Name, name, req.String(), lim.String())
+			}
+		}
+	}
+	if isWindows(s) {
+		for _, c := range all {
+			for _, f := range linuxOnlyFields {
+				if c.SecurityContext != nil && f.set(c.SecurityContext) {
+					t.Errorf("container %q of a Windows pod sets securityContext.%s", c.Name, f.name)
+				}
 			}
 		}
 	}

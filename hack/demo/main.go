@@ -267,24 +267,7 @@ func buildBinaries(ctx context.Context, root string) map[string]bool {
 }
 
 func startLeaseHelper(c *cluster.Cluster, nodes []string) (cluster.StateProcess, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return cluster.StateProcess{}, err
-	}
-	logf, err := os.Create(filepath.Join(c.Dir(), "logs", "lease-publisher.log"))
-	if err != nil {
-		return cluster.StateProcess{}, err
-	}
-	defer logf.Close()
-	cmd := exec.Command(self, leasesCommand, "--kubeconfig", c.Kubeconfig(), "--nodes", strings.Join(nodes, ","))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return cluster.StateProcess{}, err
-	}
-	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
-	return cluster.StateProcess{Name: "lease-publisher", PID: pid, Binary: self}, nil
+	return startHelper(c, "lease-publisher", leasesCommand, "--kubeconfig", c.Kubeconfig(), "--nodes", strings.Join(nodes, ","))
 }
 
 func renewLeases(args []string) error {

@@ -205,17 +205,7 @@ func TestGPUModel(t *testing.T) {
 				t.Skip("bin/node-agent is not built")
 			}
 			cs := Clientset(t, cfg)
-			nodes, err := c.AddGPUNodes(ctx, "1x2x80Gi", cluster.NodeOptions{Prefix: "modelmix-", Publisher: cluster.PublishNone})
-			if err != nil {
-				t.Fatal(err)
-			}
-			node := nodes[0]
-			t.Cleanup(func() {
-				_ = c.StopComponent(cluster.NodeAgent(node))
-				if err := c.RemoveNode(context.Background(), node); err != nil {
-					t.Error(err)
-				}
-			})
+			node := AddAgentlessNode(ctx, t, c, "1x2x80Gi", "modelmix-")
 			// The fake backend's YAML spec gives each GPU group its model.
 			spec := filepath.Join(t.TempDir(), "gpus.yaml")
 			if err := os.WriteFile(spec, []byte("gpus:\n- model: NVIDIA H100 80GB HBM3\n  memory: 80Gi\n- model: NVIDIA L4\n  memory: 24Gi\n"), 0o644); err != nil {

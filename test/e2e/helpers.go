@@ -346,6 +346,26 @@ func WaitPods(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, se
 	return pods
 }
 
+// AddAgentlessNode adds one KWOK GPU node of spec (cluster.ParseNodeSpec,
+// one node) named from prefix, whose GPUs nobody publishes: the test starts
+// its node agent (c.StartNodeAgent). When the test ends, the agent is
+// stopped and the node removed (an error then fails the test).
+func AddAgentlessNode(ctx context.Context, t *testing.T, c *cluster.Cluster, spec, prefix string) string {
+	t.Helper()
+	nodes, err := c.AddGPUNodes(ctx, spec, cluster.NodeOptions{Prefix: prefix, Publisher: cluster.PublishNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := nodes[0]
+	t.Cleanup(func() {
+		_ = c.StopComponent(cluster.NodeAgent(node))
+		if err := c.RemoveNode(context.Background(), node); err != nil {
+			t.Error(err)
+		}
+	})
+	return node
+}
+
 // PodRunning is a WaitPods condition: scheduled and Running.
 func PodRunning(p *corev1.Pod) bool {
 	return p.Spec.NodeName != "" && p.Status.Phase == corev1.PodRunning

@@ -101,17 +101,7 @@ func TestNodeAgent(t *testing.T) {
 				t.Skip("bin/node-agent is not built")
 			}
 			cs := Clientset(t, cfg)
-			nodes, err := c.AddGPUNodes(ctx, "1x4x40Gi", cluster.NodeOptions{Prefix: "agent-e2e-", Publisher: cluster.PublishNone})
-			if err != nil {
-				t.Fatal(err)
-			}
-			node := nodes[0]
-			t.Cleanup(func() {
-				_ = c.StopComponent(cluster.NodeAgent(node))
-				if err := c.RemoveNode(context.Background(), node); err != nil {
-					t.Error(err)
-				}
-			})
+			node := AddAgentlessNode(ctx, t, c, "1x4x40Gi", "agent-e2e-")
 
 			spec := filepath.Join(t.TempDir(), "gpus.yaml")
 			writeSpec := func(unhealthy int) {

@@ -18,9 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/mlplane/mlplane/hack/images/imagebuild"
+	"github.com/mlplane/mlplane/internal/manifests"
 )
 
 // LocalOverlay is the kustomization (under config/) that installs mlplane
@@ -88,7 +88,7 @@ func (c *Cluster) Install(ctx context.Context, o InstallOptions) (*Installed, er
 	if err != nil {
 		return nil, fmt.Errorf("install: kustomize build config/%s: %w%s", o.Overlay, err, stderrOf(err))
 	}
-	objs, err := decodeYAMLObjects(rendered)
+	objs, err := manifests.Decode(rendered)
 	if err != nil {
 		return nil, fmt.Errorf("install: config/%s: %w", o.Overlay, err)
 	}
@@ -304,24 +304,6 @@ func (c *Cluster) describePods(ctx context.Context, w io.Writer, obj *unstructur
 		}
 		for _, e := range items {
 			fmt.Fprintf(w, "\n      event %s %s: %s", e.Type, e.Reason, e.Message)
-		}
-	}
-}
-
-// decodeYAMLObjects reads a multi-document YAML stream (kustomize build's
-// output) into objects.
-func decodeYAMLObjects(b []byte) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var out []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return out, nil
-		} else if err != nil {
-			return nil, err
-		}
-		if len(m) > 0 {
-			out = append(out, &unstructured.Unstructured{Object: m})
 		}
 	}
 }

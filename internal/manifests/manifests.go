@@ -6,10 +6,15 @@
 package manifests
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -18,6 +23,25 @@ import (
 // Overlays are the kustomizations under config/ an admin applies; each must
 // build and be accepted by an API server.
 var Overlays = []string{"default", "overlays/self-signed", "overlays/prometheus"}
+
+// Decode reads a multi-document YAML stream (the output of `kustomize
+// build`) into objects, skipping empty documents. Errors name the decoding
+// problem of the first bad document.
+func Decode(b []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(m) > 0 {
+			out = append(out, &unstructured.Unstructured{Object: m})
+		}
+	}
+}
 
 // ConfigDir finds config/ at the root of the module containing the working
 // directory.

@@ -44,7 +44,6 @@ import (
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
-	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/certs"
@@ -458,16 +457,9 @@ func kustomizeBuild(t *testing.T, overlay string) string {
 
 func decodeObjects(t *testing.T, rendered string) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	for _, doc := range strings.Split(rendered, "\n---\n") {
-		if strings.TrimSpace(doc) == "" {
-			continue
-		}
-		o := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &o.Object); err != nil {
-			t.Fatalf("decoding rendered object: %v\n%s", err, doc)
-		}
-		out = append(out, o)
+	out, err := manifests.Decode([]byte(rendered))
+	if err != nil {
+		t.Fatalf("decoding rendered objects: %v", err)
 	}
 	return out
 }

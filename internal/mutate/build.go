@@ -373,7 +373,7 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 	// One add of the whole resources object: the user's entries are copied
 	// unchanged, so this equals one add per new key, in fewer operations.
 	r := &c.Resources
-	b.add(b.path(base, "/resources"), &resourcesValue{
+	b.add(b.path(base, "/resources"), &corev1.ResourceRequirements{
 		Requests: toList(r.Requests, reqs), Limits: toList(r.Limits, lims), Claims: r.Claims})
 }
 

@@ -14,10 +14,9 @@ import (
 )
 
 // FuzzMutate decodes a pod as the webhook does (case-sensitively, like the
-// API server) and mutates it. Whatever the input: no panic; AppendPatch
-// writes the patch as json.Marshal does; a patch applies to the pod; the
-// patched pod is not mutated again; and no container ends with a request
-// above its limit unless the user set both.
+// API server) and mutates it. Whatever the input: no panic; a patch
+// applies to the pod; the patched pod is not mutated again; and no
+// container ends with a request above its limit unless the user set both.
 func FuzzMutate(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.yaml")
 	for _, file := range files {
@@ -54,7 +53,6 @@ func fuzzMutate(t *testing.T, m *Mutator, pod *corev1.Pod) {
 	if err != nil || len(res.Patch) == 0 {
 		return
 	}
-	checkAppendPatch(t, res.Patch)
 	out, err := Apply(pod, res.Patch)
 	if err != nil {
 		t.Fatalf("patch does not apply: %v\npatch: %+v", err, res.Patch)

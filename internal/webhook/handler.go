@@ -6,14 +6,12 @@ package webhook
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -22,8 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-
-	kjson "sigs.k8s.io/json"
 
 	"github.com/mlplane/mlplane/internal/mutate"
 )
@@ -142,72 +138,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, buf *bytes.Buffe
 	if review.Kind == "" {
 		review.Kind = "AdmissionReview"
 	}
-	// The review is decoded (into copies), so buf is free for the patch,
-	// which admit writes into it, and then the response, after the patch.
+	// The review is decoded (into copies), so buf is free for the answer.
 	buf.Reset()
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
-	result, err := h.admit(r, req, resp, buf)
+	result, err := h.admit(r, req, resp)
 	if err != nil {
 		return "", err
 	}
-	start := buf.Len()
-	if b, ok := appendResponse(buf.AvailableBuffer(), review.TypeMeta, resp); ok {
-		buf.Write(b)
-	} else {
-		out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
-		if err := json.NewEncoder(buf).Encode(&out); err != nil {
-			return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
-		}
+	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+	if err := json.NewEncoder(buf).Encode(&out); err != nil {
+		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the response: %v", err)}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf.Bytes()[start:])
+	_, _ = w.Write(buf.Bytes())
 	return result, nil
-}
-
-// appendResponse appends the AdmissionReview {tm, Response: resp} as
-// json.NewEncoder(w).Encode writes it, newline included, without
-// encoding/json's reflection, for the answers nearly every request gets: no
-// status, no audit annotations. ok is false for the others, which go through
-// encoding/json.
-func appendResponse(dst []byte, tm metav1.TypeMeta, resp *admissionv1.AdmissionResponse) (_ []byte, ok bool) {
-	if resp.Result != nil || len(resp.AuditAnnotations) > 0 {
-		return dst, false
-	}
-	dst = append(dst, '{')
-	if tm.Kind != "" {
-		dst = append(dst, `"kind":`...)
-		dst = mutate.AppendJSONString(dst, tm.Kind)
-		dst = append(dst, ',')
-	}
-	if tm.APIVersion != "" {
-		dst = append(dst, `"apiVersion":`...)
-		dst = mutate.AppendJSONString(dst, tm.APIVersion)
-		dst = append(dst, ',')
-	}
-	dst = append(dst, `"response":{"uid":`...)
-	dst = mutate.AppendJSONString(dst, string(resp.UID))
-	dst = append(dst, `,"allowed":`...)
-	dst = strconv.AppendBool(dst, resp.Allowed)
-	if len(resp.Patch) > 0 { // base64, as for any []byte; nothing to escape
-		dst = append(dst, `,"patch":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, resp.Patch)
-		dst = append(dst, '"')
-	}
-	if resp.PatchType != nil {
-		dst = append(dst, `,"patchType":`...)
-		dst = mutate.AppendJSONString(dst, string(*resp.PatchType))
-	}
-	if len(resp.Warnings) > 0 {
-		dst = append(dst, `,"warnings":[`...)
-		for i, w := range resp.Warnings {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = mutate.AppendJSONString(dst, w)
-		}
-		dst = append(dst, ']')
-	}
-	return append(dst, "}}\n"...), true
 }
 
 func tooLarge(limit int64) error {
@@ -216,7 +160,9 @@ func tooLarge(limit int64) error {
 
 // reviewIn is the part of an AdmissionReview (v1, or the identical v1beta1)
 // the handler reads: decoding userInfo, oldObject and options would only
-// cost time.
+// cost time. encoding/json reads it (keys in any case, as it always has):
+// the API server writes the review; what a user wrote is only in the
+// object, which decodePod reads case-sensitively, as the API server does.
 type reviewIn struct {
 	metav1.TypeMeta `json:",inline"`
 	Request         *requestIn `json:"request"`
@@ -229,19 +175,10 @@ type requestIn struct {
 	Namespace   string                  `json:"namespace"`
 	Operation   admissionv1.Operation   `json:"operation"`
 	Object      json.RawMessage         `json:"object"`
-	// pod is Object decoded, when readReview did so in its one pass.
-	pod *corev1.Pod
 }
 
-// readReview reads an AdmissionReview. The review the API server sends, a
-// pod's, is read by onePass; whatever onePass cannot take exactly as the
-// two-step decode would (encoding/json reading the review, the object kept
-// as JSON for sigs.k8s.io/json to decode as a Pod in admit) goes the
-// two-step way, which also words the errors.
+// readReview reads an AdmissionReview, the object kept as JSON for admit.
 func readReview(data []byte) (*reviewIn, error) {
-	if r := onePass(data); r != nil {
-		return r, nil
-	}
 	var review reviewIn
 	if err := json.Unmarshal(data, &review); err != nil {
 		msg := "malformed AdmissionReview: " + err.Error()
@@ -257,18 +194,14 @@ func readReview(data []byte) (*reviewIn, error) {
 	return &review, nil
 }
 
-// admit fills resp for one AdmissionRequest. It writes the patch into buf
-// (resp.Patch is buf's bytes).
-func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse, buf *bytes.Buffer) (string, error) {
+// admit fills resp for one AdmissionRequest.
+func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse) (string, error) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return ResultSkipped, nil
 	}
-	pod := req.pod
-	if pod == nil {
-		pod = new(corev1.Pod)
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object, pod); err != nil {
-			return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
-		}
+	pod, err := decodePod(req.Object)
+	if err != nil {
+		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
 	}
 	m := h.mutators.Mutator()
 	if m.Excluded(req.Namespace) {
@@ -294,14 +227,10 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	if len(res.Patch) == 0 {
 		return ResultSkipped, nil
 	}
-	patch, err := mutate.AppendPatch(buf.AvailableBuffer(), res.Patch)
+	patch, err := json.Marshal(res.Patch)
 	if err != nil {
 		return "", &httpError{http.StatusInternalServerError, fmt.Sprintf("encoding the patch: %v", err)}
 	}
-	// Writing back what was appended in place costs a copy onto itself; it
-	// keeps a larger array, if append made one, in buf and so in the pool.
-	buf.Write(patch)
-	patch = buf.Bytes()
 	resp.Patch, resp.PatchType = patch, &jsonPatch
 	if v := h.log.V(2); v.Enabled() {
 		v.Info("Mutated pod", "namespace", req.Namespace, "name", podName(pod), "injected", res.Injected)

@@ -1,7 +1,11 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 
@@ -12,15 +16,17 @@ import (
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/randfill"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/mutate"
 )
 
-// TestOnePassMutatesAsWholePod: for pods with every field filled at random
+// TestPodInMutatesAsWholePod: for pods with every field filled at random
 // (shaped so that the mutator injects, warns and refuses), the mutator
-// answers the pod onePass reads exactly as it answers the whole pod. A
-// mutator that read a field onePass skips would fail here.
-func TestOnePassMutatesAsWholePod(t *testing.T) {
+// answers the pod decodePod reads exactly as it answers the whole pod. A
+// mutator that read a field podIn leaves out would fail here.
+func TestPodInMutatesAsWholePod(t *testing.T) {
 	data, err := os.ReadFile("../mutate/testdata/config.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -50,18 +56,18 @@ func TestOnePassMutatesAsWholePod(t *testing.T) {
 		f.Fill(&pod)
 		shape(&pod, f, i)
 		body := review(t, &pod, admissionv1.Create)
-		r := onePass(body)
-		if r == nil || r.Request.pod == nil {
-			t.Fatalf("pod %d: onePass left the API server's review to the two-step decode: %s", i, body)
+		read, err := decodePod(mustObject(t, body))
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
 		}
 		var whole corev1.Pod
 		if err := kjson.UnmarshalCaseSensitivePreserveInts(mustObject(t, body), &whole); err != nil {
 			t.Fatalf("pod %d: %v", i, err)
 		}
-		got, kinds := answer(m, r.Request.pod, ns)
+		got, kinds := answer(m, read, ns)
 		want, _ := answer(m, &whole, ns)
 		if got != want {
-			t.Fatalf("pod %d: the mutator answers the one-pass pod\n%s\nand the whole pod\n%s\nreview: %s", i, got, want, body)
+			t.Fatalf("pod %d: the mutator answers the pod decodePod reads\n%s\nand the whole pod\n%s\nreview: %s", i, got, want, body)
 		}
 		for _, k := range kinds {
 			counts[k]++
@@ -140,7 +146,7 @@ func answer(m *mutate.Mutator, p *corev1.Pod, ns mutate.Namespace) (string, []st
 	if err != nil {
 		return fmt.Sprintf("refused: %v\nwarnings: %q", err, res.Warnings), append(kinds, "refused")
 	}
-	patch, perr := mutate.AppendPatch(nil, res.Patch)
+	patch, perr := json.Marshal(res.Patch)
 	if len(res.Patch) > 0 {
 		kinds = append(kinds, "patched")
 	}
@@ -154,4 +160,95 @@ func mustObject(t *testing.T, body []byte) []byte {
 		t.Fatalf("review %s: %v", body, err)
 	}
 	return r.Request.Object
+}
+
+// TestCaseVariantKeysCannotHideContainers: a key that equals a field's name
+// but for case ("Containers" beside "containers") is dropped by the API
+// server's decoder, which makes the pod from the exact key. The webhook
+// reads the same pod, so such a key cannot hide a container from it: every
+// container the API server creates gets NVIDIA_VISIBLE_DEVICES (the
+// serving container its GPUs, the others "void"). A decoder that folds
+// case, as encoding/json, goccy/go-json and sonic do, would take the last
+// of the two keys and see fewer containers; each case checks that it
+// would, so that the input really tries to hide one.
+func TestCaseVariantKeysCannotHideContainers(t *testing.T) {
+	pod := vllmPod()
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "miner", Image: "miner"})
+	pod.Spec.InitContainers = []corev1.Container{{Name: "init-miner", Image: "miner"}}
+	j := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	meta, inits, all, first := j(pod.ObjectMeta), j(pod.Spec.InitContainers), j(pod.Spec.Containers), j(pod.Spec.Containers[:1])
+	spec := `"schedulerName":"default-scheduler","initContainers":` + inits + `,"containers":` + all
+	h := newTestHandler(t, testNamespaces, HandlerOptions{})
+	for _, tc := range []struct{ name, object string }{
+		{"Containers after containers", `{"metadata":` + meta + `,"spec":{` + spec + `,"Containers":` + first + `}}`},
+		{"CONTAINERS after containers", `{"metadata":` + meta + `,"spec":{` + spec + `,"CONTAINERS":` + first + `}}`},
+		{"InitContainers after initContainers", `{"metadata":` + meta + `,"spec":{` + spec + `,"InitContainers":[]}}`},
+		{"Spec after spec", `{"metadata":` + meta + `,"spec":{` + spec + `},"Spec":{"containers":` + first + `}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var apiServer, folded corev1.Pod
+			if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(tc.object), &apiServer); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tc.object), &folded); err != nil {
+				t.Fatal(err)
+			}
+			seen := func(p *corev1.Pod) int { return len(p.Spec.Containers) + len(p.Spec.InitContainers) }
+			if seen(&apiServer) != 3 || seen(&folded) >= 3 {
+				t.Fatalf("not a hiding case: the API server sees %d containers, encoding/json %d", seen(&apiServer), seen(&folded))
+			}
+			raw := j(pod)
+			body := bytes.Replace(review(t, pod, admissionv1.Create), []byte(raw), []byte(tc.object), 1)
+			if bytes.Contains(body, []byte(raw)) || !bytes.Contains(body, []byte(tc.object)) {
+				t.Fatal("the object was not replaced in the review")
+			}
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+			}
+			r := decodeReview(t, rec.Body.Bytes())
+			if !r.Allowed || len(r.Patch) == 0 {
+				t.Fatalf("response %+v", r)
+			}
+			patch, err := jsonpatch.DecodePatch(r.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := patch.Apply([]byte(j(&apiServer)))
+			if err != nil {
+				t.Fatalf("the patch does not apply to the API server's pod: %v\n%s", err, r.Patch)
+			}
+			var got corev1.Pod
+			if err := json.Unmarshal(patched, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{"init-miner": mutate.VisibleDevicesNone, mutate.LoaderContainerName: mutate.VisibleDevicesNone,
+				"vllm": "fieldRef metadata.annotations['" + api.AnnotationGPUIDs + "']", "miner": mutate.VisibleDevicesNone}
+			gotEnv := map[string]string{}
+			for _, c := range append(got.Spec.InitContainers, got.Spec.Containers...) {
+				gotEnv[c.Name] = "none"
+				for _, e := range c.Env {
+					if e.Name != api.EnvNvidiaVisibleDevices {
+						continue
+					}
+					gotEnv[c.Name] = e.Value
+					if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+						gotEnv[c.Name] = "fieldRef " + e.ValueFrom.FieldRef.FieldPath
+					}
+				}
+			}
+			if d := cmp.Diff(want, gotEnv); d != "" {
+				t.Errorf("%s by container (-want +got):\n%s", api.EnvNvidiaVisibleDevices, d)
+			}
+		})
+	}
 }

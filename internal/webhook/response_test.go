@@ -15,51 +15,6 @@ import (
 	"github.com/mlplane/mlplane/internal/mutate"
 )
 
-// TestAppendResponse: appendResponse writes what json.Encoder does, or
-// leaves the response to it.
-func TestAppendResponse(t *testing.T) {
-	pt := admissionv1.PatchTypeJSONPatch
-	odd := admissionv1.PatchType("<J&\"\u2028")
-	review := metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}
-	for _, tc := range []struct {
-		tm   metav1.TypeMeta
-		resp admissionv1.AdmissionResponse
-		ok   bool
-	}{
-		{review, admissionv1.AdmissionResponse{UID: "0f6d5e2c-1111-4c3a-9a57-5d1f1b8c0b11", Allowed: true}, true},
-		{review, admissionv1.AdmissionResponse{UID: "1", Allowed: true, Patch: []byte(`[{"op":"add","path":"/a","value":"<\u00e9>"}]`), PatchType: &pt,
-			Warnings: []string{`container "a": env X is replaced`, "<&>\u2028\u00e9\x01\xff"}}, true},
-		{review, admissionv1.AdmissionResponse{UID: "1", Allowed: true, Patch: []byte{}, Warnings: []string{}}, true},
-		{review, admissionv1.AdmissionResponse{UID: "", Allowed: false}, true},
-		{review, admissionv1.AdmissionResponse{UID: "\"<>\"", Allowed: true, Patch: []byte{0, 0xff, 1}, PatchType: &odd}, true},
-		{metav1.TypeMeta{}, admissionv1.AdmissionResponse{UID: "1", Allowed: true}, true},
-		{metav1.TypeMeta{Kind: "AdmissionReview"}, admissionv1.AdmissionResponse{UID: "1", Allowed: true}, true},
-		{metav1.TypeMeta{APIVersion: "admission.k8s.io/v1beta1"}, admissionv1.AdmissionResponse{UID: "1", Allowed: true}, true},
-		{review, admissionv1.AdmissionResponse{UID: "1", Allowed: true, AuditAnnotations: map[string]string{}}, true},
-		{review, admissionv1.AdmissionResponse{UID: "1", Allowed: true, AuditAnnotations: map[string]string{"a": "b"}}, false},
-		{review, admissionv1.AdmissionResponse{UID: "1", Result: &metav1.Status{Message: "no"}, Warnings: []string{"w"}}, false},
-	} {
-		var want bytes.Buffer
-		if err := json.NewEncoder(&want).Encode(&admissionv1.AdmissionReview{TypeMeta: tc.tm, Response: &tc.resp}); err != nil {
-			t.Fatal(err)
-		}
-		got, ok := appendResponse([]byte("prefix"), tc.tm, &tc.resp)
-		if ok != tc.ok {
-			t.Errorf("%s: ok %v, want %v", want.Bytes(), ok, tc.ok)
-			continue
-		}
-		if !ok {
-			if string(got) != "prefix" {
-				t.Errorf("%s: wrote %q", want.Bytes(), got)
-			}
-			continue
-		}
-		if string(got) != "prefix"+want.String() {
-			t.Errorf("got  %q\nwant %q", got, "prefix"+want.String())
-		}
-	}
-}
-
 // TestHandlerResponseBytes: the handler answers a pod it mutates with the
 // bytes encoding/json wrote for the same response: the patch marshalled by
 // json.Marshal and the review by json.Encoder.

@@ -115,8 +115,11 @@ type Cluster struct {
 	order      []string // start order; Stop goes in reverse
 	nodes      map[string]NodeGroup
 	webhook    *webhookState
-	publisher  *leasePublisher
-	real       *realNode // nil without Options.RealNode
+	// extenderConfig is the extender's ServiceAccount kubeconfig, once
+	// written (extenderKubeconfig).
+	extenderConfig string
+	publisher      *leasePublisher
+	real           *realNode // nil without Options.RealNode
 }
 
 // component is a process plus how to tell that it is ready.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
@@ -41,7 +42,7 @@ func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error
 	if opts.PolicyFile != "" {
 		args = append(args, "--policy="+opts.PolicyFile)
 	}
-	comp, port, _, err := c.extenderComponent(Extender, false, append(args, opts.Args...))
+	comp, port, _, err := c.extenderComponent(ctx, Extender, false, append(args, opts.Args...))
 	if err != nil {
 		return err
 	}
@@ -94,10 +95,50 @@ func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, config
 	return c.run(ctx, c.schedulerComponent(MlplaneScheduler, cfgPath, c.addr(MlplaneScheduler)))
 }
 
+// ExtenderConfig is what StartExtender applies from the module's config/
+// before it starts the extender: its ServiceAccount and RBAC, and the
+// admission policies that keep the values it trusts in the right hands.
+var ExtenderConfig = []string{"rbac/extender.yaml", "admission/gpu-assignment.yaml", "admission/node-agent.yaml"}
+
+// extenderKubeconfig applies ExtenderConfig and returns a kubeconfig of
+// the extender's ServiceAccount, once per cluster: the extender runs with
+// the identity and the RBAC it has when installed, under the shipped
+// admission policies (which refuse GPU annotations from anyone else).
+func (c *Cluster) extenderKubeconfig(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	path := c.extenderConfig
+	c.mu.Unlock()
+	if path != "" {
+		return path, nil
+	}
+	if err := c.ApplyConfig(ctx, ExtenderConfig...); err != nil {
+		return "", err
+	}
+	// Long enough for any test or benchmark run; a restarted extender
+	// reads the same file.
+	path, err := c.ServiceAccountKubeconfig(ctx, api.DefaultNamespace, ExtenderServiceAccount, "", "extender.kubeconfig", 48*time.Hour)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.extenderConfig = path
+	c.mu.Unlock()
+	return path, nil
+}
+
+// ExtenderServiceAccount is the extender's ServiceAccount
+// (config/rbac/extender.yaml), in api.DefaultNamespace.
+const ExtenderServiceAccount = "mlplane-extender"
+
 // extenderComponent is bin/extender serving as component name on ports of
-// its own, with extra flags after the common ones; ready once /healthz
-// answers. It returns the ports of the verbs and of /healthz.
-func (c *Cluster) extenderComponent(name string, leaderElect bool, extra []string) (comp *component, port, health int, err error) {
+// its own, as the extender's ServiceAccount, with extra flags after the
+// common ones; ready once /healthz answers. It returns the ports of the
+// verbs and of /healthz.
+func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElect bool, extra []string) (comp *component, port, health int, err error) {
+	kubeconfig, err := c.extenderKubeconfig(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
 	if port, err = c.port(name); err != nil {
 		return nil, 0, 0, err
 	}
@@ -112,7 +153,7 @@ func (c *Cluster) extenderComponent(name string, leaderElect bool, extra []strin
 		fmt.Sprintf("--addr=127.0.0.1:%d", port),
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
-		"--kubeconfig=" + c.Kubeconfig(),
+		"--kubeconfig=" + kubeconfig,
 		"--namespace=" + api.DefaultNamespace,
 		fmt.Sprintf("--leader-elect=%t", leaderElect),
 	}, extra...)...)

@@ -48,7 +48,7 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	if !c.HasBin("extender") {
 		return nil, fmt.Errorf("%s not found: run make build", c.Bin("extender"))
 	}
-	comp, port, health, err := c.extenderComponent(name, true, args)
+	comp, port, health, err := c.extenderComponent(ctx, name, true, args)
 	if err != nil {
 		return nil, err
 	}

@@ -68,8 +68,15 @@ const (
 	// AnnotationProfile names a resource-default profile (default "default").
 	AnnotationProfile = "mlplane.io/profile"
 	// AnnotationContainer names the container that serves the model (default:
-	// the first container).
+	// the one AnnotationDefaultContainer names, else the first container).
 	AnnotationContainer = "mlplane.io/container"
+	// AnnotationDefaultContainer is kubectl's: it names the pod's main
+	// container (k8s.io/kubectl pkg/cmd/util/podcmd,
+	// DefaultContainerAnnotationName). Injectors that put their proxy first
+	// (Istio with holdApplicationUntilProxyStarts, Linkerd) set it to the
+	// application's container; mlplane serves from it when the pod does not
+	// say AnnotationContainer.
+	AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
 	// AnnotationPlacement overrides the placement strategy for one pod:
 	// "binpack" or "spread".
 	AnnotationPlacement = "mlplane.io/placement"

@@ -24,7 +24,9 @@ type builder struct {
 
 	newContainers []string
 	newVolumes    []string
-	nameBuf       [8]string
+	// reservedVolumes are taken volume names the pod does not have yet.
+	reservedVolumes []string
+	nameBuf         [8]string
 	// arena holds the bytes of every JSON pointer the builder makes (see path).
 	arena []byte
 }
@@ -138,6 +140,7 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 	}
 	var nativeSidecars, sidecars []*corev1.Container
 	var sidecarVolumes []*corev1.Volume
+	var added []injected
 	for _, t := range p.templates {
 		c, vols := b.sidecar(t)
 		sidecarVolumes = append(sidecarVolumes, vols...)
@@ -147,6 +150,23 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 			sidecars = append(sidecars, c)
 		}
 		b.status.Sidecars = append(b.status.Sidecars, c.Name)
+		added = append(added, injected{c, fmt.Sprintf("annotation %s: template %q", api.AnnotationTemplates, t.Name), true})
+	}
+	if loader != nil {
+		added = append(added, injected{loader, fmt.Sprintf("annotation %s: the model loader", api.AnnotationModelURI), false})
+	}
+	if sa := serviceAccountMount(&pod.Spec); sa != nil {
+		for _, a := range added {
+			if !mountsPath(a.c, sa.MountPath) {
+				a.c.VolumeMounts = append(a.c.VolumeMounts, *sa)
+			}
+		}
+	}
+	if err := b.portConflicts(added); err != nil {
+		return err
+	}
+	if err := b.podLevelResources(added); err != nil {
+		return err
 	}
 	// Insertions, in order: native sidecars first (a proxy must be up
 	// before the loader downloads), then the loader, then the user's init
@@ -366,7 +386,7 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 		}
 	}
 	var reqBuf, limBuf [4]entry
-	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, append(reqBuf[:0], extraReq...), append(limBuf[:0], extraLim...))
+	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, b.pod.Spec.Resources, append(reqBuf[:0], extraReq...), append(limBuf[:0], extraLim...))
 	if len(reqs) == 0 && len(lims) == 0 {
 		return
 	}
@@ -393,10 +413,21 @@ func equalEnv(a, b *corev1.EnvVar) bool {
 // then, for cpu, memory and ephemeral-storage, the profile's value where the
 // user set none. A user's value is never changed; a defaulted request is
 // capped by the user's limit and a defaulted limit is raised to the user's
-// request, so a request never ends above its limit.
-func profileDefaults(r *corev1.ResourceRequirements, p *Profile, extraReq, extraLim []entry) (reqs, lims []entry) {
+// request, so a request never ends above its limit. A resource the pod
+// budgets at pod level (podLevel, its spec.resources) is not defaulted:
+// the containers share the pod's budget, and requests the profile added
+// could add up to more than it (issue 14 kind 8).
+func profileDefaults(r *corev1.ResourceRequirements, p *Profile, podLevel *corev1.ResourceRequirements, extraReq, extraLim []entry) (reqs, lims []entry) {
 	reqs, lims = extraReq, extraLim
 	for _, name := range profileResources {
+		if podLevel != nil {
+			if _, ok := podLevel.Requests[name]; ok {
+				continue
+			}
+			if _, ok := podLevel.Limits[name]; ok {
+				continue
+			}
+		}
 		ureq, hasReq := r.Requests[name]
 		ulim, hasLim := r.Limits[name]
 		if !hasReq {
@@ -438,7 +469,7 @@ func toList(l corev1.ResourceList, add []entry) corev1.ResourceList {
 // withDefaults is an injected container's resources with the profile applied.
 func (b *builder) withDefaults(r corev1.ResourceRequirements) corev1.ResourceRequirements {
 	var reqBuf, limBuf [4]entry
-	reqs, lims := profileDefaults(&r, b.plan.profile, reqBuf[:0], limBuf[:0])
+	reqs, lims := profileDefaults(&r, b.plan.profile, b.pod.Spec.Resources, reqBuf[:0], limBuf[:0])
 	if len(reqs) > 0 {
 		r.Requests = toList(r.Requests, reqs)
 	}
@@ -570,7 +601,7 @@ func (b *builder) uniqueVolume(base string) string {
 				return true
 			}
 		}
-		return contains(b.newVolumes, n)
+		return contains(b.newVolumes, n) || contains(b.reservedVolumes, n)
 	}
 	n := unique(base, taken)
 	b.newVolumes = append(b.newVolumes, n)

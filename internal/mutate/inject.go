@@ -153,7 +153,7 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 		return nil, fmt.Errorf("%s: decoding the pod template: %w", id, err)
 	}
 	pod.Namespace = namespace
-	res, err := m.Mutate(pod, Namespace{Name: namespace, Labels: labels(namespace)})
+	res, err := m.mutate(pod, Namespace{Name: namespace, Labels: labels(namespace)}, controllerVolumes(group+"/"+kind, obj))
 	for _, w := range res.Warnings {
 		warn(id + ": " + w)
 	}
@@ -175,4 +175,27 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 	}
 	tmpl["metadata"], tmpl["spec"] = newSub["metadata"], newSub["spec"]
 	return yaml.Marshal(obj)
+}
+
+// controllerVolumes are the volumes a workload's controller adds to each
+// pod it creates from the template: a StatefulSet's controller adds one per
+// volumeClaimTemplate, named after it, and replaces a template volume of
+// that name (k8s.io/kubernetes pkg/controller/statefulset, updateStorage).
+// The served webhook sees them in the pod; offline they are reserved, so
+// that the volumes mlplane adds to the template never take their names.
+func controllerVolumes(kind string, obj map[string]any) []string {
+	if kind != "apps/StatefulSet" {
+		return nil
+	}
+	spec, _ := obj["spec"].(map[string]any)
+	vcts, _ := spec["volumeClaimTemplates"].([]any)
+	var names []string
+	for _, v := range vcts {
+		vct, _ := v.(map[string]any)
+		meta, _ := vct["metadata"].(map[string]any)
+		if name, _ := meta["name"].(string); name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
 }

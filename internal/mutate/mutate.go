@@ -167,17 +167,32 @@ func (m *Mutator) Excluded(namespace string) bool { return m.excluded.Has(namesp
 
 // Mutate computes the patch for a pod being created in ns. An error means the
 // pod must be denied; its message names the annotation, the value and what
-// is accepted.
+// is accepted. A pod the API server has not defaulted (a template, for
+// `webhook inject`) is first defaulted as the API server would (see
+// apiServerDefaults): the patch then starts with that defaulting, so that
+// offline and served mutations give the same pod.
 func (m *Mutator) Mutate(pod *corev1.Pod, ns Namespace) (Result, error) {
+	return m.mutate(pod, ns, nil)
+}
+
+// mutate is Mutate; reserved are volume names the pod does not have yet but
+// will (see Inject), which the volumes mlplane adds must not take.
+func (m *Mutator) mutate(pod *corev1.Pod, ns Namespace, reserved []string) (Result, error) {
 	var res Result
 	if res.Skipped = m.skip(pod, ns, &res.Warnings); res.Skipped != "" {
+		if res.Skipped == SkipAlreadyMutated {
+			if st, ops := reinvoked(pod); len(ops) > 0 {
+				res.Skipped, res.Patch, res.Injected = "", ops, st
+			}
+		}
 		return res, nil
 	}
+	pod, defaults := apiServerDefaults(pod)
 	p, err := m.plan(pod, ns, &res.Warnings)
 	if err != nil {
 		return Result{Warnings: res.Warnings}, err
 	}
-	b := builder{pod: pod, plan: p, ops: make([]Op, 0, 24), warnings: res.Warnings, arena: make([]byte, 0, 512)}
+	b := builder{pod: pod, plan: p, reservedVolumes: reserved, ops: append(make([]Op, 0, 24+len(defaults)), defaults...), warnings: res.Warnings, arena: make([]byte, 0, 512)}
 	b.newContainers, b.newVolumes = b.nameBuf[:0:4], b.nameBuf[4:4:8]
 	if err := b.build(m, ns); err != nil {
 		return Result{Warnings: b.warnings}, err
@@ -237,15 +252,21 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 	p := &plan{}
 	var errs []error
 
+	containerIndex := func(name string) int {
+		return slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
+	}
 	if name, ok := ann[api.AnnotationContainer]; ok {
-		p.serving = slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
-		if p.serving < 0 {
-			names := make([]string, len(pod.Spec.Containers))
-			for i, c := range pod.Spec.Containers {
-				names[i] = c.Name
-			}
-			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: no such container; want one of %s", api.AnnotationContainer, name, strings.Join(names, ", ")))
+		if p.serving = containerIndex(name); p.serving < 0 {
+			errs = append(errs, fmt.Errorf("annotation %s: invalid value %q: no such container; want one of %s", api.AnnotationContainer, name, containerNames(pod)))
 			p.serving = 0
+		}
+	} else if name, ok := ann[api.AnnotationDefaultContainer]; ok {
+		// Another injector may have put its proxy first and named the
+		// application here (issue 14 kind 8).
+		if p.serving = containerIndex(name); p.serving < 0 {
+			p.serving = 0
+			*warnings = append(*warnings, fmt.Sprintf("annotation %s names no container %q; the model is served from the first container, %q: set %s to choose another (one of %s)",
+				api.AnnotationDefaultContainer, name, pod.Spec.Containers[0].Name, api.AnnotationContainer, containerNames(pod)))
 		}
 	}
 
@@ -375,6 +396,15 @@ func (m *Mutator) plan(pod *corev1.Pod, ns Namespace, warnings *[]string) (*plan
 		return nil, err
 	}
 	return p, nil
+}
+
+// containerNames lists the pod's containers, for messages.
+func containerNames(pod *corev1.Pod) string {
+	names := make([]string, len(pod.Spec.Containers))
+	for i, c := range pod.Spec.Containers {
+		names[i] = c.Name
+	}
+	return strings.Join(names, ", ")
 }
 
 // hasUnannotatedGPU reports whether a container of pod requests

@@ -350,7 +350,7 @@ func TestProfileDefaults(t *testing.T) {
 			nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			reqs, lims := profileDefaults(&tc.have, p, nil, nil)
+			reqs, lims := profileDefaults(&tc.have, p, nil, nil, nil)
 			if d := cmp.Diff(tc.wantReqs, toList(nil, reqs)); d != "" {
 				t.Errorf("requests (-want +got):\n%s", d)
 			}

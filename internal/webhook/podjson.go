@@ -38,6 +38,8 @@ type podIn struct {
 		HostPID         bool                       `json:"hostPID"`
 		HostIPC         bool                       `json:"hostIPC"`
 		HostUsers       *bool                      `json:"hostUsers"`
+		// The pod-level budget (internal/mutate/conflicts.go).
+		Resources *corev1.ResourceRequirements `json:"resources"`
 	} `json:"spec"`
 }
 
@@ -79,6 +81,7 @@ func decodePod(data []byte) (*corev1.Pod, error) {
 			Containers: containers(s.Containers), InitContainers: containers(s.InitContainers), Volumes: s.Volumes,
 			SchedulerName: s.SchedulerName, SecurityContext: s.SecurityContext, OS: s.OS,
 			HostNetwork: s.HostNetwork, HostPID: s.HostPID, HostIPC: s.HostIPC, HostUsers: s.HostUsers,
+			Resources: s.Resources,
 		},
 	}
 	if s.EphemeralContainers != nil {

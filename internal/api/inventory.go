@@ -21,6 +21,14 @@ type GPU struct {
 	MemoryMiB int64 `json:"memoryMiB"`
 	// UsedMiB is the memory in use as the driver last reported it.
 	UsedMiB int64 `json:"usedMiB"`
+	// OutsideUsedMiB is the part of UsedMiB that no pod's processes
+	// explain: processes outside Kubernetes (or in pods the agent cannot
+	// map), and the driver's own use. The extender keeps it from every
+	// booking. Absent when the agent could not list the GPU's processes
+	// with their memory (NVML's per-process query unsupported or
+	// refused), and from agents before it was added; the extender then
+	// takes max(0, UsedMiB - booked) instead.
+	OutsideUsedMiB *int64 `json:"outsideUsedMiB,omitempty"`
 	// Healthy is false when the agent has seen the GPU fail (XID errors, NVML
 	// errors); the extender never places pods on an unhealthy GPU.
 	Healthy bool `json:"healthy"`
@@ -52,9 +60,9 @@ func DecodeInventory(s string) ([]GPU, error) {
 		switch {
 		case g.UUID == "":
 			return nil, fmt.Errorf("annotation %s: entry %d has no uuid", NodeAnnotationGPUs, i)
-		case g.MemoryMiB < 0 || g.UsedMiB < 0:
+		case g.MemoryMiB < 0 || g.UsedMiB < 0 || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB < 0):
 			return nil, fmt.Errorf("annotation %s: entry %d (%s) has negative memory", NodeAnnotationGPUs, i, g.UUID)
-		case g.MemoryMiB > MaxGPUMemoryMiB || g.UsedMiB > MaxGPUMemoryMiB:
+		case g.MemoryMiB > MaxGPUMemoryMiB || g.UsedMiB > MaxGPUMemoryMiB || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB > MaxGPUMemoryMiB):
 			return nil, fmt.Errorf("annotation %s: entry %d (%s) has more memory than one GPU can have (at most %d MiB)", NodeAnnotationGPUs, i, g.UUID, MaxGPUMemoryMiB)
 		}
 		if _, dup := seen[g.UUID]; dup {

@@ -43,6 +43,7 @@ func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string)
 				"filterVerb":       "filter",
 				"prioritizeVerb":   "prioritize",
 				"bindVerb":         "bind",
+				"preemptVerb":      "preempt",
 				"weight":           1,
 				"enableHTTPS":      false,
 				"nodeCacheCapable": true,

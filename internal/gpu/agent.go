@@ -212,7 +212,9 @@ func (a *Agent) Step(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	inv, devs := a.readInventory()
-	a.metrics.observe(devs, a.podUsage(actx, devs))
+	usage := a.podUsage(actx, devs)
+	setOutsideUsed(inv, devs, usage)
+	a.metrics.observe(devs, usage)
 	published := a.publish(actx, inv, now)
 	renewed := a.renewLeaseIfDue(actx, now)
 
@@ -300,6 +302,12 @@ func compareInventory(published []api.GPU, publishedOK bool, cur []api.GPU, thre
 			return changed
 		}
 		if d := p.UsedMiB - g.UsedMiB; d > thresholdMiB || -d > thresholdMiB {
+			c = usedMoved
+		}
+		switch po, o := p.OutsideUsedMiB, g.OutsideUsedMiB; {
+		case (po == nil) != (o == nil):
+			return changed
+		case po != nil && (*po-*o > thresholdMiB || *o-*po > thresholdMiB):
 			c = usedMoved
 		}
 	}
@@ -461,6 +469,27 @@ func (a *Agent) setLeaseOwner(l *coordinationv1.Lease) {
 		return
 	}
 	l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+}
+
+// setOutsideUsed sets each GPU's OutsideUsedMiB: its used memory less what
+// the processes of pods on it hold. A GPU whose processes the backend could
+// not list keeps it unset.
+func setOutsideUsed(inv []api.GPU, devs []Device, usage []podUsage) {
+	inPods := map[string]int64{}
+	for _, u := range usage {
+		inPods[u.uuid] += u.usedMiB
+	}
+	known := map[string]int64{}
+	for _, d := range devs {
+		if d.ProcessesKnown {
+			known[d.UUID] = max(0, d.UsedMiB-inPods[d.UUID])
+		}
+	}
+	for i := range inv {
+		if v, ok := known[inv[i].UUID]; ok {
+			inv[i].OutsideUsedMiB = &v
+		}
+	}
 }
 
 // podUsage sums, per pod and GPU, the memory of the GPUs' processes.

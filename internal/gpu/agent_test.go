@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -736,4 +738,43 @@ func TestBacksOffWhileTheAPIFails(t *testing.T) {
 		t.Error("not published once the API server is back")
 	}
 	wantWrites(t, "after recovery", h.step(time.Second))
+}
+
+// TestOutsideUsedMemory: the inventory says how much of each GPU's used
+// memory no pod's processes explain (issue 16 item 3), and leaves it out
+// where the backend could not list the processes.
+func TestOutsideUsedMemory(t *testing.T) {
+	devs := gpus(3, 81920)
+	devs[0].UsedMiB, devs[0].ProcessesKnown = 14500, true
+	devs[0].Processes = []Process{
+		{PID: 10, UsedMiB: 4000, PodUID: "0b6c1c9a-1111-2222-3333-444455556666"},
+		{PID: 12, UsedMiB: 10000}, // a host process: no cgroup of a pod
+	}
+	devs[1].UsedMiB, devs[1].ProcessesKnown = 0, true
+	devs[2].UsedMiB = 7000 // processes not listable
+	h := newHarness(t, devs)
+	h.step(0)
+	inv := h.published()
+	var got []string
+	for _, g := range inv {
+		if g.OutsideUsedMiB == nil {
+			got = append(got, "unknown")
+		} else {
+			got = append(got, strconv.FormatInt(*g.OutsideUsedMiB, 10))
+		}
+	}
+	// GPU 0: 14500 used - 4000 of the pod = 10500 (the host process and
+	// 500 MiB of the driver's own).
+	if want := []string{"10500", "0", "unknown"}; !slices.Equal(got, want) {
+		t.Fatalf("outsideUsedMiB = %v, want %v", got, want)
+	}
+	// A change above the threshold is published like used memory; a
+	// change of whether it is known at once.
+	h.backend.devs[2].ProcessesKnown = true
+	if writes := h.step(time.Second); len(writes) == 0 {
+		t.Fatal("outsideUsedMiB becoming known was not published")
+	}
+	if g := h.published()[2]; g.OutsideUsedMiB == nil || *g.OutsideUsedMiB != 7000 {
+		t.Fatalf("GPU 2: %+v", g)
+	}
 }

@@ -35,8 +35,12 @@ type Device struct {
 	UtilizationPercent int
 	Healthy            bool
 	// Reason says why the GPU is unhealthy; empty when healthy.
-	Reason    string
-	Processes []Process
+	Reason string
+	// Processes are the processes holding memory on the GPU;
+	// ProcessesKnown is false when the backend could not list them with
+	// their memory (then the agent cannot tell pods' use from others').
+	Processes      []Process
+	ProcessesKnown bool
 }
 
 // Process is a process holding memory on a GPU.

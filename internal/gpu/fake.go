@@ -133,6 +133,7 @@ func (s FakeSpec) Devices(nodeName string) []Device {
 				UtilizationPercent: g.Utilization,
 				Healthy:            g.Healthy == nil || *g.Healthy,
 				Reason:             g.Reason,
+				ProcessesKnown:     true,
 			}
 			if d.Model == "" {
 				d.Model = "Fake GPU " + g.Memory.String()

@@ -96,8 +96,9 @@ var nodeAgentGrants = []string{
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "update"),
 }
 
-// The extender: informers on Nodes, Pods and the agents' Leases; the Binding
-// (carrying the GPU assignment annotation) at bind time; leader election.
+// The extender: informers on Nodes, Pods, PodDisruptionBudgets and the
+// agents' Leases; the Binding (carrying the GPU assignment annotation) at
+// bind time; evictions and events for preemption; leader election.
 var extenderGrants = []string{
 	grant("cluster", "", "nodes", "", "get"),
 	grant("cluster", "", "nodes", "", "list"),
@@ -106,6 +107,11 @@ var extenderGrants = []string{
 	grant("cluster", "", "pods", "", "list"),
 	grant("cluster", "", "pods", "", "watch"),
 	grant("cluster", "", "pods/binding", "", "create"),
+	grant("cluster", "", "pods/eviction", "", "create"),
+	grant("cluster", "policy", "poddisruptionbudgets", "", "list"),
+	grant("cluster", "policy", "poddisruptionbudgets", "", "watch"),
+	grant("cluster", "events.k8s.io", "events", "", "create"),
+	grant("cluster", "events.k8s.io", "events", "", "patch"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "get"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "list"),
 	grant("mlplane-system", "coordination.k8s.io", "leases", "", "watch"),

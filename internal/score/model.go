@@ -30,21 +30,34 @@ type GPU struct {
 	Healthy bool
 	// UsedMiB is the memory the node agent last saw in use.
 	UsedMiB int64
+	// OutsideMiB is the memory in use that no pod's processes explain
+	// (processes outside Kubernetes, the driver's own), as the node agent
+	// last saw it; valid when OutsideKnown (api.GPU.OutsideUsedMiB).
+	OutsideMiB   int64
+	OutsideKnown bool
 	// AssignedMiB is the per-GPU memory of every pod assigned to the GPU.
 	AssignedMiB int64
 }
 
-// UnexplainedMiB is memory in use that no assigned pod explains: a process
-// outside Kubernetes, or a pod using more than it asked for. It is never
-// double-booked.
-func (g GPU) UnexplainedMiB() int64 { return max(0, g.UsedMiB-g.AssignedMiB) }
+// outsideMiB is the memory no booking may use: what the node agent saw in
+// use outside pods, or, from an agent that does not report it, the memory
+// in use beyond what the GPU's pods booked. The latter undercounts while
+// booked pods have not allocated their memory yet (issue 16 item 3): that
+// memory hides other processes' use.
+func (g GPU) outsideMiB() int64 {
+	if g.OutsideKnown {
+		return g.OutsideMiB
+	}
+	return max(0, g.UsedMiB-g.AssignedMiB)
+}
 
-// FreeMiB is what a new pod may still get on the GPU; 0 when unhealthy.
+// FreeMiB is what a new pod may still get on the GPU: its capacity less
+// what pods booked and what is used outside pods; 0 when unhealthy.
 func (g GPU) FreeMiB() int64 {
 	if !g.Healthy {
 		return 0
 	}
-	return max(0, g.CapacityMiB-g.AssignedMiB-g.UnexplainedMiB())
+	return max(0, g.CapacityMiB-g.AssignedMiB-g.outsideMiB())
 }
 
 // Node is the placement view of one node: its GPUs, whether its node agent is
@@ -163,6 +176,9 @@ func (c *Cluster) SetNode(name string, inv []api.GPU, problem string) {
 			CapacityMiB: g.MemoryMiB, Healthy: g.Healthy && problem == "",
 			UsedMiB: g.UsedMiB, AssignedMiB: c.assigned[g.UUID],
 		})
+		if g.OutsideUsedMiB != nil {
+			n.GPUs[len(n.GPUs)-1].OutsideMiB, n.GPUs[len(n.GPUs)-1].OutsideKnown = *g.OutsideUsedMiB, true
+		}
 		c.gpuNode[g.UUID] = n
 	}
 	n.refresh()

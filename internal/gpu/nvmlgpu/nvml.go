@@ -9,6 +9,7 @@ package nvmlgpu
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -144,12 +145,24 @@ func (b *nvmlBackend) device(i int) gpu.Device {
 	} else if ret != nvml.ERROR_NOT_SUPPORTED {
 		fail("nvmlDeviceGetUtilizationRates", ret)
 	}
-	for _, get := range []func() ([]nvml.ProcessInfo, nvml.Return){h.GetComputeRunningProcesses, h.GetGraphicsRunningProcesses} {
+	// The processes are known when the compute query answers and gives
+	// each process's memory (NVML_VALUE_NOT_AVAILABLE otherwise, as under
+	// some virtualisation); graphics processes are rare on servers and
+	// their query is NOT_SUPPORTED on many, so it may fail.
+	d.ProcessesKnown = true
+	for i, get := range []func() ([]nvml.ProcessInfo, nvml.Return){h.GetComputeRunningProcesses, h.GetGraphicsRunningProcesses} {
 		ps, ret := get()
 		if ret != nvml.SUCCESS {
-			continue // NOT_SUPPORTED on some GPUs, NO_PERMISSION in some containers
+			if i == 0 {
+				d.ProcessesKnown = false // NOT_SUPPORTED on some GPUs, NO_PERMISSION in some containers
+			}
+			continue
 		}
 		for _, p := range ps {
+			if p.UsedGpuMemory == math.MaxUint64 { // NVML_VALUE_NOT_AVAILABLE (-1)
+				d.ProcessesKnown = false
+				continue
+			}
 			d.Processes = append(d.Processes, gpu.Process{PID: p.Pid, UsedMiB: mib(p.UsedGpuMemory)})
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/client-go/kubernetes"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
@@ -54,6 +55,14 @@ type Options struct {
 	PodCache func(namespace, name string) (*corev1.Pod, bool)
 	// Policy is the placement policy (default: score.DefaultPolicy()).
 	Policy PlacerSource
+	// PodsOnNode lists the pods bound to a node, for preemption (default:
+	// State.PodsOnNode).
+	PodsOnNode func(node string) []*corev1.Pod
+	// PDBs lists the PodDisruptionBudgets of a namespace, for preemption
+	// (default: none).
+	PDBs func(namespace string) []*policyv1.PodDisruptionBudget
+	// Events records the preemption events on pods (default: none).
+	Events EventRecorder
 	// Ready gates every verb: until it returns true the extender answers
 	// with an error and the scheduler retries later (default: always ready).
 	Ready func() bool
@@ -109,6 +118,8 @@ type Extender struct {
 	// bindWaiting counts the binds waiting for one.
 	bindSlots   chan struct{}
 	bindWaiting atomic.Int64
+	// pre is the preemption bookkeeping (preempt.go).
+	pre *preemption
 }
 
 // filteredPod is a pod from a filter call, kept until its bind or until.
@@ -167,6 +178,12 @@ func New(o Options) *Extender {
 	if o.PodCache == nil {
 		o.PodCache = o.State.Pod
 	}
+	if o.PodsOnNode == nil {
+		o.PodsOnNode = o.State.PodsOnNode
+	}
+	if o.PDBs == nil {
+		o.PDBs = func(string) []*policyv1.PodDisruptionBudget { return nil }
+	}
 	if o.MaxConcurrentBinds <= 0 {
 		o.MaxConcurrentBinds = DefaultMaxConcurrentBinds
 	}
@@ -188,14 +205,21 @@ func New(o Options) *Extender {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 64 << 20
 	}
-	return &Extender{o: o, bindSlots: make(chan struct{}, o.MaxConcurrentBinds)}
+	return &Extender{o: o, bindSlots: make(chan struct{}, o.MaxConcurrentBinds), pre: newPreemption()}
 }
 
-// Handler serves the three verbs.
+// Handler serves the four verbs.
 func (e *Extender) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathFilter, e.serve("filter", withArgs(func(args *extenderv1.ExtenderArgs) any { return e.Filter(args) })))
 	mux.HandleFunc("POST "+PathPrioritize, e.serve("prioritize", withArgs(func(args *extenderv1.ExtenderArgs) any { return e.Prioritize(args) })))
+	mux.HandleFunc("POST "+PathPreempt, e.serve("preempt", func(_ context.Context, body []byte) (any, error) {
+		var args extenderv1.ExtenderPreemptionArgs
+		if err := decode(body, &args); err != nil {
+			return nil, err
+		}
+		return e.Preempt(&args), nil
+	}))
 	mux.HandleFunc("POST "+PathBind, e.serve("bind", func(ctx context.Context, body []byte) (any, error) {
 		var args extenderv1.ExtenderBindingArgs
 		if err := decode(body, &args); err != nil {
@@ -269,6 +293,9 @@ func notReady(verb string) any {
 		return &extenderv1.ExtenderBindingResult{Error: notReadyMessage}
 	case "prioritize":
 		return &extenderv1.HostPriorityList{}
+	case "preempt":
+		// No node: the scheduler finds no candidate and retries the pod.
+		return &extenderv1.ExtenderPreemptionResult{NodeNameToMetaVictims: map[string]*extenderv1.MetaVictims{}}
 	default:
 		return &extenderv1.ExtenderFilterResult{Error: notReadyMessage}
 	}
@@ -317,6 +344,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 	}
 	res := &extenderv1.ExtenderFilterResult{}
 	var passed []string
+	if args.Pod.UID != "" {
+		e.refreshVictims(args.Pod.UID)
+	}
 	placer := e.o.Policy.Placer()
 	keep := int(*placer.Policy().CandidateNodes) // 0: every node that fits
 	e.o.State.View(func(c *score.Cluster, now int64) {
@@ -336,6 +366,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 		passed = make([]string, 0, len(names))
 		best := topNodes{limit: keep}
 		counts := map[string]int{}
+		var resolvable []string
 		for _, name := range names {
 			n := c.Node(name)
 			fit, why := f.Fit(name, n, now)
@@ -349,6 +380,7 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 			}
 			counts[why.Code]++
 			if why.Resolvable {
+				resolvable = append(resolvable, name)
 				if res.FailedNodes == nil {
 					res.FailedNodes = extenderv1.FailedNodesMap{}
 				}
@@ -365,6 +397,9 @@ func (e *Extender) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFil
 		}
 		if best.limit > 0 {
 			passed = best.names(passed)
+		}
+		if len(passed) == 0 && len(resolvable) > 0 {
+			e.pre.noteFailed(args.Pod, resolvable)
 		}
 		if len(passed) > 0 {
 			// The scheduler reads the reasons only for a pod no node can

@@ -13,6 +13,10 @@ type Metrics struct {
 	bindPodSource  *prometheus.CounterVec
 	filterWaits    prometheus.Counter
 	badRequests    *prometheus.CounterVec
+	// preemptions counts preemptions by who chose the node: "scheduler"
+	// (the preempt verb) or "extender" (RunPreemption).
+	preemptions       *prometheus.CounterVec
+	preemptionVictims prometheus.Counter
 	// PolicyReloads counts policy file reloads by result (ok, invalid).
 	PolicyReloads *prometheus.CounterVec
 }
@@ -38,6 +42,11 @@ func NewMetrics() *Metrics {
 		bindPodSource: counterVec("bind_pod_source_total", "Where a bind found its pod: the informer's cache, the filter call, or a GET.", "source"),
 		badRequests:   counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
 		PolicyReloads: counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
+		preemptions:   counterVec("preemptions_total", "Preemptions the extender chose victims for: by the preempt verb (scheduler) or on its own for a per-GPU shortage the scheduler cannot see (extender).", "by"),
+		preemptionVictims: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "mlplane", Subsystem: "extender", Name: "preemption_evictions_total",
+			Help: "Pods the extender evicted through the Eviction API to make room for a pod of higher priority.",
+		}),
 	}
 }
 
@@ -50,7 +59,7 @@ func counterVec(name, help, label string) *prometheus.CounterVec {
 
 // Register adds every metric to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads} {
+	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads, m.preemptions, m.preemptionVictims} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

@@ -21,6 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/scheme"
+	eventsv1 "k8s.io/client-go/tools/events"
+
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score/state"
 )
@@ -128,8 +134,20 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	var synced, leader atomic.Bool
 	leader.Store(!o.LeaderElect)
 	ready := func() bool { return synced.Load() && leader.Load() }
+	pdbInformers := informers.NewSharedInformerFactory(o.Client, 0)
+	pdbs := pdbInformers.Policy().V1().PodDisruptionBudgets()
+	pdbLister := pdbs.Lister()
+	pdbs.Informer() // registered before Start
+	events := eventsv1.NewBroadcaster(&eventsv1.EventSinkImpl{Interface: o.Client.EventsV1()})
+	defer events.Shutdown()
 	ext := New(Options{Client: o.Client, State: st, Policy: policy, Ready: ready, Leader: leader.Load, Metrics: m, Logger: log.WithName("verbs"),
-		MaxConcurrentBinds: o.MaxConcurrentBinds, BindQueueTimeout: o.BindQueueTimeout, FilterWaitTimeout: o.FilterWaitTimeout})
+		MaxConcurrentBinds: o.MaxConcurrentBinds, BindQueueTimeout: o.BindQueueTimeout, FilterWaitTimeout: o.FilterWaitTimeout,
+		PDBs: func(ns string) []*policyv1.PodDisruptionBudget {
+			list, _ := pdbLister.PodDisruptionBudgets(ns).List(labels.Everything())
+			return list
+		},
+		Events: events.NewRecorder(scheme.Scheme, "mlplane-extender"),
+	})
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -193,6 +211,13 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		if err := st.Start(gctx, o.Client); err != nil {
 			return err
 		}
+		pdbInformers.Start(gctx.Done())
+		events.StartRecordingToSink(gctx.Done())
+		for typ, ok := range pdbInformers.WaitForCacheSync(gctx.Done()) {
+			if !ok {
+				return fmt.Errorf("%v informer did not sync: %w", typ, context.Cause(gctx))
+			}
+		}
 		// The informers' first list may come from the API server's watch
 		// cache; a quorum list makes sure nothing a predecessor booked
 		// is missed.
@@ -209,6 +234,10 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	})
 	g.Go(func() error {
 		policy.Watch(gctx, o.PolicyPollInterval)
+		return nil
+	})
+	g.Go(func() error {
+		ext.RunPreemption(gctx, PreemptionInterval)
 		return nil
 	})
 	g.Go(func() error {

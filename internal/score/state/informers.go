@@ -38,7 +38,10 @@ func (s *State) Start(ctx context.Context, client kubernetes.Interface) error {
 	if err := pods.SetTransform(trimPod); err != nil {
 		return err
 	}
-	s.pods.Store(&podStore{pods.GetStore()})
+	if err := pods.AddIndexers(cache.Indexers{nodeNameIndex: podNodeName}); err != nil {
+		return err
+	}
+	s.pods.Store(&podStore{pods.GetIndexer()})
 	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.OnPod(o.(*corev1.Pod)) },
 		UpdateFunc: func(_, o any) { s.OnPod(o.(*corev1.Pod)) },
@@ -82,7 +85,37 @@ func (s *State) SeedFromAPI(ctx context.Context, client kubernetes.Interface) (i
 }
 
 // podStore is the pod informer's cache.
-type podStore struct{ cache.Store }
+type podStore struct{ cache.Indexer }
+
+// nodeNameIndex indexes the cached pods by spec.nodeName.
+const nodeNameIndex = "spec.nodeName"
+
+func podNodeName(o any) ([]string, error) {
+	if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+		return []string{p.Spec.NodeName}, nil
+	}
+	return nil, nil
+}
+
+// PodsOnNode lists the informer's pods bound to node (trimmed as Pod's;
+// not to be modified); nil before Start.
+func (s *State) PodsOnNode(node string) []*corev1.Pod {
+	st := s.pods.Load()
+	if st == nil {
+		return nil
+	}
+	objs, err := st.ByIndex(nodeNameIndex, node)
+	if err != nil {
+		return nil
+	}
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 // Pod is the informer's copy of a pod (trimmed to what placement reads; not
 // to be modified); ok is false before Start or for a pod it does not hold.
@@ -106,7 +139,10 @@ func unwrap(o any) any {
 	return o
 }
 
-// trimPod drops everything placement does not read from a cached pod.
+// trimPod drops everything placement and preemption do not read from a
+// cached pod. Preemption reads the labels (PodDisruptionBudget selectors),
+// the priority, the preemption policy, the nominated node and the start
+// time.
 func trimPod(o any) (any, error) {
 	p, ok := o.(*corev1.Pod)
 	if !ok {
@@ -121,10 +157,13 @@ func trimPod(o any) (any, error) {
 	out := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Annotations: ann, DeletionTimestamp: p.DeletionTimestamp,
+			Annotations: ann, Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
 		},
-		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, SchedulerName: p.Spec.SchedulerName},
-		Status: corev1.PodStatus{Phase: p.Status.Phase},
+		Spec: corev1.PodSpec{
+			NodeName: p.Spec.NodeName, SchedulerName: p.Spec.SchedulerName,
+			Priority: p.Spec.Priority, PreemptionPolicy: p.Spec.PreemptionPolicy,
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, NominatedNodeName: p.Status.NominatedNodeName, StartTime: p.Status.StartTime},
 	}
 	out.Spec.Containers = trimContainers(p.Spec.Containers)
 	out.Spec.InitContainers = trimContainers(p.Spec.InitContainers)

@@ -69,6 +69,13 @@ var (
 		grant("cluster", "", "namespaces", "", "get"),
 		grant("cluster", "", "namespaces", "", "list"),
 		grant("cluster", "", "namespaces", "", "watch"),
+		// What the API server applies to the containers it adds.
+		grant("cluster", "", "limitranges", "", "get"),
+		grant("cluster", "", "limitranges", "", "list"),
+		grant("cluster", "", "limitranges", "", "watch"),
+		grant("cluster", "", "resourcequotas", "", "get"),
+		grant("cluster", "", "resourcequotas", "", "list"),
+		grant("cluster", "", "resourcequotas", "", "watch"),
 	}
 	// The upstream kube-scheduler: what the default scheduler has, plus its
 	// own leader-election Lease.

@@ -162,6 +162,9 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 			}
 		}
 	}
+	if err := b.namespacePolicies(added, ns); err != nil {
+		return err
+	}
 	if err := b.portConflicts(added); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package mutate
 
 import (
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -116,6 +117,82 @@ func TestPodLevelResources(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := m.Mutate(pod(tc.templates, tc.requests, tc.limits), enabled)
 			checkError(t, err, tc.want)
+		})
+	}
+}
+
+// TestNamespacePolicies: the containers mlplane adds get the namespace's
+// LimitRange defaults, as the LimitRanger gives them to the pod's own, and
+// are denied (or warned about, for a scoped quota) where a LimitRange or a
+// ResourceQuota would refuse them.
+func TestNamespacePolicies(t *testing.T) {
+	m := testMutator(t)
+	quota := func(scoped bool, hard ...string) corev1.ResourceQuota {
+		q := corev1.ResourceQuota{Spec: corev1.ResourceQuotaSpec{Hard: list(hard...)}}
+		q.Name = "compute"
+		if scoped {
+			q.Spec.Scopes = []corev1.ResourceQuotaScope{corev1.ResourceQuotaScopeNotTerminating}
+		}
+		return q
+	}
+	limitRange := func(item corev1.LimitRangeItem) corev1.LimitRange {
+		item.Type = corev1.LimitTypeContainer
+		lr := corev1.LimitRange{Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{item}}}
+		lr.Name = "defaults"
+		return lr
+	}
+	for _, tc := range []struct {
+		name       string
+		podLevel   bool
+		quotas     []corev1.ResourceQuota
+		lrs        []corev1.LimitRange
+		want       string // the error
+		warning    string
+		loaderWant string // the loader's requests / limits
+	}{
+		{name: "quota counts limits.cpu, the profile has no cpu limit",
+			quotas: []corev1.ResourceQuota{quota(false, "limits.cpu", "10", "requests.memory", "10Gi")},
+			want:   `annotation mlplane.io/model-uri: the model loader: container "mlplane-model-loader" sets no limits.cpu, which ResourceQuota "compute" of namespace ml requires of every container (it counts limits.cpu); neither the InjectionConfig, the profile "gpu" nor a LimitRange of the namespace gives it one: set it in the profile or the InjectionConfig, or give the namespace a LimitRange default`},
+		{name: "scoped quota: a warning",
+			quotas:     []corev1.ResourceQuota{quota(true, "limits.cpu", "10")},
+			warning:    `annotation mlplane.io/model-uri: the model loader: container "mlplane-model-loader" sets no limits.cpu, which ResourceQuota "compute" of namespace ml requires of every container (it counts limits.cpu); neither the InjectionConfig, the profile "gpu" nor a LimitRange of the namespace gives it one: set it in the profile or the InjectionConfig, or give the namespace a LimitRange default (if the quota's scopes select the pod)`,
+			loaderWant: "cpu=500m ephemeral-storage=10Gi memory=1Gi / memory=2Gi"},
+		{name: "a LimitRange default gives the limit",
+			quotas:     []corev1.ResourceQuota{quota(false, "limits.cpu", "10")},
+			lrs:        []corev1.LimitRange{limitRange(corev1.LimitRangeItem{Default: list("cpu", "1", "memory", "8Gi"), DefaultRequest: list("cpu", "200m")})},
+			loaderWant: "cpu=500m ephemeral-storage=10Gi memory=1Gi / cpu=1 memory=2Gi"},
+		{name: "pod-level resources lift the quota's rule", podLevel: true,
+			quotas: []corev1.ResourceQuota{quota(false, "limits.cpu", "10")}},
+		{name: "above a LimitRange's max",
+			lrs:  []corev1.LimitRange{limitRange(corev1.LimitRangeItem{Max: list("memory", "1Gi"), Min: list("cpu", "1")})},
+			want: `annotation mlplane.io/model-uri: the model loader: container "mlplane-model-loader" breaks LimitRange "defaults" of namespace ml: its minimum cpu per container is 1, but the request is 500m; its maximum memory per container is 1Gi, but the limit is 2Gi; change the container's resources in the InjectionConfig (or its profile), or the LimitRange`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationProfile: "gpu"})
+			if tc.podLevel {
+				pod.Spec.Resources = &corev1.ResourceRequirements{Limits: list("cpu", "64")}
+			}
+			ns := enabled
+			ns.ResourceQuotas, ns.LimitRanges = tc.quotas, tc.lrs
+			res, err := m.Mutate(pod, ns)
+			checkError(t, err, tc.want)
+			if err != nil {
+				return
+			}
+			if got := strings.Join(res.Warnings, "\n"); got != tc.warning {
+				t.Errorf("warnings:\n%s\nwant:\n%s", got, tc.warning)
+			}
+			if tc.loaderWant == "" {
+				return
+			}
+			out, err := Apply(pod, res.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := out.Spec.InitContainers[0].Resources
+			if got := listString(r.Requests) + " / " + listString(r.Limits); got != tc.loaderWant {
+				t.Errorf("loader: %s, want %s", got, tc.loaderWant)
+			}
 		})
 	}
 }

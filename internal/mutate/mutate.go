@@ -48,6 +48,11 @@ const (
 type Namespace struct {
 	Name   string
 	Labels map[string]string
+	// LimitRanges and ResourceQuotas of the namespace, which the API server
+	// applies to the containers mlplane adds too (policies.go); nil when
+	// unknown (offline).
+	LimitRanges    []corev1.LimitRange
+	ResourceQuotas []corev1.ResourceQuota
 }
 
 // Options configure a Mutator.

@@ -39,12 +39,16 @@ type HandlerOptions struct {
 	// Log receives one line per denied or failed request (verbosity 0) and
 	// per mutated pod (verbosity 2). Default: discard.
 	Log logr.Logger
+	// Policies gives the namespaces' LimitRanges and ResourceQuotas.
+	// Default: none (no namespace has any).
+	Policies PolicyLister
 }
 
 // Handler answers AdmissionReviews for pods on /mutate-pods.
 type Handler struct {
 	mutators   MutatorSource
 	namespaces NamespaceLister
+	policies   PolicyLister
 	maxBody    int64
 	metrics    *Metrics
 	log        logr.Logger
@@ -68,7 +72,7 @@ func NewHandler(mutators MutatorSource, namespaces NamespaceLister, o HandlerOpt
 		o.Log = logr.Discard()
 	}
 	return &Handler{
-		mutators: mutators, namespaces: namespaces, maxBody: o.MaxBodyBytes, metrics: o.Metrics, log: o.Log,
+		mutators: mutators, namespaces: namespaces, policies: o.Policies, maxBody: o.MaxBodyBytes, metrics: o.Metrics, log: o.Log,
 		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 }
@@ -207,7 +211,11 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	if m.Excluded(req.Namespace) {
 		return ResultSkipped, nil
 	}
-	labels, err := h.namespaces.NamespaceLabels(r.Context(), req.Namespace)
+	ns := mutate.Namespace{Name: req.Namespace}
+	ns.Labels, err = h.namespaces.NamespaceLabels(r.Context(), req.Namespace)
+	if err == nil && h.policies != nil {
+		ns.LimitRanges, ns.ResourceQuotas, err = h.policies.NamespacePolicies(r.Context(), req.Namespace)
+	}
 	if err != nil {
 		h.log.Error(err, "Cannot decide on a pod", "namespace", req.Namespace, "uid", req.UID)
 		resp.Allowed = false
@@ -215,7 +223,7 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 			Reason: metav1.StatusReasonInternalError, Message: "mlplane webhook: " + err.Error()}
 		return ResultError, nil
 	}
-	res, err := m.Mutate(pod, mutate.Namespace{Name: req.Namespace, Labels: labels})
+	res, err := m.Mutate(pod, ns)
 	resp.Warnings = res.Warnings
 	if err != nil {
 		h.log.Info("Denied pod", "namespace", req.Namespace, "name", podName(pod), "error", err.Error())

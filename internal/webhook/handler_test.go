@@ -388,3 +388,36 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestHandlerPolicies: the namespace's ResourceQuotas reach the mutator (a
+// quota that counts limits.cpu denies the loader, which the built-in
+// config gives no cpu limit), and a failed lookup is an internal error.
+func TestHandlerPolicies(t *testing.T) {
+	quota := corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "compute", Namespace: "ml"},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourceLimitsCPU: resource.MustParse("10")}}}
+	for _, tc := range []struct {
+		name     string
+		policies PolicyLister
+		code     int32
+		message  string
+	}{
+		{"quota", PolicyListerFunc(func(context.Context, string) ([]corev1.LimitRange, []corev1.ResourceQuota, error) {
+			return nil, []corev1.ResourceQuota{quota}, nil
+		}), http.StatusBadRequest, `annotation mlplane.io/model-uri: the model loader: container "mlplane-model-loader" sets no limits.cpu, which ResourceQuota "compute" of namespace ml requires of every container (it counts limits.cpu); neither the InjectionConfig, the profile "default" nor a LimitRange of the namespace gives it one: set it in the profile or the InjectionConfig, or give the namespace a LimitRange default`},
+		{"lookup fails", PolicyListerFunc(func(context.Context, string) ([]corev1.LimitRange, []corev1.ResourceQuota, error) {
+			return nil, nil, errors.New("listing the ResourceQuotas of namespace ml: timeout")
+		}), http.StatusInternalServerError, "mlplane webhook: listing the ResourceQuotas of namespace ml: timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler(t, testNamespaces, HandlerOptions{Policies: tc.policies})
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(review(t, vllmPod(), admissionv1.Create)))
+			req.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(rec, req)
+			r := decodeReview(t, rec.Body.Bytes())
+			if r.Allowed || r.Result == nil || r.Result.Code != tc.code || r.Result.Message != tc.message {
+				t.Fatalf("response %+v, want code %d message %q", r.Result, tc.code, tc.message)
+			}
+		})
+	}
+}

@@ -23,7 +23,24 @@ func (f NamespaceListerFunc) NamespaceLabels(ctx context.Context, name string) (
 	return f(ctx, name)
 }
 
+// PolicyLister gives the LimitRanges and ResourceQuotas of a namespace,
+// which the API server applies to the containers mlplane adds too
+// (internal/mutate/policies.go).
+type PolicyLister interface {
+	NamespacePolicies(ctx context.Context, namespace string) ([]corev1.LimitRange, []corev1.ResourceQuota, error)
+}
+
+// PolicyListerFunc adapts a function to PolicyLister.
+type PolicyListerFunc func(ctx context.Context, namespace string) ([]corev1.LimitRange, []corev1.ResourceQuota, error)
+
+// NamespacePolicies calls f.
+func (f PolicyListerFunc) NamespacePolicies(ctx context.Context, namespace string) ([]corev1.LimitRange, []corev1.ResourceQuota, error) {
+	return f(ctx, namespace)
+}
+
 var (
+	_ PolicyLister    = PolicyListerFunc(nil)
+	_ PolicyLister    = (*clusterNamespaces)(nil)
 	_ NamespaceLister = NamespaceListerFunc(nil)
 	_ NamespaceLister = StaticNamespaces(nil)
 	_ NamespaceLister = (*clusterNamespaces)(nil)
@@ -62,4 +79,18 @@ func (c *clusterNamespaces) NamespaceLabels(ctx context.Context, name string) (m
 		return nil, fmt.Errorf("reading the labels of namespace %s: %w", name, err)
 	}
 	return ns.Labels, nil
+}
+
+// NamespacePolicies lists the namespace's LimitRanges and ResourceQuotas
+// from the informer cache.
+func (c *clusterNamespaces) NamespacePolicies(ctx context.Context, namespace string) ([]corev1.LimitRange, []corev1.ResourceQuota, error) {
+	var lrs corev1.LimitRangeList
+	if err := c.cache.List(ctx, &lrs, client.InNamespace(namespace)); err != nil {
+		return nil, nil, fmt.Errorf("listing the LimitRanges of namespace %s: %w", namespace, err)
+	}
+	var quotas corev1.ResourceQuotaList
+	if err := c.cache.List(ctx, &quotas, client.InNamespace(namespace)); err != nil {
+		return nil, nil, fmt.Errorf("listing the ResourceQuotas of namespace %s: %w", namespace, err)
+	}
+	return lrs.Items, quotas.Items, nil
 }

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -120,16 +122,19 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	// Start the namespace informer with the manager, not on the first request.
-	if _, err := mgr.GetCache().GetInformer(ctx, namespaceMeta()); err != nil {
-		return fmt.Errorf("watching namespaces: %w", err)
+	// Start the informers with the manager, not on the first request: the
+	// namespaces' labels, LimitRanges and ResourceQuotas.
+	for what, obj := range map[string]client.Object{"namespaces": namespaceMeta(), "LimitRanges": &corev1.LimitRange{}, "ResourceQuotas": &corev1.ResourceQuota{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("watching %s: %w", what, err)
+		}
 	}
 	namespaces := &clusterNamespaces{cache: mgr.GetCache(), direct: mgr.GetAPIReader()}
 	// GetWebhookServer, not server: it is what adds the server to the
 	// manager's runnables.
 	server := mgr.GetWebhookServer()
 	server.Register(Path, NewHandler(configs, namespaces, HandlerOptions{
-		MaxBodyBytes: o.MaxBodyBytes, Metrics: metrics, Log: log.WithName("admission"),
+		MaxBodyBytes: o.MaxBodyBytes, Metrics: metrics, Log: log.WithName("admission"), Policies: namespaces,
 	}))
 	if err := mgr.Add(configs); err != nil {
 		return err
@@ -142,7 +147,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	}
 	if err := mgr.AddReadyzCheck("namespaces", func(req *http.Request) error {
 		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
-			return fmt.Errorf("namespace cache not synced")
+			return fmt.Errorf("namespace, LimitRange and ResourceQuota caches not synced")
 		}
 		return nil
 	}); err != nil {

@@ -50,7 +50,25 @@ func fakeAPIServer(t *testing.T, labels map[string]map[string]string) *httptest.
 		case r.URL.Path == "/api/v1":
 			write(w, map[string]any{"kind": "APIResourceList", "groupVersion": "v1", "resources": []any{
 				map[string]any{"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace", "verbs": []string{"get", "list", "watch"}},
+				map[string]any{"name": "limitranges", "singularName": "limitrange", "namespaced": true, "kind": "LimitRange", "verbs": []string{"get", "list", "watch"}},
+				map[string]any{"name": "resourcequotas", "singularName": "resourcequota", "namespaced": true, "kind": "ResourceQuota", "verbs": []string{"get", "list", "watch"}},
 			}})
+		case r.URL.Path == "/api/v1/limitranges" || r.URL.Path == "/api/v1/resourcequotas":
+			// None in any namespace: an empty list, or a watch that ends its
+			// initial events at once.
+			kind := map[string]string{"/api/v1/limitranges": "LimitRange", "/api/v1/resourcequotas": "ResourceQuota"}[r.URL.Path]
+			if r.URL.Query().Get("watch") != "true" {
+				write(w, map[string]any{"apiVersion": "v1", "kind": kind + "List", "metadata": map[string]any{"resourceVersion": "1"}, "items": []any{}})
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			if r.URL.Query().Get("sendInitialEvents") == "true" {
+				_ = json.NewEncoder(w).Encode(map[string]any{"type": "BOOKMARK", "object": map[string]any{"apiVersion": "v1", "kind": kind,
+					"metadata": map[string]any{"resourceVersion": "1", "annotations": map[string]string{"k8s.io/initial-events-end": "true"}}}})
+			}
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		case r.URL.Path == "/api/v1/namespaces" && r.URL.Query().Get("watch") == "true":
 			// client-go's reflector asks for a streaming list (watch with
 			// sendInitialEvents): the objects, then the bookmark that ends

@@ -3,6 +3,7 @@ package mutate
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"unsafe"
 
@@ -26,7 +27,14 @@ type builder struct {
 	newVolumes    []string
 	// reservedVolumes are taken volume names the pod does not have yet.
 	reservedVolumes []string
-	nameBuf         [8]string
+	// tokenVolume is the index of the volume the ServiceAccount admission
+	// plugin added, or -1 (see serviceAccountMount). It ran before the
+	// webhooks and appended the volume and its mounts; when the pod is
+	// created from a template `webhook inject` wrote, it appends them after
+	// mlplane's. So that the lists come out in the same order, mlplane
+	// inserts its volumes and mounts before the token's.
+	tokenVolume int
+	nameBuf     [8]string
 	// arena holds the bytes of every JSON pointer the builder makes (see path).
 	arena []byte
 }
@@ -155,7 +163,9 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 	if loader != nil {
 		added = append(added, injected{loader, fmt.Sprintf("annotation %s: the model loader", api.AnnotationModelURI), false})
 	}
+	b.tokenVolume = -1
 	if sa := serviceAccountMount(&pod.Spec); sa != nil {
+		b.tokenVolume = slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == sa.Name })
 		for _, a := range added {
 			if !mountsPath(a.c, sa.MountPath) {
 				a.c.VolumeMounts = append(a.c.VolumeMounts, *sa)
@@ -265,24 +275,26 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 	}
 
 	// Insertions.
-	addItems(b, "/spec/initContainers", len(pod.Spec.InitContainers) > 0, inits, true)
-	addItems(b, "/spec/containers", true, sidecars, false)
-	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, false)
+	addItems(b, "/spec/initContainers", len(pod.Spec.InitContainers) > 0, inits, 0)
+	addItems(b, "/spec/containers", true, sidecars, -1)
+	// Before the service account token's volume, where the pod has one:
+	// where they are when the pod is created from `webhook inject`'s output.
+	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, b.tokenVolume)
 	return nil
 }
 
 // addItems adds items to the list at path: the whole list when the pod has
 // none (exists is false: absent, null or empty, which one "add" of the whole
-// list covers alike), else one operation per item, inserted at the front
-// (prepend) or appended.
-func addItems[T any](b *builder, path string, exists bool, items []T, prepend bool) {
+// list covers alike), else one operation per item, inserted from index at
+// on, or appended when at is negative.
+func addItems[T any](b *builder, path string, exists bool, items []T, at int) {
 	switch {
 	case len(items) == 0:
 	case !exists:
 		b.add(path, items)
-	case prepend:
+	case at >= 0:
 		for i, it := range items {
-			b.add(b.pathIndex(path+"/", i), it)
+			b.add(b.pathIndex(path+"/", at+i), it)
 		}
 	default:
 		for _, it := range items {
@@ -380,13 +392,18 @@ func (b *builder) containerOps(base string, c *corev1.Container, env []envAdd, m
 	// Before the user's entries, in order: the kubelet expands $(VAR) only
 	// from entries declared earlier, so a user variable such as
 	// VLLM_MODEL=$(MODEL_DIR) sees mlplane's variables.
-	addItems(b, b.path(base, "/env"), len(c.Env) > 0, add, true)
+	addItems(b, b.path(base, "/env"), len(c.Env) > 0, add, 0)
 	if mount != nil {
-		if len(c.VolumeMounts) == 0 {
-			b.add(b.path(base, "/volumeMounts"), []*corev1.VolumeMount{mount})
-		} else {
-			b.add(b.path(base, "/volumeMounts/-"), mount)
+		// Before the service account token's mount, if the container has it
+		// (see tokenVolume).
+		at := -1
+		if b.tokenVolume >= 0 {
+			name := b.pod.Spec.Volumes[b.tokenVolume].Name
+			at = slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == name && m.MountPath == serviceAccountTokenPath
+			})
 		}
+		addItems(b, b.path(base, "/volumeMounts"), len(c.VolumeMounts) > 0, []*corev1.VolumeMount{mount}, at)
 	}
 	var reqBuf, limBuf [4]entry
 	reqs, lims := profileDefaults(&c.Resources, b.plan.profile, b.pod.Spec.Resources, append(reqBuf[:0], extraReq...), append(limBuf[:0], extraLim...))

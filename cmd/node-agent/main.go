@@ -39,6 +39,7 @@ type options struct {
 	usedThreshold  int64
 	metricsAddr    string
 	healthAddr     string
+	processes      bool
 }
 
 func main() {
@@ -59,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME); fake GPU UUIDs derive from it")
 	fs.StringVar(&o.backend, "backend", gpu.BackendNVML, "what reads the GPUs: nvml or fake")
 	fs.StringVar(&o.fakeSpec, "fake-spec", "", "fake GPUs: e.g. 8x80Gi, 2x80Gi,2x40Gi, or a YAML file re-read at every poll")
+	if cmd == "inventory" {
+		fs.BoolVar(&o.processes, "processes", false, "also print each GPU process (PID, memory, pod UID from its cgroup) to stderr")
+	}
 	if cmd == "run" {
 		fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster configuration when empty)")
 		fs.DurationVar(&o.pollInterval, "poll-interval", time.Second, "how often to read the GPUs")
@@ -102,9 +106,26 @@ func inventory(o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("reading the GPUs: %w", err)
 	}
+	podUIDs := gpu.ProcPodUIDs{}
+	if o.processes {
+		// What the agent reads per process, for hack/gpu-check.sh to set
+		// beside nvidia-smi --query-compute-apps.
+		for _, d := range devs {
+			if !d.ProcessesKnown {
+				fmt.Fprintf(stderr, "process %s unknown (NVML could not list this GPU's processes with their memory)\n", d.UUID)
+			}
+			for _, p := range d.Processes {
+				pod, ok := podUIDs.PodUID(p.PID)
+				if !ok {
+					pod = "-"
+				}
+				fmt.Fprintf(stderr, "process %s pid=%d usedMiB=%d pod=%s\n", d.UUID, p.PID, p.UsedMiB, pod)
+			}
+		}
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(gpu.Inventory(devs))
+	return enc.Encode(gpu.PublishedInventory(devs, podUIDs.PodUID))
 }
 
 // gcPercent is the agent's GOGC unless the environment sets one. Its live

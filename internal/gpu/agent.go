@@ -479,6 +479,31 @@ func setOutsideUsed(inv []api.GPU, devs []Device, usage []podUsage) {
 	for _, u := range usage {
 		inPods[u.uuid] += u.usedMiB
 	}
+	setOutside(inv, devs, inPods)
+}
+
+// PublishedInventory is the inventory as the agent publishes it: Inventory
+// with each GPU's OutsideUsedMiB, the processes mapped to pods by podUID
+// (ProcPodUIDs on a node; a process it does not map is outside any pod).
+func PublishedInventory(devs []Device, podUID func(pid uint32) (string, bool)) []api.GPU {
+	inv := Inventory(devs)
+	inPods := map[string]int64{}
+	for _, d := range devs {
+		for _, p := range d.Processes {
+			if p.PodUID != "" {
+				inPods[d.UUID] += p.UsedMiB
+			} else if _, ok := podUID(p.PID); ok {
+				inPods[d.UUID] += p.UsedMiB
+			}
+		}
+	}
+	setOutside(inv, devs, inPods)
+	return inv
+}
+
+// setOutside sets OutsideUsedMiB from the memory of pods' processes per GPU
+// UUID.
+func setOutside(inv []api.GPU, devs []Device, inPods map[string]int64) {
 	known := map[string]int64{}
 	for _, d := range devs {
 		if d.ProcessesKnown {

@@ -70,6 +70,20 @@ func podGPUMemory(pod *corev1.Pod) resource.Quantity {
 	return resourcehelper.PodRequests(only, resourcehelper.PodResourcesOptions{ExcludeOverhead: true, SkipPodLevelResources: true})[api.ResourceGPUMemory]
 }
 
+// ContainerRequestMiB is the pod's effective request of ResourceGPUMemory
+// in MiB, as Kubernetes counts it (podGPUMemory): what its containers were
+// given when the pod was created, which no update can change (the API
+// server refuses to resize extended resources). ok is false when no
+// container requests the resource, or the total is above what MaxGPUCount
+// GPUs of api.MaxGPUMemoryMiB could hold.
+func ContainerRequestMiB(pod *corev1.Pod) (mib int64, ok bool) {
+	total := podGPUMemory(pod)
+	if total.Sign() <= 0 || total.CmpInt64(api.MaxGPUCount*api.MaxGPUMemoryMiB) > 0 {
+		return 0, false
+	}
+	return total.Value(), true
+}
+
 // PodOf is what the extender knows of pod: its key, its GPU request
 // (PodRequest), its placement override and its GPU models
 // (api.GPUModelsFromAnnotations). ok is false for a pod that needs no GPU;

@@ -114,22 +114,8 @@ func TestInitContainerGPU(t *testing.T) {
 			c := RequireLocal(ctx, t)
 			RequireComponent(ctx, t, cluster.Extender)
 			cs := Clientset(t, cfg)
-			nodes, err := c.AddGPUNodes(ctx, "1x2x24Gi", cluster.NodeOptions{Prefix: "initgpu-", Publisher: cluster.PublishInProcess})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bare, err := c.AddGPUNodes(ctx, "1x1x24Gi", cluster.NodeOptions{Prefix: "initnogpu-", Publisher: cluster.PublishNone})
-			if err != nil {
-				t.Fatal(err)
-			}
-			node := nodes[0]
-			t.Cleanup(func() {
-				for _, n := range append(nodes, bare...) {
-					if err := c.RemoveNode(context.Background(), n); err != nil {
-						t.Error(err)
-					}
-				}
-			})
+			node := AddNodes(ctx, t, c, "1x2x24Gi", "initgpu-", cluster.PublishInProcess)[0]
+			bare := AddNodes(ctx, t, c, "1x1x24Gi", "initnogpu-", cluster.PublishNone)
 			ns := CreateNamespace(ctx, t, cfg, "initgpu", nil)
 
 			// A node with no GPU inventory fails the filter; before the fix

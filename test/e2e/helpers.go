@@ -352,18 +352,28 @@ func WaitPods(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, se
 // stopped and the node removed (an error then fails the test).
 func AddAgentlessNode(ctx context.Context, t *testing.T, c *cluster.Cluster, spec, prefix string) string {
 	t.Helper()
-	nodes, err := c.AddGPUNodes(ctx, spec, cluster.NodeOptions{Prefix: prefix, Publisher: cluster.PublishNone})
+	node := AddNodes(ctx, t, c, spec, prefix, cluster.PublishNone)[0]
+	t.Cleanup(func() { _ = c.StopComponent(cluster.NodeAgent(node)) })
+	return node
+}
+
+// AddNodes adds the KWOK GPU nodes of spec named from prefix, their GPUs
+// published by publisher, and removes them when the test ends (an error
+// then fails the test).
+func AddNodes(ctx context.Context, t *testing.T, c *cluster.Cluster, spec, prefix string, publisher cluster.Publisher) []string {
+	t.Helper()
+	nodes, err := c.AddGPUNodes(ctx, spec, cluster.NodeOptions{Prefix: prefix, Publisher: publisher})
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := nodes[0]
 	t.Cleanup(func() {
-		_ = c.StopComponent(cluster.NodeAgent(node))
-		if err := c.RemoveNode(context.Background(), node); err != nil {
-			t.Error(err)
+		for _, n := range nodes {
+			if err := c.RemoveNode(context.Background(), n); err != nil {
+				t.Error(err)
+			}
 		}
 	})
-	return node
+	return nodes
 }
 
 // PodRunning is a WaitPods condition: scheduled and Running.

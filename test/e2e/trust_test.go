@@ -10,6 +10,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -295,7 +296,81 @@ func TestAdmissionPolicies(t *testing.T) {
 		}).
 		Feature()
 
-	testenv.Test(t, gpu, agent)
+	unguarded := features.New("without the policy, the extender keeps the booking made at bind").
+		Assess("a bound pod's gpu-ids removed and gpu-memory shrunk: the next pod does not get its memory", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			c := RequireLocal(ctx, t)
+			RequireComponent(ctx, t, cluster.Extender)
+			admin := Clientset(t, cfg)
+			node := AddNodes(ctx, t, c, "1x2x80Gi", "trust-", cluster.PublishInProcess)[0]
+			// A cluster where the policy was never installed (or removed).
+			bindings := admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings()
+			if err := bindings.Delete(ctx, policyGPU, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := c.ApplyConfig(context.Background(), "admission/gpu-assignment.yaml"); err != nil {
+					t.Error(err)
+				}
+			})
+			ns := CreateNamespace(ctx, t, cfg, "unguarded", nil)
+			// The binding's removal takes effect a moment later.
+			if err := wait.For(func(ctx context.Context) (bool, error) {
+				_, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: "probe", Annotations: map[string]string{api.AnnotationGPUIDs: "GPU-x"}},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+				}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				return err == nil, nil
+			}, wait.WithContext(ctx), wait.WithTimeout(ShortWait), wait.WithInterval(200*time.Millisecond)); err != nil {
+				t.Fatalf("policy still enforced after its binding was deleted: %v", err)
+			}
+
+			// Two GPUs of 80 GiB: the scheduler's own check of the node's
+			// total (160 GiB) lets 120 GiB through, only the extender's
+			// per-GPU booking can refuse it. a: 60 GiB on GPU 0.
+			create := func(name string, gi int64) {
+				t.Helper()
+				if _, err := admin.CoreV1().Pods(ns).Create(ctx, onNode(gpuPodSpec(ns, name, name, gi, 1), node), metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			create("a", 60)
+			a := waitBound(ctx, t, admin, ns, "a")
+			gpu0, gpu1 := cluster.FakeUUID(node, 0), cluster.FakeUUID(node, 1)
+			if got := a.Annotations[api.AnnotationGPUIDs]; got != gpu0 {
+				t.Fatalf("pod a: gpu-ids %q, want %s", got, gpu0)
+			}
+			// Edits the policy would refuse: the booking would drop to
+			// nothing (no gpu-ids), then to 1 GiB (gpu-ids back, shrunk).
+			for _, edit := range []map[string]any{
+				{api.AnnotationGPUIDs: nil},
+				{api.AnnotationGPUIDs: gpu0, api.AnnotationGPUMemory: "1Gi"},
+			} {
+				if _, err := admin.CoreV1().Pods(ns).Patch(ctx, "a", types.MergePatchType, mergePatch(edit), metav1.PatchOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// b: 60 GiB. Binpacking onto GPU 0 as the edits say (79 GiB
+			// free) would put 120 GiB there; the booking at bind leaves it
+			// 20 GiB, so b gets GPU 1.
+			create("b", 60)
+			if got := waitBound(ctx, t, admin, ns, "b").Annotations[api.AnnotationGPUIDs]; got != gpu1 {
+				t.Errorf("pod b: gpu-ids %q, want %s (GPU 0 holds pod a's 60 GiB)", got, gpu1)
+			}
+			// c: 30 GiB fits the node's total (150 of 160) but no GPU.
+			create("c", 30)
+			waitUnschedulable(ctx, t, admin, ns, "c", "largest free GPU has 20480 MiB, pod needs 30720 MiB per GPU on 1 GPU")
+			log, err := os.ReadFile(c.LogPath(cluster.Extender))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "bound pod's GPU annotations were changed; its booking stays as fixed at bind"; !strings.Contains(string(log), want) {
+				t.Errorf("extender log lacks %q", want)
+			}
+			return ctx
+		}).
+		Feature()
+
+	testenv.Test(t, gpu, agent, unguarded)
 }
 
 // nodeAgentSA is the node agent's ServiceAccount (config/rbac/node-agent.yaml).

@@ -181,6 +181,10 @@ func freeMiB(f *fixture, node string) []int64 {
 
 func TestFilter(t *testing.T) {
 	f := newFixture(t, gpuNode("big", 2, 80), gpuNode("small", 2, 24), gpuNode("full", 1, 80), gpuNode("dead", 1, 80))
+	// dead's agent last renewed 45 s ago when the extender first saw its
+	// Lease (a later renewTime that goes back counts as a renewal: the
+	// extender judges Leases by its own clock).
+	f.st.OnLeaseDelete(agentLease("dead", now))
 	f.st.OnLease(agentLease("dead", now.Add(-api.LeaseDuration-5*time.Second)))
 	f.st.Update(func(tx state.Txn, _ int64) error {
 		tx.Reserve("x", score.Assignment{GPUs: []string{"GPU-full-0"}, MemoryMiB: 68 * gi})
@@ -595,7 +599,9 @@ func TestHugeRequests(t *testing.T) {
 	}
 
 	// 30 GiB booked on GPU 1; a hand-annotated 8Ei pod on GPU 0 books it
-	// whole (it used to book -8796093022207 MiB there).
+	// whole (it used to book -8796093022207 MiB there). Its containers
+	// request nothing: with a request, that would be booked instead
+	// (state.Assignment).
 	other := gpuPod("other", 30, 1)
 	other.Annotations[api.AnnotationGPUIDs] = "GPU-n-1"
 	f.st.OnPod(other)
@@ -603,6 +609,7 @@ func TestHugeRequests(t *testing.T) {
 	bad.Annotations[api.AnnotationGPUMemory] = "8Ei"
 	bad.Annotations[api.AnnotationGPUIDs] = "GPU-n-0"
 	bad.Spec.NodeName = "n"
+	bad.Spec.Containers[0].Resources = corev1.ResourceRequirements{}
 	f.st.OnPod(bad)
 	if d := cmp.Diff([]int64{0, 50 * gi}, freeMiB(f, "n")); d != "" {
 		t.Fatalf("free (-want +got):\n%s", d)

@@ -143,7 +143,7 @@ func TestInvalidBooking(t *testing.T) {
 			if d := cmp.Diff([]int64{0, 80 * gi}, free(s, "n")); d != "" {
 				t.Fatalf("free (-want +got):\n%s", d)
 			}
-			if want := `"msg"="pod has GPUs assigned but an invalid GPU request; its GPUs are booked whole until it is fixed or deleted" "pod"="ml/bad" "gpus"=["n-a"] "error"="annotation mlplane.io/gpu-memory: invalid value \"` + mem; !strings.Contains(logged.String(), want) {
+			if want := `"msg"="pod has GPUs assigned but an invalid GPU request; booked from its containers' request (each GPU whole without one) until it is fixed or deleted" "pod"="ml/bad" "gpus"=["n-a"] "bookedMiB"=1048576 "error"="annotation mlplane.io/gpu-memory: invalid value \"` + mem; !strings.Contains(logged.String(), want) {
 				t.Fatalf("log %q\nwant it to contain %q", logged.String(), want)
 			}
 			// Fixed: 80-30-10 = 40 GiB free.
@@ -157,6 +157,15 @@ func TestInvalidBooking(t *testing.T) {
 				t.Fatalf("after delete (-want +got):\n%s", d)
 			}
 		})
+	}
+	// With the containers' request (what the webhook gave them at creation,
+	// which cannot change), that is booked instead of whole GPUs: 40960 MiB
+	// over 2 GPUs = 20480 on each.
+	given := pod("given", "n-a,n-b", "lots", corev1.PodRunning)
+	given.Spec.Containers = []corev1.Container{{Name: "server", Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{api.ResourceGPUMemory: resource.MustParse("40960")}}}}
+	if a, ok, invalid := Assignment(given); !ok || invalid == nil || a.MemoryMiB != 20*gi {
+		t.Fatalf("Assignment = %+v %v %v, want 20480 MiB on each GPU with an error", a, ok, invalid)
 	}
 	// A pod with GPU ids and no GPU request at all holds nothing.
 	none := pod("none", "n-b", "", corev1.PodRunning)
@@ -347,4 +356,193 @@ func TestTrimPodKeepsPlacement(t *testing.T) {
 	if got, _, _ := score.PodOf(sidecar); got.Request.MemoryMiB != 22528 {
 		t.Errorf("sidecar pod: %d MiB, want 22528", got.Request.MemoryMiB)
 	}
+}
+
+// boundPod is pod bound to node n.
+func boundPod(uid, ids, memGi string) *corev1.Pod {
+	p := pod(uid, ids, memGi, corev1.PodRunning)
+	p.Spec.NodeName = "n"
+	return p
+}
+
+// TestBookingFixedAtBind: once the extender has seen a pod bound, edits of
+// its annotations (without the admission policy that refuses them) neither
+// move nor shrink its booking, nor drop it (issue 16 item 4: 120 GiB were
+// booked on an 80 GiB GPU, and an invalid value dropped the pod).
+func TestBookingFixedAtBind(t *testing.T) {
+	var logged strings.Builder
+	s := New(Options{Now: func() time.Time { return t0 }, Logger: funcr.New(func(_, args string) { logged.WriteString(args + "\n") }, funcr.Options{})})
+	s.OnNode(node("n", 80, 80))
+	p := boundPod("p", "n-a", "60Gi")
+	s.OnPod(p)
+	// a: 80-60 = 20
+	want := []int64{20 * gi, 80 * gi}
+	for _, edit := range []struct {
+		name string
+		ann  map[string]string
+	}{
+		{"moved to GPU b", map[string]string{api.AnnotationGPUIDs: "n-b"}},
+		{"shrunk to 1Gi", map[string]string{api.AnnotationGPUMemory: "1Gi"}},
+		{"gpu-ids removed", map[string]string{api.AnnotationGPUIDs: ""}},
+		{"gpu-memory invalid", map[string]string{api.AnnotationGPUMemory: "lots"}},
+		{"gpu-memory removed", map[string]string{api.AnnotationGPUMemory: ""}},
+		{"gpu-count invalid", map[string]string{api.AnnotationGPUCount: "0"}},
+	} {
+		e := boundPod("p", "n-a", "60Gi")
+		for k, v := range edit.ann {
+			if v == "" {
+				delete(e.Annotations, k)
+			} else {
+				e.Annotations[k] = v
+			}
+		}
+		s.OnPod(e)
+		s.OnPod(e) // the kubelet's next status update: logged once
+		if d := cmp.Diff(want, free(s, "n")); d != "" {
+			t.Errorf("%s: free (-want +got):\n%s", edit.name, d)
+		}
+	}
+	if got := s.BookingEdits(); got != 6 {
+		t.Errorf("BookingEdits = %d, want 6", got)
+	}
+	if w := `"msg"="bound pod's GPU annotations were changed; its booking stays as fixed at bind" "pod"="ml/p" "bookedGPUs"=["n-a"] "bookedMiB"=61440 "mlplane.io/gpu-ids"="n-b" "mlplane.io/gpu-memory"="60Gi" "mlplane.io/gpu-count"=""`; !strings.Contains(logged.String(), w) {
+		t.Errorf("log %q\nwant it to contain %q", logged.String(), w)
+	}
+	if n := strings.Count(logged.String(), "its booking stays"); n != 6 {
+		t.Errorf("%d log lines for 6 edits", n)
+	}
+	// Back as booked: nothing to log; a new leader's seed does not
+	// replace the booking with what the API server shows.
+	s.OnPod(p)
+	if n := s.Seed([]corev1.Pod{*boundPod("p", "n-b", "1Gi")}); n != 0 {
+		t.Errorf("seeded %d over a fixed booking", n)
+	}
+	_ = s.Update(func(tx Txn, _ int64) error {
+		tx.Reserve(p.UID, score.Assignment{GPUs: []string{"n-b"}, MemoryMiB: gi})
+		return nil
+	})
+	if d := cmp.Diff(want, free(s, "n")); d != "" || s.Reservations() != 0 {
+		t.Errorf("a reservation replaced a fixed booking: %d reservations, free (-want +got):\n%s", s.Reservations(), d)
+	}
+	// The pod ends: its memory is free again.
+	done := boundPod("p", "n-b", "1Gi")
+	done.Status.Phase = corev1.PodSucceeded
+	s.OnPod(done)
+	if d := cmp.Diff([]int64{80 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Errorf("after the pod ended (-want +got):\n%s", d)
+	}
+
+	// Edited between the Binding and the informer's first sight: the
+	// booking covers what the bind reserved and what the pod says.
+	q := boundPod("q", "n-a", "10Gi")
+	_ = s.Update(func(tx Txn, _ int64) error {
+		tx.Reserve(q.UID, score.Assignment{GPUs: []string{"n-b"}, MemoryMiB: 30 * gi})
+		return nil
+	})
+	s.OnPod(q)
+	if d := cmp.Diff([]int64{50 * gi, 50 * gi}, free(s, "n")); d != "" || s.Reservations() != 0 {
+		t.Errorf("first sight differing from the bind: %d reservations, free (-want +got):\n%s", s.Reservations(), d)
+	}
+	s.OnPodDelete(q.UID)
+	if d := cmp.Diff([]int64{80 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Errorf("after delete (-want +got):\n%s", d)
+	}
+	// A pending pod is not fixed: its bind re-picks.
+	r := pod("r", "n-a", "10Gi", corev1.PodPending)
+	s.OnPod(r)
+	s.OnPod(pod("r", "n-b", "10Gi", corev1.PodPending))
+	if d := cmp.Diff([]int64{80 * gi, 70 * gi}, free(s, "n")); d != "" {
+		t.Errorf("pending pod (-want +got):\n%s", d)
+	}
+}
+
+// TestGPUPublishedTwice: a GPU UUID that two nodes' agents publish is used
+// on neither, so one GPU's memory is never booked on two nodes; the
+// nodes' other GPUs stay, and the GPU comes back once one node stops.
+func TestGPUPublishedTwice(t *testing.T) {
+	var logged strings.Builder
+	s := New(Options{Now: func() time.Time { return t0 }, Logger: funcr.New(func(_, args string) { logged.WriteString(args + "\n") }, funcr.Options{})})
+	s.OnNode(node("n", 80, 80))
+	s.OnPod(boundPod("p", "n-a", "30Gi"))
+	// Node m's agent claims n's GPU a beside its own.
+	liar := node("m", 40)
+	liar.Annotations[api.NodeAnnotationGPUs] = api.EncodeInventory([]api.GPU{
+		{Index: 0, UUID: "m-a", MemoryMiB: 40 * gi, Healthy: true},
+		{Index: 1, UUID: "n-a", MemoryMiB: 80 * gi, Healthy: true},
+	})
+	s.OnNode(liar)
+	uuids := func(name string) []string {
+		var out []string
+		s.View(func(c *score.Cluster, _ int64) {
+			for _, g := range c.Node(name).GPUs {
+				out = append(out, g.UUID)
+			}
+		})
+		return out
+	}
+	if d := cmp.Diff([]string{"n-b"}, uuids("n")); d != "" {
+		t.Errorf("node n (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"m-a"}, uuids("m")); d != "" {
+		t.Errorf("node m (-want +got):\n%s", d)
+	}
+	if w := `"msg"="GPU published by more than one node's agent; not used on any of them until only one publishes it" "gpu"="n-a" "nodes"=["n" "m"]`; !strings.Contains(logged.String(), w) {
+		t.Errorf("log %q\nwant it to contain %q", logged.String(), w)
+	}
+	// Updates that change nothing log nothing more.
+	s.OnNode(liar)
+	s.OnNode(node("n", 80, 80))
+	if n := strings.Count(logged.String(), "more than one node"); n != 1 {
+		t.Errorf("%d conflict log lines, want 1", n)
+	}
+	// m stops claiming it: n has GPU a back, with p's booking on it.
+	s.OnNodeDelete("m")
+	if d := cmp.Diff([]int64{50 * gi, 80 * gi}, free(s, "n")); d != "" {
+		t.Errorf("after m left (-want +got):\n%s", d)
+	}
+}
+
+// TestLeaseJudgedByOwnClock: a node agent's renewTime is its own clock; a
+// renewal counts when the extender sees it, on the extender's clock.
+func TestLeaseJudgedByOwnClock(t *testing.T) {
+	clock := t0
+	s := New(Options{Now: func() time.Time { return clock }})
+	s.OnNode(node("n", 80))
+	lease := func(renew time.Time) *coordinationv1.Lease {
+		r := metav1.NewMicroTime(renew)
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: api.LeaseNamespace, Name: api.LeaseName("n")}, Spec: coordinationv1.LeaseSpec{RenewTime: &r}}
+	}
+	expiry := func() time.Duration {
+		var e int64
+		s.View(func(c *score.Cluster, _ int64) { e = c.Node("n").LeaseExpiry })
+		return time.Duration(e - t0.UnixNano())
+	}
+	// The agent's clock is an hour ahead; it dies right after renewing.
+	// Its Lease counts LeaseDuration from when it was seen, not an hour.
+	s.OnLease(lease(t0.Add(time.Hour)))
+	if got := expiry(); got != api.LeaseDuration {
+		t.Errorf("clock ahead: expiry t0%+v, want t0+%v", got, api.LeaseDuration)
+	}
+	// An update that does not change renewTime renews nothing.
+	clock = t0.Add(30 * time.Second)
+	s.OnLease(lease(t0.Add(time.Hour)))
+	if got := expiry(); got != api.LeaseDuration {
+		t.Errorf("no renewal: expiry t0%+v, want t0+%v", got, api.LeaseDuration)
+	}
+	// A renewal seen at t0+30s: alive until t0+30s+LeaseDuration, even
+	// when the agent's clock stepped back.
+	s.OnLease(lease(t0.Add(-time.Hour)))
+	if got, want := expiry(), 30*time.Second+api.LeaseDuration; got != want {
+		t.Errorf("renewal: expiry t0%+v, want t0+%v", got, want)
+	}
+	// After a restart (first sight), a Lease is as old as renewTime says:
+	// an agent an hour behind looks dead until its next renewal.
+	s2 := New(Options{Now: func() time.Time { return t0 }})
+	s2.OnNode(node("n", 80))
+	s2.OnLease(lease(t0.Add(-time.Hour)))
+	s2.View(func(c *score.Cluster, now int64) {
+		if e := c.Node("n").LeaseExpiry; e > now {
+			t.Errorf("first sight of an hour-old renewTime: expiry %v after now", time.Duration(e-now))
+		}
+	})
 }

@@ -3,17 +3,13 @@ package mutate
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	corev1 "k8s.io/api/core/v1"
 	psaapi "k8s.io/pod-security-admission/api"
-	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
 )
@@ -133,7 +129,7 @@ func TestGolden(t *testing.T) {
 				t.Errorf("%s (-want +got):\n%s", golden, d)
 			}
 			for _, p := range readPods(t, []byte(out)) {
-				checkPod(t, withControllerVolumes(t, in, p))
+				checkPod(t, p)
 			}
 		})
 	}
@@ -155,26 +151,4 @@ func TestIdempotent(t *testing.T) {
 			}
 		})
 	}
-}
-
-// withControllerVolumes is p as a StatefulSet of in creates it: with a
-// persistentVolumeClaim volume for each volumeClaimTemplate, in place of a
-// template volume of the same name (controllerVolumes).
-func withControllerVolumes(t *testing.T, in []byte, p *corev1.Pod) *corev1.Pod {
-	t.Helper()
-	var obj map[string]any
-	if err := yaml.Unmarshal(in, &obj); err != nil {
-		return p
-	}
-	names := controllerVolumes("apps/"+fmt.Sprint(obj["kind"]), obj)
-	if len(names) == 0 {
-		return p
-	}
-	p = p.DeepCopy()
-	p.Spec.Volumes = slices.DeleteFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return slices.Contains(names, v.Name) })
-	for _, n := range names {
-		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: n, VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: n + "-" + p.Name + "-0"}}})
-	}
-	return p
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -112,12 +113,8 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 		return raw, nil // not an object (a comment-only document, a list): pass through
 	}
 	kind, _ := obj["kind"].(string)
-	apiVersion, _ := obj["apiVersion"].(string)
-	group, _, _ := strings.Cut(apiVersion, "/")
-	if !strings.Contains(apiVersion, "/") {
-		group = ""
-	}
-	tpath, ok := templatePaths[group+"/"+kind]
+	gk := groupKind(obj)
+	tpath, ok := templatePaths[gk]
 	if !ok {
 		return raw, nil
 	}
@@ -153,7 +150,7 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 		return nil, fmt.Errorf("%s: decoding the pod template: %w", id, err)
 	}
 	pod.Namespace = namespace
-	res, err := m.mutate(pod, Namespace{Name: namespace, Labels: labels(namespace)}, controllerVolumes(group+"/"+kind, obj))
+	res, err := m.mutate(pod, Namespace{Name: namespace, Labels: labels(namespace)}, controllerVolumes(gk, obj))
 	for _, w := range res.Warnings {
 		warn(id + ": " + w)
 	}
@@ -175,6 +172,69 @@ func (m *Mutator) injectDocument(raw []byte, labels func(string) map[string]stri
 	}
 	tmpl["metadata"], tmpl["spec"] = newSub["metadata"], newSub["spec"]
 	return yaml.Marshal(obj)
+}
+
+// groupKind is "group/Kind" of obj (a key of templatePaths).
+func groupKind(obj map[string]any) string {
+	kind, _ := obj["kind"].(string)
+	apiVersion, _ := obj["apiVersion"].(string)
+	group, _, ok := strings.Cut(apiVersion, "/")
+	if !ok {
+		group = ""
+	}
+	return group + "/" + kind
+}
+
+// TemplatePod returns the pod obj's controller creates from its pod
+// template (obj itself for a Pod): the template's metadata and spec,
+// decoded as the API server decodes (sigs.k8s.io/json, case-sensitive), in
+// obj's namespace (DefaultNamespaceName if unset), with the volumes the
+// controller adds (a StatefulSet's claim volumes first, named after each
+// volumeClaimTemplate, replacing template volumes of those names, claims
+// named for ordinal 0), and named as the controller names it
+// (generateName "NAME-"; a Pod keeps its own). ok is false for a kind Inject
+// does not mutate. Tests use it to create what the served webhook sees.
+func TemplatePod(obj map[string]any) (pod *corev1.Pod, ok bool, err error) {
+	tpath, ok := templatePaths[groupKind(obj)]
+	if !ok {
+		return nil, false, nil
+	}
+	tmpl := obj
+	for _, k := range tpath {
+		if tmpl, ok = tmpl[k].(map[string]any); !ok {
+			return nil, true, fmt.Errorf("%v has no %s", obj["kind"], strings.Join(tpath, "."))
+		}
+	}
+	j, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
+	if err != nil {
+		return nil, true, err
+	}
+	pod = &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(j, pod); err != nil {
+		return nil, true, err
+	}
+	meta, _ := obj["metadata"].(map[string]any)
+	if pod.Namespace, _ = meta["namespace"].(string); pod.Namespace == "" {
+		pod.Namespace = DefaultNamespaceName
+	}
+	if len(tpath) > 0 {
+		name, _ := meta["name"].(string)
+		pod.Name, pod.GenerateName = "", name+"-"
+		if claims := controllerVolumes(groupKind(obj), obj); len(claims) > 0 {
+			vols := make([]corev1.Volume, 0, len(claims)+len(pod.Spec.Volumes))
+			for _, c := range claims {
+				vols = append(vols, corev1.Volume{Name: c, VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c + "-" + name + "-0"}}})
+			}
+			for _, v := range pod.Spec.Volumes {
+				if !slices.Contains(claims, v.Name) {
+					vols = append(vols, v)
+				}
+			}
+			pod.Spec.Volumes = vols
+		}
+	}
+	return pod, true, nil
 }
 
 // controllerVolumes are the volumes a workload's controller adds to each

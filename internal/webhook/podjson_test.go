@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -27,18 +26,7 @@ import (
 // answers the pod decodePod reads exactly as it answers the whole pod. A
 // mutator that read a field podIn leaves out would fail here.
 func TestPodInMutatesAsWholePod(t *testing.T) {
-	data, err := os.ReadFile("../mutate/testdata/config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := mutate.LoadConfig(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := mutate.New(cfg, mutate.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := loadMutator(t, "../mutate/testdata/config.yaml")
 	ns := mutate.Namespace{Name: "ml", Labels: map[string]string{api.LabelInject: api.NamespaceInjectEnabled}}
 	f := randfill.NewWithSeed(7).NilChance(0.2).NumElements(0, 3).Funcs(
 		func(q *resource.Quantity, c randfill.Continue) {

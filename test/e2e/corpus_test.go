@@ -26,7 +26,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -44,7 +43,6 @@ import (
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
-	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
@@ -213,7 +211,7 @@ func loadCorpus(t *testing.T, root string) ([]corpusDoc, map[string]string) {
 			if err := yaml.Unmarshal(raw, &obj); err != nil || obj == nil {
 				continue
 			}
-			if _, ok := templateOf(obj); !ok {
+			if _, ok, _ := mutate.TemplatePod(obj); !ok {
 				continue
 			}
 			meta, _ := obj["metadata"].(map[string]any)
@@ -234,66 +232,13 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// templateOf returns the object's pod template (metadata and spec): the
-// object itself for a Pod.
-func templateOf(obj map[string]any) (map[string]any, bool) {
-	var path []string
-	switch obj["kind"] {
-	case "Pod":
-	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job":
-		path = []string{"spec", "template"}
-	case "CronJob":
-		path = []string{"spec", "jobTemplate", "spec", "template"}
-	default:
-		return nil, false
-	}
-	tmpl := obj
-	for _, k := range path {
-		next, ok := tmpl[k].(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		tmpl = next
-	}
-	return tmpl, true
-}
-
-// podOf is the pod obj's controller creates (a StatefulSet's with a claim
-// volume per volumeClaimTemplate), or obj, in namespace ns.
+// podOf is the pod obj's controller creates (or obj) in namespace ns.
 func podOf(obj map[string]any, ns string) (*corev1.Pod, error) {
-	tmpl, _ := templateOf(obj)
-	j, err := json.Marshal(map[string]any{"metadata": tmpl["metadata"], "spec": tmpl["spec"]})
+	pod, _, err := mutate.TemplatePod(obj)
 	if err != nil {
 		return nil, err
 	}
-	pod := &corev1.Pod{}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(j, pod); err != nil {
-		return nil, err
-	}
-	meta, _ := obj["metadata"].(map[string]any)
-	name, _ := meta["name"].(string)
-	pod.Name, pod.GenerateName, pod.Namespace = "", strings.ToLower(name)+"-", ns
-	if obj["kind"] == "StatefulSet" {
-		// The controller's updateStorage: a claim volume per
-		// volumeClaimTemplate first, then the template's volumes but those
-		// of the same names.
-		spec, _ := obj["spec"].(map[string]any)
-		vcts, _ := spec["volumeClaimTemplates"].([]any)
-		var claims []corev1.Volume
-		for _, v := range vcts {
-			vct, _ := v.(map[string]any)
-			vmeta, _ := vct["metadata"].(map[string]any)
-			claim, _ := vmeta["name"].(string)
-			claims = append(claims, corev1.Volume{Name: claim, VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim + "-" + name + "-0"}}})
-		}
-		for _, v := range pod.Spec.Volumes {
-			if !slices.ContainsFunc(claims, func(c corev1.Volume) bool { return c.Name == v.Name }) {
-				claims = append(claims, v)
-			}
-		}
-		pod.Spec.Volumes = claims
-	}
+	pod.Name, pod.GenerateName, pod.Namespace = "", strings.ToLower(strings.TrimSuffix(pod.GenerateName, "-")+pod.Name)+"-", ns
 	return pod, nil
 }
 

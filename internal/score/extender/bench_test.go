@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score"
 	"github.com/mlplane/mlplane/internal/score/state"
 )
@@ -67,6 +69,29 @@ func BenchmarkFilterPrioritize(b *testing.B) {
 	}
 }
 
+// BenchmarkFilter is the filter call alone over HTTP: one scheduling
+// cycle's extender work with the built-in policy (candidateNodes 1), where
+// the scheduler, left with one feasible node, never calls prioritize.
+func BenchmarkFilter(b *testing.B) {
+	for _, n := range []int{500, 5000} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			ext, names := benchExtender(b, n)
+			h := ext.Handler()
+			body, _ := json.Marshal(extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names})
+			b.ReportAllocs()
+			cpu := startCPU()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptestRequest(PathFilter, body))
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Body.String())
+				}
+			}
+			cpu.report(b)
+		})
+	}
+}
+
 // BenchmarkFilterPrioritizeCore is the same without HTTP and JSON.
 func BenchmarkFilterPrioritizeCore(b *testing.B) {
 	for _, n := range []int{500, 5000} {
@@ -105,4 +130,62 @@ func startCPU() cpuClock { return cpuClock{cpuTime()} }
 
 func (c cpuClock) report(b *testing.B) {
 	b.ReportMetric(float64(cpuTime()-c.start)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkPreempt is the preempt verb over HTTP as kube-scheduler calls it
+// on a cluster of 5,000 full nodes (8 GPUs of 80 GiB, two 40 GiB pods of
+// priority 0 on each): a 60 GiB pod of priority 10, with the scheduler's
+// candidate nodes, 100 (its minimum) and 500 (10% of 5,000, its default
+// share), each with the victims it found by the node's total.
+func BenchmarkPreempt(b *testing.B) {
+	const nodes = 5000
+	st := state.New(state.Options{Now: func() time.Time { return now }})
+	names := make([]string, nodes)
+	onNode := map[string][]*corev1.Pod{}
+	for i := range nodes {
+		names[i] = fmt.Sprintf("node-%05d", i)
+		st.OnNode(gpuNode(names[i], 8, 80))
+		st.OnLease(agentLease(names[i], now))
+		for g := range 8 {
+			for j := range 2 {
+				p := gpuPod(fmt.Sprintf("v-%d-%d-%d", i, g, j), 40, 1)
+				p.UID = types.UID(p.Name)
+				p.Spec.NodeName = names[i]
+				p.Annotations[api.AnnotationGPUIDs] = fmt.Sprintf("GPU-%s-%d", names[i], g)
+				p.Status.Phase = corev1.PodRunning
+				st.OnPod(p)
+				onNode[names[i]] = append(onNode[names[i]], p)
+			}
+		}
+	}
+	ext := New(Options{Client: fake.NewClientset(), State: st, PodsOnNode: func(n string) []*corev1.Pod { return onNode[n] }})
+	h := ext.Handler()
+	prio := int32(10)
+	pod := gpuPod("p", 60, 1)
+	pod.Spec.Priority = &prio
+	for _, candidates := range []int{100, 500} {
+		b.Run(fmt.Sprintf("candidates=%d", candidates), func(b *testing.B) {
+			args := extenderv1.ExtenderPreemptionArgs{Pod: pod, NodeNameToMetaVictims: map[string]*extenderv1.MetaVictims{}}
+			for _, n := range names[:candidates] {
+				// The scheduler's choice by the total: one 40 GiB pod on
+				// each of two GPUs.
+				args.NodeNameToMetaVictims[n] = &extenderv1.MetaVictims{Pods: []*extenderv1.MetaPod{{UID: string(onNode[n][0].UID)}, {UID: string(onNode[n][2].UID)}}}
+			}
+			body, _ := json.Marshal(args)
+			b.ReportAllocs()
+			cpu := startCPU()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptestRequest(PathPreempt, body))
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Body.String())
+				}
+				var res extenderv1.ExtenderPreemptionResult
+				if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil || len(res.NodeNameToMetaVictims) != candidates {
+					b.Fatalf("%d nodes in the answer, want %d (%v)", len(res.NodeNameToMetaVictims), candidates, err)
+				}
+			}
+			cpu.report(b)
+		})
+	}
 }

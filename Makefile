@@ -31,9 +31,12 @@ tools:
 ## test: lint, unit tests, then the end-to-end suite on a real local control plane
 test: lint unit e2e
 
-## unit: every package's tests (race detector on); Azurite (hack/azurite.sh, npm) serves the azblob source's tests
+## unit: every package's tests (race detector on); Azurite (hack/azurite.sh, npm) serves the azblob source's tests;
+## then test/validation, a module of its own that checks the webhook with the API server's defaulting and validation code
+## (k8s.io/kubernetes; no race detector: it runs one goroutine, and instrumenting that code costs minutes)
 unit:
 	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/... ./examples/... ./hack/images/... ./hack/bench-loader/...
+	cd test/validation && $(GO) test -count=1 ./...
 
 ## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules,
 ## then the install test (test/install: config/ applied, mlplane as pods on the real node); one at a time (-p 1): one real node per host
@@ -51,6 +54,7 @@ bench-long: tools
 ## lint: go vet and gofmt
 lint:
 	$(GO) vet ./...
+	cd test/validation && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 fmt:
@@ -69,6 +73,7 @@ demo-down:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) ./internal/mutate
+	cd test/validation && $(GO) test -run '^$$' -fuzz FuzzMutateValid -fuzztime $(FUZZTIME) .
 
 ## images: the container images without Docker (hack/images): an OCI layout and a docker archive in _output/images/;
 ## IMAGES_FLAGS='--push 127.0.0.1:5000/mlplane' also pushes, '--only pause --platforms linux/amd64' builds less (docs/install.md)

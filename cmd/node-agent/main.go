@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/gpu"
 	"github.com/mlplane/mlplane/internal/gpu/nvmlgpu"
 )
@@ -40,6 +42,11 @@ type options struct {
 	metricsAddr    string
 	healthAddr     string
 	processes      bool
+	// Over-budget pods and the published metrics endpoint.
+	advertiseAddress string
+	overTolerance    int64
+	overAfter        time.Duration
+	evictOverBudget  bool
 }
 
 func main() {
@@ -70,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fs.Int64Var(&o.usedThreshold, "used-threshold-mib", 1024, "how far used memory must move (MiB) before it is worth a write")
 		fs.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics (empty: off)")
 		fs.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (empty: off)")
+		fs.StringVar(&o.advertiseAddress, "advertise-address", os.Getenv("POD_IP"), "address at which others reach the metrics address, published on the Node as "+api.NodeAnnotationAgentMetrics+" with the metrics port (default $POD_IP; else the metrics address's own host, if it names one)")
+		fs.Int64Var(&o.overTolerance, "over-budget-tolerance-mib", 512, "how far (MiB) a pod's GPU processes may use more than it booked on a GPU before it counts as over budget")
+		fs.DurationVar(&o.overAfter, "over-budget-after", 30*time.Second, "how long a pod must stay over budget before its Warning event, and between eviction attempts")
+		fs.BoolVar(&o.evictOverBudget, "evict-over-budget", false, "evict pods that stay over budget, in namespaces labelled "+api.LabelEvictOverBudget+"=true, through the Eviction API")
 		klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 		klog.InitFlags(klogFlags)
 		fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
@@ -163,7 +174,9 @@ func serve(o options) error {
 	agent, err := gpu.NewAgent(gpu.Options{
 		NodeName: o.nodeName, Client: client, Backend: b, BackendName: name, BackendReason: reason,
 		PollInterval: o.pollInterval, ReportInterval: o.reportInterval, UsedThresholdMiB: o.usedThreshold,
-		Registerer: reg, Log: log,
+		OverBudgetToleranceMiB: o.overTolerance, OverBudgetAfter: o.overAfter, EvictOverBudget: o.evictOverBudget,
+		MetricsEndpoint: metricsEndpoint(o.advertiseAddress, o.metricsAddr),
+		Registerer:      reg, Log: log,
 	})
 	if err != nil {
 		return err
@@ -174,6 +187,26 @@ func serve(o options) error {
 	err = <-errc
 	stop()
 	return err
+}
+
+// metricsEndpoint is the "host:port" others scrape: the advertised address
+// with the metrics address's port, else the metrics address when it names a
+// host; "" when the metrics server is off or nothing names a host.
+func metricsEndpoint(advertise, metricsAddr string) string {
+	if metricsAddr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(metricsAddr)
+	if err != nil {
+		return ""
+	}
+	if advertise != "" {
+		return net.JoinHostPort(advertise, port)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return ""
+	}
+	return metricsAddr
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

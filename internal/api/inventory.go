@@ -29,6 +29,11 @@ type GPU struct {
 	// refused), and from agents before it was added; the extender then
 	// takes max(0, UsedMiB - booked) instead.
 	OutsideUsedMiB *int64 `json:"outsideUsedMiB,omitempty"`
+	// OverBookedMiB is the memory the GPU's pods use beyond what each
+	// booked on it (the sum over pods of max(0, used - booked)); the
+	// extender keeps it from bookings as it keeps OutsideUsedMiB, so that
+	// no pod is placed into memory that a pod over its budget holds.
+	OverBookedMiB int64 `json:"overBookedMiB,omitempty"`
 	// Healthy is false when the agent has seen the GPU fail (XID errors, NVML
 	// errors); the extender never places pods on an unhealthy GPU.
 	Healthy bool `json:"healthy"`
@@ -60,9 +65,9 @@ func DecodeInventory(s string) ([]GPU, error) {
 		switch {
 		case g.UUID == "":
 			return nil, fmt.Errorf("annotation %s: entry %d has no uuid", NodeAnnotationGPUs, i)
-		case g.MemoryMiB < 0 || g.UsedMiB < 0 || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB < 0):
+		case g.MemoryMiB < 0 || g.UsedMiB < 0 || g.OverBookedMiB < 0 || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB < 0):
 			return nil, fmt.Errorf("annotation %s: entry %d (%s) has negative memory", NodeAnnotationGPUs, i, g.UUID)
-		case g.MemoryMiB > MaxGPUMemoryMiB || g.UsedMiB > MaxGPUMemoryMiB || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB > MaxGPUMemoryMiB):
+		case g.MemoryMiB > MaxGPUMemoryMiB || g.UsedMiB > MaxGPUMemoryMiB || g.OverBookedMiB > MaxGPUMemoryMiB || (g.OutsideUsedMiB != nil && *g.OutsideUsedMiB > MaxGPUMemoryMiB):
 			return nil, fmt.Errorf("annotation %s: entry %d (%s) has more memory than one GPU can have (at most %d MiB)", NodeAnnotationGPUs, i, g.UUID, MaxGPUMemoryMiB)
 		}
 		if _, dup := seen[g.UUID]; dup {

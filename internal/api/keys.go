@@ -101,6 +101,28 @@ const (
 	// NodeAnnotationGPUs holds the node's GPU inventory, a JSON list of GPU,
 	// written by the node agent.
 	NodeAnnotationGPUs = "mlplane.io/gpus"
+	// NodeAnnotationAgentMetrics is where the node's agent serves its
+	// Prometheus metrics, "host:port" (path /metrics, plain HTTP), written
+	// by the agent: the custom metrics API server scrapes it, as
+	// metrics-server scrapes the kubelet at node.status.daemonEndpoints.
+	NodeAnnotationAgentMetrics = "mlplane.io/node-agent-metrics"
+)
+
+// Pods over their GPU memory budget (issue 17): a pod whose processes use
+// more GPU memory on a GPU than it booked there.
+const (
+	// LabelEvictOverBudget, with the value "true" on a namespace, lets node
+	// agents started with --evict-over-budget evict that namespace's pods
+	// that stay over budget (through the Eviction API, so that
+	// PodDisruptionBudgets hold). Off for every namespace by default.
+	LabelEvictOverBudget = "mlplane.io/evict-over-budget"
+	// EventReasonOverBudget is the Warning event on such a pod.
+	EventReasonOverBudget = "GPUMemoryOverBudget"
+	// EventReasonOverBudgetEvicted is the Warning event on a pod the agent
+	// evicted for it; EventReasonOverBudgetEvictionRefused when the API
+	// server refused the eviction (a PodDisruptionBudget).
+	EventReasonOverBudgetEvicted         = "GPUMemoryOverBudgetEvicted"
+	EventReasonOverBudgetEvictionRefused = "GPUMemoryOverBudgetEvictionRefused"
 )
 
 // ResourceGPUMemory is the extended resource, in MiB, that GPU pods request

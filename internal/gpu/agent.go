@@ -61,6 +61,20 @@ type Options struct {
 	// Pods names pods by UID (default a field-selected list of this node's
 	// pods, refreshed on a miss at most every ReportInterval).
 	Pods PodNamer
+	// OverBudgetToleranceMiB is how far a pod's processes may go over its
+	// booking on a GPU before it counts as over budget (default 512: a CUDA
+	// context alone takes about 600 MiB beyond what an application
+	// allocates, which a booking sized for the allocations leaves out).
+	OverBudgetToleranceMiB int64
+	// OverBudgetAfter is how long a pod must stay over budget before its
+	// Warning event, and between two eviction attempts (default 30s).
+	OverBudgetAfter time.Duration
+	// EvictOverBudget lets the agent evict pods that stay over budget in
+	// namespaces labelled api.LabelEvictOverBudget=true (default false).
+	EvictOverBudget bool
+	// MetricsEndpoint, "host:port", is published as the Node's
+	// api.NodeAnnotationAgentMetrics (default: not published).
+	MetricsEndpoint string
 	// Registerer receives the metrics (default none).
 	Registerer prometheus.Registerer
 	// Log is the logger (default discard).
@@ -81,9 +95,17 @@ func (f NodeSourceFunc) Node() (*corev1.Node, bool) { return f() }
 
 var _ NodeSource = NodeSourceFunc(nil)
 
-// PodNamer names the pod with a UID.
+// PodNamer finds the pod with a UID on this node.
 type PodNamer interface {
-	PodName(ctx context.Context, uid string) (namespace, name string, ok bool)
+	Pod(ctx context.Context, uid string) (PodInfo, bool)
+}
+
+// PodInfo is what the agent knows of a pod with GPU processes.
+type PodInfo struct {
+	Namespace, Name string
+	// BookedMiB is the memory the pod booked on each of its GPUs (0: none
+	// or unknown).
+	BookedMiB int64
 }
 
 // Agent publishes one node's GPUs. Step does one poll; Run repeats it.
@@ -106,9 +128,20 @@ type Agent struct {
 	// that a fleet of agents does not hammer a struggling API server.
 	nodeRetry, leaseRetry backoff
 
+	// over tracks the pods over their GPU memory budget, by pod UID and
+	// GPU UUID.
+	over map[[2]string]*overBudget
+
 	mu       sync.Mutex
 	lastStep time.Time
 	ready    bool
+}
+
+// overBudget is one pod's episode over its booking on one GPU.
+type overBudget struct {
+	since     time.Time
+	reported  bool
+	lastEvict time.Time
 }
 
 // NewAgent checks opts and applies the defaults.
@@ -129,6 +162,9 @@ func NewAgent(opts Options) (*Agent, error) {
 			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
 		}
 	}
+	if opts.OverBudgetToleranceMiB < 0 || opts.OverBudgetAfter < 0 {
+		errs = append(errs, fmt.Errorf("over-budget tolerance %d MiB and time %s must not be negative", opts.OverBudgetToleranceMiB, opts.OverBudgetAfter))
+	}
 	if opts.UsedThresholdMiB < 0 {
 		errs = append(errs, fmt.Errorf("used-memory threshold %d MiB is negative", opts.UsedThresholdMiB))
 	}
@@ -143,6 +179,12 @@ func NewAgent(opts Options) (*Agent, error) {
 	}
 	if opts.UsedThresholdMiB == 0 {
 		opts.UsedThresholdMiB = 1024
+	}
+	if opts.OverBudgetToleranceMiB == 0 {
+		opts.OverBudgetToleranceMiB = 512
+	}
+	if opts.OverBudgetAfter == 0 {
+		opts.OverBudgetAfter = 30 * time.Second
 	}
 	if opts.LeaseRenewInterval == 0 {
 		opts.LeaseRenewInterval = api.LeaseRenewInterval
@@ -162,7 +204,7 @@ func NewAgent(opts Options) (*Agent, error) {
 	if opts.Log.GetSink() == nil {
 		opts.Log = logr.Discard()
 	}
-	a := &Agent{opts: opts, log: opts.Log.WithValues("node", opts.NodeName)}
+	a := &Agent{opts: opts, log: opts.Log.WithValues("node", opts.NodeName), over: map[[2]string]*overBudget{}}
 	if opts.Nodes == nil {
 		a.nodes = newNodeInformer(opts.Client, opts.NodeName)
 		a.opts.Nodes = a.nodes
@@ -214,6 +256,8 @@ func (a *Agent) Step(ctx context.Context) {
 	inv, devs := a.readInventory()
 	usage := a.podUsage(actx, devs)
 	setOutsideUsed(inv, devs, usage)
+	setOverBooked(inv, usage)
+	a.checkOverBudget(actx, now, usage)
 	a.metrics.observe(devs, usage)
 	published := a.publish(actx, inv, now)
 	renewed := a.renewLeaseIfDue(actx, now)
@@ -304,10 +348,19 @@ func compareInventory(published []api.GPU, publishedOK bool, cur []api.GPU, thre
 		if d := p.UsedMiB - g.UsedMiB; d > thresholdMiB || -d > thresholdMiB {
 			c = usedMoved
 		}
+		// Memory that bookings must leave alone going up is written at
+		// once (a new pod could be placed into it); going down waits.
+		if d := g.OverBookedMiB - p.OverBookedMiB; d > thresholdMiB {
+			return changed
+		} else if -d > thresholdMiB || (p.OverBookedMiB == 0) != (g.OverBookedMiB == 0) {
+			c = usedMoved
+		}
 		switch po, o := p.OutsideUsedMiB, g.OutsideUsedMiB; {
 		case (po == nil) != (o == nil):
 			return changed
-		case po != nil && (*po-*o > thresholdMiB || *o-*po > thresholdMiB):
+		case po != nil && *o-*po > thresholdMiB:
+			return changed
+		case po != nil && *po-*o > thresholdMiB:
 			c = usedMoved
 		}
 	}
@@ -331,8 +384,13 @@ func (a *Agent) publish(ctx context.Context, inv []api.GPU, now time.Time) bool 
 	raw, has := node.Annotations[api.NodeAnnotationGPUs]
 	published, err := api.DecodeInventory(raw)
 	c := compareInventory(published, has && err == nil, inv, a.opts.UsedThresholdMiB)
-	if c == changed || (c == usedMoved && now.Sub(a.lastAnnotation) >= a.opts.ReportInterval) {
-		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{api.NodeAnnotationGPUs: api.EncodeInventory(inv)}}}
+	endpointStale := a.opts.MetricsEndpoint != "" && node.Annotations[api.NodeAnnotationAgentMetrics] != a.opts.MetricsEndpoint
+	if c == changed || endpointStale || (c == usedMoved && now.Sub(a.lastAnnotation) >= a.opts.ReportInterval) {
+		ann := map[string]string{api.NodeAnnotationGPUs: api.EncodeInventory(inv)}
+		if a.opts.MetricsEndpoint != "" {
+			ann[api.NodeAnnotationAgentMetrics] = a.opts.MetricsEndpoint
+		}
+		patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
 		if n, err := a.patchNode(ctx, writeAnnotation, patch); err != nil {
 			a.log.Error(err, "Publishing the GPU inventory failed")
 			upToDate = false
@@ -482,6 +540,106 @@ func setOutsideUsed(inv []api.GPU, devs []Device, usage []podUsage) {
 	setOutside(inv, devs, inPods)
 }
 
+// setOverBooked sets each GPU's OverBookedMiB: what its pods use beyond
+// their bookings (a pod that booked nothing counts whole), at once and
+// without a tolerance, since the memory is in use.
+func setOverBooked(inv []api.GPU, usage []podUsage) {
+	over := map[string]int64{}
+	for _, u := range usage {
+		over[u.uuid] += max(0, u.usedMiB-u.bookedMiB)
+	}
+	for i := range inv {
+		inv[i].OverBookedMiB = over[inv[i].UUID]
+	}
+}
+
+// checkOverBudget follows the pods that booked GPU memory and use more than
+// their booking plus the tolerance on a GPU. One that stays over for
+// OverBudgetAfter gets a Warning event (once per episode) and is marked in
+// the metric; with EvictOverBudget, and its namespace labelled
+// api.LabelEvictOverBudget=true, it is evicted through the Eviction API,
+// at most once per OverBudgetAfter (a refusal, from a PodDisruptionBudget,
+// is reported on the pod and retried).
+func (a *Agent) checkOverBudget(ctx context.Context, now time.Time, usage []podUsage) {
+	seen := map[[2]string]bool{}
+	for i := range usage {
+		u := &usage[i]
+		if u.bookedMiB <= 0 || u.usedMiB <= u.bookedMiB+a.opts.OverBudgetToleranceMiB {
+			continue
+		}
+		k := [2]string{u.uid, u.uuid}
+		seen[k] = true
+		o := a.over[k]
+		if o == nil {
+			o = &overBudget{since: now}
+			a.over[k] = o
+		}
+		if now.Sub(o.since) < a.opts.OverBudgetAfter {
+			continue
+		}
+		u.overBudget = true
+		if u.name == "" {
+			continue // the pod is not known (yet): no object to report on
+		}
+		msg := fmt.Sprintf("pod uses %d MiB of GPU memory on %s (GPU %d), more than the %d MiB it booked (tolerance %d MiB), for %s",
+			u.usedMiB, u.uuid, u.gpu, u.bookedMiB, a.opts.OverBudgetToleranceMiB, now.Sub(o.since).Round(time.Second))
+		if !o.reported {
+			o.reported = true
+			a.event(ctx, now, u, corev1.EventTypeWarning, api.EventReasonOverBudget, msg)
+		}
+		if a.opts.EvictOverBudget && now.Sub(o.lastEvict) >= a.opts.OverBudgetAfter {
+			a.evictOverBudget(ctx, now, u, o, msg)
+		}
+	}
+	for k := range a.over {
+		if !seen[k] {
+			delete(a.over, k)
+		}
+	}
+}
+
+// evictOverBudget evicts u's pod when its namespace opted in.
+func (a *Agent) evictOverBudget(ctx context.Context, now time.Time, u *podUsage, o *overBudget, msg string) {
+	ns, err := a.opts.Client.GetNamespace(ctx, u.namespace)
+	if err != nil {
+		a.log.Error(err, "Reading the namespace of a pod over its GPU memory budget failed", "pod", u.namespace+"/"+u.name)
+		return
+	}
+	if ns.Labels[api.LabelEvictOverBudget] != "true" {
+		return
+	}
+	o.lastEvict = now
+	err = a.opts.Client.EvictPod(ctx, u.namespace, u.name, types.UID(u.uid))
+	switch {
+	case err == nil:
+		a.metrics.overBudgetEvictions.WithLabelValues("evicted").Inc()
+		a.event(ctx, now, u, corev1.EventTypeWarning, api.EventReasonOverBudgetEvicted, "evicted by the mlplane node agent: "+msg)
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		// gone or replaced already
+	default:
+		a.metrics.overBudgetEvictions.WithLabelValues("refused").Inc()
+		a.event(ctx, now, u, corev1.EventTypeWarning, api.EventReasonOverBudgetEvictionRefused,
+			fmt.Sprintf("eviction refused (%v); retrying in %s: %s", err, a.opts.OverBudgetAfter, msg))
+	}
+}
+
+// event records a core/v1 Event on u's pod, as the kubelet records its own.
+func (a *Agent) event(ctx context.Context, now time.Time, u *podUsage, eventtype, reason, msg string) {
+	t := metav1.NewTime(now)
+	e := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Namespace: u.namespace, Name: fmt.Sprintf("%s.%x", u.name, now.UnixNano())},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: u.namespace, Name: u.name, UID: types.UID(u.uid)},
+		Reason:         reason, Message: msg, Type: eventtype, Count: 1,
+		FirstTimestamp: t, LastTimestamp: t,
+		Source:              corev1.EventSource{Component: "mlplane-node-agent", Host: a.opts.NodeName},
+		ReportingController: "mlplane.io/node-agent", ReportingInstance: a.opts.NodeName,
+	}
+	if err := a.opts.Client.CreateEvent(ctx, e); err != nil {
+		a.log.Error(err, "Recording an event failed", "pod", u.namespace+"/"+u.name, "reason", reason)
+	}
+	a.log.Info(msg, "pod", u.namespace+"/"+u.name, "reason", reason)
+}
+
 // PublishedInventory is the inventory as the agent publishes it: Inventory
 // with each GPU's OutsideUsedMiB, the processes mapped to pods by podUID
 // (ProcPodUIDs on a node; a process it does not map is outside any pod).
@@ -517,11 +675,19 @@ func setOutside(inv []api.GPU, devs []Device, inPods map[string]int64) {
 	}
 }
 
-// podUsage sums, per pod and GPU, the memory of the GPUs' processes.
+// podUsage sums, per pod and GPU, the memory of the GPUs' processes, and
+// gives each its booking and its utilisation: the sum of its processes'
+// where the backend gives per-process samples, else the GPU's utilisation
+// times the pod's share of the processes' memory.
 func (a *Agent) podUsage(ctx context.Context, devs []Device) []podUsage {
 	var out []podUsage
 	idx := map[[2]string]int{}
 	for _, d := range devs {
+		var procMiB int64
+		for _, p := range d.Processes {
+			procMiB += p.UsedMiB
+		}
+		first := len(out)
 		for _, p := range d.Processes {
 			uid := p.PodUID
 			if uid == "" {
@@ -533,12 +699,25 @@ func (a *Agent) podUsage(ctx context.Context, devs []Device) []podUsage {
 			k := [2]string{uid, d.UUID}
 			i, seen := idx[k]
 			if !seen {
-				ns, name, _ := a.opts.Pods.PodName(ctx, uid)
+				info, _ := a.opts.Pods.Pod(ctx, uid)
 				i = len(out)
 				idx[k] = i
-				out = append(out, podUsage{uid: uid, namespace: ns, name: name, gpu: d.Index, uuid: d.UUID})
+				out = append(out, podUsage{uid: uid, namespace: info.Namespace, name: info.Name, gpu: d.Index, uuid: d.UUID,
+					bookedMiB: info.BookedMiB, utilSource: utilMemoryShare})
 			}
 			out[i].usedMiB += p.UsedMiB
+			out[i].utilPercent += float64(p.UtilizationPercent)
+		}
+		for i := first; i < len(out); i++ {
+			u := &out[i]
+			switch {
+			case d.ProcessUtilizationKnown:
+				u.utilSource, u.utilPercent = utilProcess, min(u.utilPercent, 100)
+			case procMiB > 0:
+				u.utilPercent = float64(d.UtilizationPercent) * float64(u.usedMiB) / float64(procMiB)
+			default:
+				u.utilPercent = 0
+			}
 		}
 	}
 	return out

@@ -18,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -776,5 +778,186 @@ func TestOutsideUsedMemory(t *testing.T) {
 	}
 	if g := h.published()[2]; g.OutsideUsedMiB == nil || *g.OutsideUsedMiB != 7000 {
 		t.Fatalf("GPU 2: %+v", g)
+	}
+}
+
+func (c clientsetAPI) CreateEvent(ctx context.Context, e *corev1.Event) error {
+	_, err := c.CoreV1().Events(e.Namespace).Create(ctx, e, metav1.CreateOptions{})
+	return err
+}
+
+func (c clientsetAPI) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	return c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+}
+
+func (c clientsetAPI) EvictPod(ctx context.Context, ns, name string, uid types.UID) error {
+	return c.PolicyV1().Evictions(ns).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}})
+}
+
+// overPod is a pod on n1 that booked 20 GiB per GPU.
+func overPod(ns string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "llama", Namespace: ns, UID: "0b6c1c9a-1111-2222-3333-444455556666",
+		Annotations: map[string]string{api.AnnotationGPUMemory: "20Gi"}}, Spec: corev1.PodSpec{NodeName: "n1"}}
+}
+
+// events lists the events recorded in ns as "reason: message".
+func (h *harness) events(ns string) []string {
+	h.t.Helper()
+	list, err := h.client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Kind != "Pod" || e.Type != corev1.EventTypeWarning || e.Source.Component != "mlplane-node-agent" {
+			h.t.Errorf("event %+v", e)
+		}
+		out = append(out, e.Reason+": "+e.Message)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestPodMetricsBookedAndUtilization: the per-pod series carry the booking
+// and the utilisation, from per-process samples where the backend has them
+// and from the memory share where it does not (issue 17).
+func TestPodMetricsBookedAndUtilization(t *testing.T) {
+	pod := overPod("serving")
+	devs := gpus(2, 81920)
+	devs[0].ProcessUtilizationKnown = true
+	devs[0].Processes = []Process{
+		{PID: 10, UsedMiB: 3000, PodUID: string(pod.UID), UtilizationPercent: 30},
+		{PID: 11, UsedMiB: 1000, PodUID: string(pod.UID), UtilizationPercent: 15},
+	}
+	devs[1].UtilizationPercent = 80 // no per-process samples: split 3:1 by memory
+	devs[1].Processes = []Process{{PID: 12, UsedMiB: 3072, PodUID: string(pod.UID)}, {PID: 13, UsedMiB: 1024, PodUID: "ffffffff-1111-2222-3333-444455556666"}}
+	h := newHarness(t, devs, pod)
+	h.step(0)
+	u0, u1 := FakeUUID("n1", 0), FakeUUID("n1", 1)
+	want := `
+mlplane_gpu_pod_utilization_ratio{gpu="0",namespace="serving",node="n1",pod="llama",pod_uid="0b6c1c9a-1111-2222-3333-444455556666",source="process",uuid="` + u0 + `"} 0.45
+mlplane_gpu_pod_utilization_ratio{gpu="1",namespace="",node="n1",pod="",pod_uid="ffffffff-1111-2222-3333-444455556666",source="memory_share",uuid="` + u1 + `"} 0.2
+mlplane_gpu_pod_utilization_ratio{gpu="1",namespace="serving",node="n1",pod="llama",pod_uid="0b6c1c9a-1111-2222-3333-444455556666",source="memory_share",uuid="` + u1 + `"} 0.6
+`
+	if diff := cmp.Diff(strings.TrimSpace(want), render(t, h.reg, "mlplane_gpu_pod_utilization_ratio")); diff != "" {
+		t.Errorf("utilization (-want +got):\n%s", diff)
+	}
+	// 20Gi booked = 21474836480 bytes; the unknown pod booked nothing.
+	want = `
+mlplane_gpu_pod_memory_booked_bytes{gpu="0",namespace="serving",node="n1",pod="llama",pod_uid="0b6c1c9a-1111-2222-3333-444455556666",uuid="` + u0 + `"} 2.147483648e+10
+mlplane_gpu_pod_memory_booked_bytes{gpu="1",namespace="",node="n1",pod="",pod_uid="ffffffff-1111-2222-3333-444455556666",uuid="` + u1 + `"} 0
+mlplane_gpu_pod_memory_booked_bytes{gpu="1",namespace="serving",node="n1",pod="llama",pod_uid="0b6c1c9a-1111-2222-3333-444455556666",uuid="` + u1 + `"} 2.147483648e+10
+`
+	if diff := cmp.Diff(strings.TrimSpace(want), render(t, h.reg, "mlplane_gpu_pod_memory_booked_bytes")); diff != "" {
+		t.Errorf("booked (-want +got):\n%s", diff)
+	}
+	// The pod that booked nothing is over-booked by all it uses.
+	if g := h.published()[1]; g.OverBookedMiB != 1024 {
+		t.Errorf("GPU 1 overBookedMiB = %d, want 1024", g.OverBookedMiB)
+	}
+}
+
+// TestOverBudget: a pod over its booking by more than the tolerance for
+// longer than OverBudgetAfter gets one Warning event and the metric; the
+// inventory carries the excess at once; with eviction on and the namespace
+// opted in it is evicted, and a refusal (a PodDisruptionBudget) is
+// reported and retried (issue 17 part 2).
+func TestOverBudget(t *testing.T) {
+	pod := overPod("serving")
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "serving"}}
+	devs := gpus(1, 81920)
+	devs[0].ProcessesKnown = true
+	devs[0].UsedMiB = 20480 + 400
+	devs[0].Processes = []Process{{PID: 10, UsedMiB: 20480 + 400, PodUID: string(pod.UID)}}
+	h := newHarness(t, devs, pod, ns)
+	h.agent.opts.EvictOverBudget = true
+	var evictions int
+	refuse := true
+	h.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "eviction" {
+			return false, nil, nil
+		}
+		evictions++
+		if refuse {
+			return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 10)
+		}
+		return true, nil, nil
+	})
+	h.step(0)
+	// Within the tolerance: 400 MiB over, counted in the inventory, no event.
+	if g := h.published()[0]; g.OverBookedMiB != 400 {
+		t.Fatalf("overBookedMiB = %d, want 400", g.OverBookedMiB)
+	}
+	h.backend.set(func(d []Device) { d[0].UsedMiB, d[0].Processes[0].UsedMiB = 24576, 24576 })
+	h.step(10 * time.Second)
+	if ev := h.events("serving"); len(ev) != 0 {
+		t.Fatalf("event before the grace: %v", ev)
+	}
+	if g := h.published()[0]; g.OverBookedMiB != 4096 {
+		t.Fatalf("overBookedMiB = %d, want 4096 (published at once: it moved from 400 past the threshold)", g.OverBookedMiB)
+	}
+	// Over for 30 s: a Warning, but no eviction, the namespace has not opted in.
+	h.step(30 * time.Second)
+	want := []string{"GPUMemoryOverBudget: pod uses 24576 MiB of GPU memory on " + FakeUUID("n1", 0) + " (GPU 0), more than the 20480 MiB it booked (tolerance 512 MiB), for 30s"}
+	if diff := cmp.Diff(want, h.events("serving")); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(render(t, h.reg, "mlplane_gpu_pod_over_budget"), `uuid="`+FakeUUID("n1", 0)+`"} 1`) {
+		t.Fatalf("metric: %s", render(t, h.reg, "mlplane_gpu_pod_over_budget"))
+	}
+	if evictions != 0 {
+		t.Fatalf("evicted %d times without the namespace's opt-in", evictions)
+	}
+	// Opted in: the eviction is refused (PDB), reported, and retried only
+	// after OverBudgetAfter.
+	ns.Labels = map[string]string{api.LabelEvictOverBudget: "true"}
+	if _, err := h.client.CoreV1().Namespaces().Update(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.step(time.Second)
+	h.step(time.Second)
+	if evictions != 1 {
+		t.Fatalf("%d eviction attempts, want 1", evictions)
+	}
+	ev := h.events("serving")
+	if len(ev) != 2 || !strings.HasPrefix(ev[1], "GPUMemoryOverBudgetEvictionRefused: eviction refused (Cannot evict pod as it would violate the pod's disruption budget.); retrying in 30s") {
+		t.Fatalf("events %q", ev)
+	}
+	refuse = false
+	h.step(30 * time.Second)
+	if evictions != 2 {
+		t.Fatalf("%d eviction attempts, want 2", evictions)
+	}
+	if ev := h.events("serving"); len(ev) != 3 || !strings.HasPrefix(ev[1], "GPUMemoryOverBudgetEvicted: evicted by the mlplane node agent: pod uses 24576 MiB") {
+		t.Fatalf("events %q", ev)
+	}
+	// Back under budget: the episode ends; the metric is 0.
+	h.backend.set(func(d []Device) { d[0].UsedMiB, d[0].Processes[0].UsedMiB = 20000, 20000 })
+	h.step(time.Second)
+	if !strings.Contains(render(t, h.reg, "mlplane_gpu_pod_over_budget"), `uuid="`+FakeUUID("n1", 0)+`"} 0`) {
+		t.Fatalf("metric after: %s", render(t, h.reg, "mlplane_gpu_pod_over_budget"))
+	}
+}
+
+// TestPublishesMetricsEndpoint: the agent says on its Node where to scrape
+// it, and puts it back when someone removes it.
+func TestPublishesMetricsEndpoint(t *testing.T) {
+	h := newHarness(t, gpus(1, 81920))
+	h.agent.opts.MetricsEndpoint = "10.0.0.7:8080"
+	h.step(0)
+	if got := h.mustNode().Annotations[api.NodeAnnotationAgentMetrics]; got != "10.0.0.7:8080" {
+		t.Fatalf("annotation = %q", got)
+	}
+	if w := h.step(time.Second); len(w) != 0 {
+		t.Fatalf("steady state wrote %v", w)
+	}
+	patch := []byte(`{"metadata":{"annotations":{"` + api.NodeAnnotationAgentMetrics + `":null}}}`)
+	if _, err := h.client.CoreV1().Nodes().Patch(context.Background(), "n1", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.step(time.Second)
+	if got := h.mustNode().Annotations[api.NodeAnnotationAgentMetrics]; got != "10.0.0.7:8080" {
+		t.Fatalf("annotation after removal = %q", got)
 	}
 }

@@ -41,6 +41,11 @@ type Device struct {
 	// their memory (then the agent cannot tell pods' use from others').
 	Processes      []Process
 	ProcessesKnown bool
+	// ProcessUtilizationKnown is true when the backend gave each process's
+	// utilisation (NVML's per-process samples); otherwise a pod's share of
+	// UtilizationPercent is estimated from its share of the processes'
+	// memory.
+	ProcessUtilizationKnown bool
 }
 
 // Process is a process holding memory on a GPU.
@@ -50,6 +55,11 @@ type Process struct {
 	// PodUID is set by backends that know it directly (the fake); for NVML it
 	// is empty and the agent resolves it from /proc/<pid>/cgroup.
 	PodUID string
+	// UtilizationPercent is the share of the last sample period during
+	// which the process's kernels ran on the GPU, 0..100 (NVML's
+	// nvmlProcessUtilizationSample_t.smUtil); valid when the device's
+	// ProcessUtilizationKnown.
+	UtilizationPercent int
 }
 
 // BackendFunc adapts a function to a Backend whose Close does nothing.

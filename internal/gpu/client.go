@@ -2,10 +2,12 @@ package gpu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -31,6 +33,13 @@ type API interface {
 	GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error)
 	CreateLease(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error)
 	UpdateLease(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error)
+	// CreateEvent records a core/v1 Event; GetNamespace reads a Namespace
+	// (its labels); EvictPod evicts a pod through the Eviction API
+	// (policy/v1), preconditioned on its UID. They serve pods over their
+	// GPU memory budget.
+	CreateEvent(ctx context.Context, event *corev1.Event) error
+	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
+	EvictPod(ctx context.Context, namespace, name string, uid types.UID) error
 }
 
 // restAPI implements API with two REST clients, for the core and the
@@ -116,4 +125,31 @@ func (r *restAPI) UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*co
 		VersionedParams(&metav1.UpdateOptions{FieldManager: api.FieldManager}, r.params).
 		Body(l).Do(ctx).Into(out)
 	return out, err
+}
+
+func (r *restAPI) CreateEvent(ctx context.Context, e *corev1.Event) error {
+	return r.core.Post().Namespace(e.Namespace).Resource("events").
+		VersionedParams(&metav1.CreateOptions{FieldManager: api.FieldManager}, r.params).
+		Body(e).Do(ctx).Error()
+}
+
+func (r *restAPI) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	out := &corev1.Namespace{}
+	err := r.core.Get().Resource("namespaces").Name(name).Do(ctx).Into(out)
+	return out, err
+}
+
+// EvictPod posts a policy/v1 Eviction. The body is encoded here: the
+// agent's scheme knows only core/v1 and coordination/v1.
+func (r *restAPI) EvictPod(ctx context.Context, namespace, name string, uid types.UID) error {
+	body, err := json.Marshal(&policyv1.Eviction{
+		TypeMeta:      metav1.TypeMeta{APIVersion: "policy/v1", Kind: "Eviction"},
+		ObjectMeta:    metav1.ObjectMeta{Namespace: namespace, Name: name},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}},
+	})
+	if err != nil {
+		return err
+	}
+	return r.core.Post().Namespace(namespace).Resource("pods").Name(name).SubResource("eviction").
+		SetHeader("Content-Type", "application/json").Body(body).Do(ctx).Error()
 }

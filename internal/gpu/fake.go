@@ -50,6 +50,11 @@ type FakeProcessSpec struct {
 	PID    uint32            `json:"pid"`
 	PodUID string            `json:"podUID,omitempty"`
 	Used   resource.Quantity `json:"used"`
+	// Utilization is the process's share of the GPU's time, 0..100, as
+	// NVML's per-process samples give it; a GPU with processes reports
+	// per-process utilisation, and its utilization defaults to their sum
+	// (at most 100).
+	Utilization int `json:"utilization,omitempty"`
 }
 
 // ParseFakeSpec parses an inline spec: comma-separated groups COUNTxSIZE or
@@ -107,6 +112,9 @@ func (s FakeSpec) validate() error {
 			if p.Used.Sign() < 0 {
 				errs = append(errs, fmt.Errorf("gpus[%d].processes[%d].used is negative", i, j))
 			}
+			if p.Utilization < 0 || p.Utilization > 100 {
+				errs = append(errs, fmt.Errorf("gpus[%d].processes[%d].utilization: %d is not a percentage", i, j, p.Utilization))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -145,10 +153,18 @@ func (s FakeSpec) Devices(nodeName string) []Device {
 				d.Healthy, d.Reason = false, g.Error
 			}
 			var procUsed int64
+			procUtil := 0
 			for _, p := range g.Processes {
 				used := quantityMiB(p.Used)
 				procUsed += used
-				d.Processes = append(d.Processes, Process{PID: p.PID, UsedMiB: used, PodUID: p.PodUID})
+				procUtil += p.Utilization
+				d.Processes = append(d.Processes, Process{PID: p.PID, UsedMiB: used, PodUID: p.PodUID, UtilizationPercent: p.Utilization})
+			}
+			if len(g.Processes) > 0 {
+				d.ProcessUtilizationKnown = true
+				if g.Utilization == 0 {
+					d.UtilizationPercent = min(procUtil, 100)
+				}
 			}
 			d.UsedMiB = min(procUsed, d.MemoryMiB)
 			if g.Used != nil {

@@ -21,17 +21,40 @@ var (
 	descPodMem = prometheus.NewDesc("mlplane_gpu_pod_memory_used_bytes",
 		"GPU memory held by the processes of a pod on a GPU (NVML running processes mapped to pods through /proc/<pid>/cgroup).",
 		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
+	descPodBooked = prometheus.NewDesc("mlplane_gpu_pod_memory_booked_bytes",
+		"GPU memory a pod with processes on a GPU booked there (its mlplane.io/gpu-memory per GPU).",
+		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
+	descPodUtil = prometheus.NewDesc("mlplane_gpu_pod_utilization_ratio",
+		"A pod's share of the GPU's time, 0..1: with source=process, the sum of its processes' NVML per-process utilisation samples (smUtil) over the last poll; with source=memory_share, where the driver gives no per-process samples, the GPU's utilisation times the pod's share of the GPU processes' memory.",
+		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid", "source"}, nil)
+	descPodOver = prometheus.NewDesc("mlplane_gpu_pod_over_budget",
+		"1 while a pod's processes have used more GPU memory on the GPU than it booked, by more than --over-budget-tolerance-mib, for longer than --over-budget-after; else 0.",
+		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
 	descDevices = prometheus.NewDesc("mlplane_gpu_devices",
 		"Number of GPUs the backend reports.", []string{"node"}, nil)
 )
 
-// podUsage is the GPU memory of one pod's processes on one GPU.
+// podUsage is the GPU memory of one pod's processes on one GPU, what the
+// pod booked there, and its utilisation of the GPU.
 type podUsage struct {
 	uid, namespace, name string
 	gpu                  int
 	uuid                 string
-	usedMiB              int64
+	usedMiB, bookedMiB   int64
+	// utilPercent is 0..100; utilSource says how it was found.
+	utilPercent float64
+	utilSource  string
+	// overBudget is set while the pod has been over its booking by more
+	// than the tolerance for longer than the grace (see overBudget).
+	overBudget bool
 }
+
+// Sources of a pod's utilisation (label source of
+// mlplane_gpu_pod_utilization_ratio).
+const (
+	utilProcess     = "process"
+	utilMemoryShare = "memory_share"
+)
 
 // metrics holds the agent's metrics. Per-GPU and per-pod series are served
 // from the last poll's snapshot, so a GPU or a pod that goes away stops being
@@ -44,6 +67,9 @@ type metrics struct {
 	nvmlAvailable prometheus.Gauge
 	backendErrors prometheus.Counter
 	apiWrites     *prometheus.CounterVec
+	// overBudgetEvictions counts evictions of pods over their GPU memory
+	// budget, by result (evicted, refused).
+	overBudgetEvictions *prometheus.CounterVec
 
 	mu   sync.Mutex
 	devs []Device
@@ -63,6 +89,8 @@ func newMetrics(node, backend, reason string) *metrics {
 			Help: "Reads of the GPUs that failed."}),
 		apiWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mlplane_node_agent_api_writes_total",
 			Help: "Writes to the API server by kind (node_annotation, node_status, lease) and result (success, error)."}, []string{"kind", "result"}),
+		overBudgetEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mlplane_gpu_pod_over_budget_evictions_total",
+			Help: "Evictions of pods over their GPU memory budget (--evict-over-budget), by result (evicted, refused)."}, []string{"result"}),
 	}
 	m.backendInfo.WithLabelValues(backend, reason).Set(1)
 	if backend == "nvml" {
@@ -77,7 +105,7 @@ func newMetrics(node, backend, reason string) *metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m, m.backendUp, m.backendInfo, m.nvmlAvailable, m.backendErrors, m.apiWrites} {
+	for _, c := range []prometheus.Collector{m, m.backendUp, m.backendInfo, m.nvmlAvailable, m.backendErrors, m.apiWrites, m.overBudgetEvictions} {
 		errs = append(errs, r.Register(c))
 	}
 	return errors.Join(errs...)
@@ -99,7 +127,7 @@ func (m *metrics) observe(devs []Device, pods []podUsage) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMemTotal, descMemUsed, descUtil, descHealthy, descPodMem, descDevices} {
+	for _, d := range []*prometheus.Desc{descMemTotal, descMemUsed, descUtil, descHealthy, descPodMem, descPodBooked, descPodUtil, descPodOver, descDevices} {
 		ch <- d
 	}
 }
@@ -122,6 +150,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, healthy, m.node, gpu, d.UUID, d.Model, d.Reason)
 	}
 	for _, p := range m.pods {
-		ch <- prometheus.MustNewConstMetric(descPodMem, prometheus.GaugeValue, float64(p.usedMiB*mi), m.node, p.namespace, p.name, p.uid, strconv.Itoa(p.gpu), p.uuid)
+		gpu := strconv.Itoa(p.gpu)
+		ch <- prometheus.MustNewConstMetric(descPodMem, prometheus.GaugeValue, float64(p.usedMiB*mi), m.node, p.namespace, p.name, p.uid, gpu, p.uuid)
+		ch <- prometheus.MustNewConstMetric(descPodBooked, prometheus.GaugeValue, float64(p.bookedMiB*mi), m.node, p.namespace, p.name, p.uid, gpu, p.uuid)
+		ch <- prometheus.MustNewConstMetric(descPodUtil, prometheus.GaugeValue, p.utilPercent/100, m.node, p.namespace, p.name, p.uid, gpu, p.uuid, p.utilSource)
+		over := 0.0
+		if p.overBudget {
+			over = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descPodOver, prometheus.GaugeValue, over, m.node, p.namespace, p.name, p.uid, gpu, p.uuid)
 	}
 }

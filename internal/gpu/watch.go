@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mlplane/mlplane/internal/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -66,7 +67,7 @@ func (n *nodeInformer) Node() (*corev1.Node, bool) {
 	return node, ok
 }
 
-// podLister names pods by UID from a list of this node's pods, selected by
+// podLister finds pods by UID in a list of this node's pods, selected by
 // spec.nodeName. It lists only when asked for a UID it does not know, at
 // most once per interval, so a node without GPU processes never lists.
 type podLister struct {
@@ -76,7 +77,7 @@ type podLister struct {
 	interval time.Duration
 
 	mu       sync.Mutex
-	names    map[string][2]string // uid -> namespace, name
+	pods     map[string]PodInfo // by UID
 	lastList time.Time
 }
 
@@ -84,14 +85,14 @@ func newPodLister(client API, node string, c clock.Clock, interval time.Duration
 	return &podLister{client: client, node: node, clock: c, interval: interval}
 }
 
-func (p *podLister) PodName(ctx context.Context, uid string) (string, string, bool) {
+func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n, ok := p.names[uid]; ok {
-		return n[0], n[1], true
+	if n, ok := p.pods[uid]; ok {
+		return n, true
 	}
 	if !p.lastList.IsZero() && p.clock.Since(p.lastList) < p.interval {
-		return "", "", false
+		return PodInfo{}, false
 	}
 	p.lastList = p.clock.Now()
 	list, err := p.client.ListPods(ctx, metav1.ListOptions{
@@ -99,12 +100,40 @@ func (p *podLister) PodName(ctx context.Context, uid string) (string, string, bo
 		ResourceVersion: "0", // served from the API server's cache
 	})
 	if err != nil {
-		return "", "", false
+		return PodInfo{}, false
 	}
-	p.names = make(map[string][2]string, len(list.Items))
-	for _, pod := range list.Items {
-		p.names[string(pod.UID)] = [2]string{pod.Namespace, pod.Name}
+	p.pods = make(map[string]PodInfo, len(list.Items))
+	for i := range list.Items {
+		p.pods[string(list.Items[i].UID)] = podInfo(&list.Items[i])
 	}
-	n, ok := p.names[uid]
-	return n[0], n[1], ok
+	n, ok := p.pods[uid]
+	return n, ok
+}
+
+// podInfo is what the agent needs of a pod: its name and what it booked
+// per GPU: the mlplane.io/gpu-memory annotation, else the containers'
+// mlplane.io/gpu-memory requests on one GPU (as the extender reads a pod
+// without the annotations), else nothing (0). The annotations cannot change
+// after creation (the gpu-assignment admission policy), so the cached copy
+// stays right.
+func podInfo(pod *corev1.Pod) PodInfo {
+	info := PodInfo{Namespace: pod.Namespace, Name: pod.Name}
+	if req, ok, err := api.GPURequestFromAnnotations(pod.Annotations); ok && err == nil {
+		info.BookedMiB = req.MemoryMiB
+		return info
+	}
+	var total int64
+	for _, c := range pod.Spec.Containers {
+		q, ok := c.Resources.Requests[api.ResourceGPUMemory]
+		if !ok {
+			q, ok = c.Resources.Limits[api.ResourceGPUMemory]
+		}
+		if ok {
+			if mib, err := api.MemoryMiB(q); err == nil {
+				total += mib
+			}
+		}
+	}
+	info.BookedMiB = total
+	return info
 }

@@ -35,6 +35,9 @@ type GPU struct {
 	// last saw it; valid when OutsideKnown (api.GPU.OutsideUsedMiB).
 	OutsideMiB   int64
 	OutsideKnown bool
+	// OverBookedMiB is what the GPU's pods use beyond their bookings
+	// (api.GPU.OverBookedMiB); kept from bookings while it lasts.
+	OverBookedMiB int64
 	// AssignedMiB is the per-GPU memory of every pod assigned to the GPU.
 	AssignedMiB int64
 }
@@ -52,12 +55,13 @@ func (g GPU) outsideMiB() int64 {
 }
 
 // FreeMiB is what a new pod may still get on the GPU: its capacity less
-// what pods booked and what is used outside pods; 0 when unhealthy.
+// what pods booked, what is used outside pods and what pods use beyond
+// their bookings; 0 when unhealthy.
 func (g GPU) FreeMiB() int64 {
 	if !g.Healthy {
 		return 0
 	}
-	return max(0, g.CapacityMiB-g.AssignedMiB-g.outsideMiB())
+	return max(0, g.CapacityMiB-g.AssignedMiB-g.outsideMiB()-g.OverBookedMiB)
 }
 
 // Node is the placement view of one node: its GPUs, whether its node agent is
@@ -174,7 +178,7 @@ func (c *Cluster) SetNode(name string, inv []api.GPU, problem string) {
 		n.GPUs = append(n.GPUs, GPU{
 			UUID: g.UUID, Index: g.Index, Model: g.Model,
 			CapacityMiB: g.MemoryMiB, Healthy: g.Healthy && problem == "",
-			UsedMiB: g.UsedMiB, AssignedMiB: c.assigned[g.UUID],
+			UsedMiB: g.UsedMiB, AssignedMiB: c.assigned[g.UUID], OverBookedMiB: g.OverBookedMiB,
 		})
 		if g.OutsideUsedMiB != nil {
 			n.GPUs[len(n.GPUs)-1].OutsideMiB, n.GPUs[len(n.GPUs)-1].OutsideKnown = *g.OutsideUsedMiB, true

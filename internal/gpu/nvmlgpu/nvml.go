@@ -29,6 +29,9 @@ type nvmlBackend struct {
 	// xid holds the last critical XID seen per UUID; such a GPU stays
 	// unhealthy until the agent restarts, as with NVIDIA's device plugin.
 	xid map[string]uint64
+	// lastSample is, per UUID, the timestamp of the newest process
+	// utilisation sample read (NVML's lastSeenTimeStamp).
+	lastSample map[string]uint64
 }
 
 // Open initialises NVML. Every failure wraps gpu.ErrNoNVML.
@@ -166,11 +169,46 @@ func (b *nvmlBackend) device(i int) gpu.Device {
 			d.Processes = append(d.Processes, gpu.Process{PID: p.Pid, UsedMiB: mib(p.UsedGpuMemory)})
 		}
 	}
+	b.processUtilization(h, &d)
 	if x, ok := b.xid[d.UUID]; ok && d.Healthy {
 		d.Healthy = false
 		d.Reason = fmt.Sprintf("critical XID %d", x)
 	}
 	return d
+}
+
+// processUtilization sets each process's utilisation from NVML's samples
+// since the previous poll of the device (nvmlDeviceGetProcessUtilization):
+// the highest smUtil a process had. NOT_FOUND means no process ran a
+// kernel since then: all 0. Where the query is not supported (many
+// consumer GPUs, vGPU) the processes' utilisation stays unknown.
+func (b *nvmlBackend) processUtilization(h nvml.Device, d *gpu.Device) {
+	if !d.ProcessesKnown || len(d.Processes) == 0 {
+		return
+	}
+	since := b.lastSample[d.UUID] // b.mu is held by Devices
+	samples, ret := h.GetProcessUtilization(since)
+	switch ret {
+	case nvml.SUCCESS:
+	case nvml.ERROR_NOT_FOUND:
+		samples = nil
+	default:
+		return
+	}
+	util := map[uint32]int{}
+	latest := since
+	for _, s := range samples {
+		util[s.Pid] = max(util[s.Pid], int(s.SmUtil))
+		latest = max(latest, s.TimeStamp)
+	}
+	if b.lastSample == nil {
+		b.lastSample = map[string]uint64{}
+	}
+	b.lastSample[d.UUID] = latest
+	for i := range d.Processes {
+		d.Processes[i].UtilizationPercent = min(util[d.Processes[i].PID], 100)
+	}
+	d.ProcessUtilizationKnown = true
 }
 
 func (b *nvmlBackend) Close() error {

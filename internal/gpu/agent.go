@@ -627,7 +627,7 @@ func (a *Agent) evictOverBudget(ctx context.Context, now time.Time, u *podUsage,
 func (a *Agent) event(ctx context.Context, now time.Time, u *podUsage, eventtype, reason, msg string) {
 	t := metav1.NewTime(now)
 	e := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Namespace: u.namespace, Name: fmt.Sprintf("%s.%x", u.name, now.UnixNano())},
+		ObjectMeta:     metav1.ObjectMeta{Namespace: u.namespace, Name: fmt.Sprintf("%s.%x", u.name, now.UnixNano())},
 		InvolvedObject: corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: u.namespace, Name: u.name, UID: types.UID(u.uid)},
 		Reason:         reason, Message: msg, Type: eventtype, Count: 1,
 		FirstTimestamp: t, LastTimestamp: t,

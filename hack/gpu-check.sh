@@ -157,3 +157,38 @@ if ((fail)); then
 	exit 1
 fi
 echo "PASS: pid $holder holds $smi MiB by both nvidia-smi and the agent; outsideUsedMiB $outside of memory.used $used0"
+
+# Per-process utilisation (UTIL_CHECK=0 skips it): a process keeps the first
+# GPU busy with matrix products; NVML's per-process samples
+# (nvmlDeviceGetProcessUtilization), as the agent reads them, must give it a
+# utilisation above 0, which the per-pod metric reports with source=process.
+((${UTIL_CHECK:-1})) || exit 0
+echo "--- per-process utilisation: a process keeps $uuid0 busy"
+python3 - "$tmp/busy" <<'PY' &
+import sys, time, torch
+a = torch.randn(8192, 8192, device="cuda:0", dtype=torch.bfloat16)
+open(sys.argv[1], "w").write("ok")
+end = time.time() + 30
+while time.time() < end:
+    a @ a
+    torch.cuda.synchronize()
+PY
+busy=$!
+trap 'kill $holder $busy 2>/dev/null; wait $holder $busy 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 120); do
+	[[ -s "$tmp/busy" ]] && break
+	sleep 0.5
+done
+sleep 3
+nvidia-smi --query-gpu=uuid,utilization.gpu --format=csv,noheader,nounits | tr -d ' ' | grep "^$uuid0,"
+"$BIN" inventory --backend nvml --processes >/dev/null 2>"$tmp/util.txt" || true
+cat "$tmp/util.txt"
+u=$(awk -v p="pid=$busy" -v g="$uuid0" '$2 == g && $3 == p { sub("util=", "", $6); sub("%", "", $6); print $6 }' "$tmp/util.txt")
+if [[ -z "$u" || "$u" == unknown ]]; then
+	echo "FAIL: no per-process utilisation for pid $busy (${u:-not listed}): the per-pod metric falls back to source=memory_share here"
+	exit 1
+elif ((u == 0)); then
+	echo "FAIL: pid $busy kept the GPU busy but its utilisation reads 0%"
+	exit 1
+fi
+echo "PASS: pid $busy at $u% by NVML's per-process samples"

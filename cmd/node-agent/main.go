@@ -130,7 +130,11 @@ func inventory(o options, stdout, stderr io.Writer) error {
 				if !ok {
 					pod = "-"
 				}
-				fmt.Fprintf(stderr, "process %s pid=%d usedMiB=%d pod=%s\n", d.UUID, p.PID, p.UsedMiB, pod)
+				util := "unknown"
+				if d.ProcessUtilizationKnown {
+					util = fmt.Sprintf("%d%%", p.UtilizationPercent)
+				}
+				fmt.Fprintf(stderr, "process %s pid=%d usedMiB=%d pod=%s util=%s\n", d.UUID, p.PID, p.UsedMiB, pod, util)
 			}
 		}
 	}

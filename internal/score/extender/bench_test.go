@@ -2,6 +2,7 @@ package extender
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -187,5 +188,50 @@ func BenchmarkPreempt(b *testing.B) {
 			}
 			cpu.report(b)
 		})
+	}
+}
+
+// BenchmarkPreemptOnceBacklog is one round of RunPreemption with 1,000
+// pending pods of priority 0 that no node fits, on 500 nodes whose GPU pods
+// are of priority 0 too: a backlog of batch work that can preempt no one
+// must cost little (a lookup per node and pod), not a victim search.
+func BenchmarkPreemptOnceBacklog(b *testing.B) {
+	st := state.New(state.Options{Now: func() time.Time { return now }})
+	var names []string
+	pods := map[string]*corev1.Pod{}
+	onNode := map[string][]*corev1.Pod{}
+	for i := range 500 {
+		n := fmt.Sprintf("node-%03d", i)
+		names = append(names, n)
+		st.OnNode(gpuNode(n, 8, 80))
+		st.OnLease(agentLease(n, now))
+		for g := range 8 {
+			p := gpuPod(fmt.Sprintf("full-%d-%d", i, g), 80, 1)
+			p.Spec.NodeName = n
+			p.Annotations[api.AnnotationGPUIDs] = fmt.Sprintf("GPU-%s-%d", n, g)
+			p.Status.Phase = corev1.PodRunning
+			st.OnPod(p)
+			onNode[n] = append(onNode[n], p)
+		}
+	}
+	ext := New(Options{Client: fake.NewClientset(), State: st,
+		PodsOnNode: func(n string) []*corev1.Pod { return onNode[n] },
+		PodCache:   func(ns, name string) (*corev1.Pod, bool) { p, ok := pods[ns+"/"+name]; return p, ok }})
+	for i := range 1000 {
+		p := gpuPod(fmt.Sprintf("batch-%d", i), 40, 1)
+		pods[p.Namespace+"/"+p.Name] = p
+		if res := ext.Filter(&extenderv1.ExtenderArgs{Pod: p, NodeNames: &names}); len(*res.NodeNames) != 0 {
+			b.Fatal("a pod fits")
+		}
+	}
+	start := time.Now().Add(PreemptionGrace + time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		// Put the pods back as just failed (a round forgets them).
+		for _, p := range pods {
+			ext.pre.failed[p.UID] = preemptorEntry{namespace: p.Namespace, name: p.Name, nodes: names, at: now}
+		}
+		ext.pre.done = map[types.UID]time.Time{}
+		ext.PreemptOnce(context.Background(), start)
 	}
 }

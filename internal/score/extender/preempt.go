@@ -3,6 +3,7 @@ package extender
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score"
 	"github.com/mlplane/mlplane/internal/score/state"
 )
@@ -395,9 +397,28 @@ func (e *Extender) PreemptOnce(ctx context.Context, now time.Time) {
 		}
 		return ea.at.Compare(eb.at)
 	})
+	minPrio := map[string]int32{} // per node, for this round
 	for _, uid := range due {
-		e.preemptFor(ctx, uid, entries[uid], now)
+		e.preemptFor(ctx, uid, entries[uid], now, minPrio)
 	}
+}
+
+// lowestPriority is the lowest priority of the pods bound to node that hold
+// GPUs and are not terminating (math.MaxInt32 when none), cached in seen
+// for one round: a backlog of pods that cannot preempt anyone (priority 0
+// batch work, say) then costs a map lookup per node, not a victim search.
+func (e *Extender) lowestPriority(node string, seen map[string]int32) int32 {
+	if p, ok := seen[node]; ok {
+		return p
+	}
+	low := int32(math.MaxInt32)
+	for _, p := range e.o.PodsOnNode(node) {
+		if p.DeletionTimestamp == nil && p.Annotations[api.AnnotationGPUIDs] != "" {
+			low = min(low, corev1helpers.PodPriority(p))
+		}
+	}
+	seen[node] = low
+	return low
 }
 
 // forgetPlaced drops the victims recorded for preemptors that are bound or
@@ -484,7 +505,7 @@ func (e *Extender) holdNominated(now time.Time) {
 
 // preemptFor chooses victims for one pod the filter found no room for, and
 // evicts them.
-func (e *Extender) preemptFor(ctx context.Context, uid types.UID, en preemptorEntry, now time.Time) {
+func (e *Extender) preemptFor(ctx context.Context, uid types.UID, en preemptorEntry, now time.Time, minPrio map[string]int32) {
 	pod, ok := e.pendingPod(uid, en)
 	if !ok {
 		e.forget(uid, now, false)
@@ -505,8 +526,18 @@ func (e *Extender) preemptFor(ctx context.Context, uid types.UID, en preemptorEn
 		e.forget(uid, now, true)
 		return
 	}
-	placer := e.o.Policy.Placer()
 	prio := corev1helpers.PodPriority(pod)
+	var nodes []string
+	for _, n := range en.nodes {
+		if e.lowestPriority(n, minPrio) < prio {
+			nodes = append(nodes, n)
+		}
+	}
+	if len(nodes) == 0 {
+		e.forget(uid, now, true) // no pod of lower priority anywhere it could go
+		return
+	}
+	placer := e.o.Policy.Placer()
 	var (
 		best     score.Victims
 		bestNode string
@@ -527,7 +558,7 @@ func (e *Extender) preemptFor(ctx context.Context, uid types.UID, en preemptorEn
 			return err
 		}
 		mem, count = f.Request().MemoryMiB, f.Request().Count
-		for _, node := range en.nodes {
+		for _, node := range nodes {
 			v, ok := f.SelectVictims(node, c.Node(node), nowNs, prio, e.victimCandidates(c, node))
 			switch {
 			case !ok:

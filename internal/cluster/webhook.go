@@ -200,6 +200,15 @@ func WebhookConfiguration(url string, caBundle []byte) *admissionregistrationv1.
 					Resources:   []string{"pods"},
 					Scope:       &scope,
 				},
+			}, {
+				// Ephemeral containers added to a running pod (kubectl debug).
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups:   []string{""},
+					APIVersions: []string{"v1"},
+					Resources:   []string{"pods/ephemeralcontainers"},
+					Scope:       &scope,
+				},
 			}},
 		}
 	}

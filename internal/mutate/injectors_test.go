@@ -142,3 +142,52 @@ func TestServiceAccountMount(t *testing.T) {
 		}
 	}
 }
+
+// TestEphemeral: ephemeral containers added to a running GPU pod mlplane
+// mutated (kubectl debug) get NVIDIA_VISIBLE_DEVICES=void unless they set
+// it; a pod mlplane did not mutate, or one without GPUs, is left alone.
+func TestEphemeral(t *testing.T) {
+	m := testMutator(t)
+	gpuPod, _ := mutateApply(t, m, testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m", api.AnnotationGPUMemory: "10Gi"}))
+	plainPod, _ := mutateApply(t, m, testPod(map[string]string{api.AnnotationModelURI: "s3://bucket/m"}))
+	debug := []corev1.EphemeralContainer{
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "nvidia/cuda:12.4.1-base-ubuntu22.04"}},
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "shell", Image: "busybox", Env: []corev1.EnvVar{{Name: "A", Value: "1"}}}},
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "mine", Image: "busybox", Env: []corev1.EnvVar{{Name: api.EnvNvidiaVisibleDevices, Value: "none"}}}},
+	}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want []string
+		skip string
+	}{
+		{"GPU pod", gpuPod, []string{"add /spec/ephemeralContainers/0/env", "add /spec/ephemeralContainers/1/env/0"}, ""},
+		{"no GPU", plainPod, nil, SkipAlreadyMutated},
+		{"not mutated", testPod(map[string]string{api.AnnotationGPUMemory: "10Gi"}), nil, SkipNotMutated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.pod.DeepCopy()
+			p.Spec.EphemeralContainers = debug
+			res := m.Ephemeral(p, enabled)
+			var got []string
+			for _, op := range res.Patch {
+				got = append(got, op.Op+" "+op.Path)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" || res.Skipped != tc.skip {
+				t.Fatalf("skipped %q (want %q), patch (-want +got):\n%s", res.Skipped, tc.skip, d)
+			}
+			if len(res.Patch) == 0 {
+				return
+			}
+			out, err := Apply(p, res.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range out.Spec.EphemeralContainers[:2] {
+				if i := envIndex(c.Env, api.EnvNvidiaVisibleDevices); i != 0 || c.Env[0].Value != VisibleDevicesNone {
+					t.Errorf("ephemeral container %s: env %+v", c.Name, c.Env)
+				}
+			}
+		})
+	}
+}

@@ -42,6 +42,7 @@ const (
 	SkipNotOptedIn        = "pod is not opted in"
 	SkipAlreadyMutated    = "pod is already mutated"
 	SkipNoContainers      = "pod has no containers"
+	SkipNotMutated        = "pod was not mutated when it was created"
 )
 
 // Namespace is what the mutator needs to know of the pod's namespace.

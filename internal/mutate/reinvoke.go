@@ -26,7 +26,9 @@ import (
 // The API server then calls mlplane's webhook again (reinvocationPolicy
 // IfNeeded); the pod already carries api.AnnotationStatus, so nothing is
 // injected again, but each container that lacks NVIDIA_VISIBLE_DEVICES gets
-// VisibleDevicesNone, as if it had been there the first time.
+// VisibleDevicesNone, as if it had been there the first time. So does an
+// ephemeral container added to a running pod (`kubectl debug`, an update of
+// the pods/ephemeralcontainers subresource; see Ephemeral).
 
 // reinvoked returns the status of an already mutated GPU pod and the
 // operations that give its non-GPU containers VisibleDevicesNone where
@@ -48,16 +50,47 @@ func reinvoked(pod *corev1.Pod) (*Status, []Op) {
 			if slices.Contains(list.gpu, c.Name) || hasEnv(c.Env, api.EnvNvidiaVisibleDevices) {
 				continue
 			}
-			base := list.path + strconv.Itoa(i) + "/env"
-			if len(c.Env) == 0 {
-				ops = append(ops, Op{Op: "add", Path: base, Value: []corev1.EnvVar{visibleDevicesVoid}})
-			} else {
-				ops = append(ops, Op{Op: "add", Path: base + "/0", Value: visibleDevicesVoid})
-			}
+			ops = append(ops, voidFirst(list.path+strconv.Itoa(i)+"/env", c.Env))
 		}
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := &pod.Spec.EphemeralContainers[i]
+		if hasEnv(c.Env, api.EnvNvidiaVisibleDevices) {
+			continue
+		}
+		ops = append(ops, voidFirst("/spec/ephemeralContainers/"+strconv.Itoa(i)+"/env", c.Env))
 	}
 	if len(ops) == 0 {
 		return nil, nil
 	}
 	return &st, ops
+}
+
+// voidFirst is the operation that puts visibleDevicesVoid first in env, the
+// list at path.
+func voidFirst(path string, env []corev1.EnvVar) Op {
+	if len(env) == 0 {
+		return Op{Op: "add", Path: path, Value: []corev1.EnvVar{visibleDevicesVoid}}
+	}
+	return Op{Op: "add", Path: path + "/0", Value: visibleDevicesVoid}
+}
+
+// Ephemeral computes the patch for an update of the pods/ephemeralcontainers
+// subresource of pod, in ns: in a GPU pod mlplane mutated, every ephemeral
+// container that lacks NVIDIA_VISIBLE_DEVICES gets VisibleDevicesNone (a
+// debugging image built on CUDA would otherwise see every GPU of the node),
+// and so does any other container that lacks it. Nothing is injected into a
+// running pod; one mlplane did not mutate, or without GPUs, is left alone.
+func (m *Mutator) Ephemeral(pod *corev1.Pod, ns Namespace) Result {
+	var res Result
+	if res.Skipped = m.skip(pod, ns, &res.Warnings); res.Skipped != SkipAlreadyMutated {
+		if res.Skipped == "" { // not mutated at creation: leave it so
+			res.Skipped = SkipNotMutated
+		}
+		return res
+	}
+	if st, ops := reinvoked(pod); len(ops) > 0 {
+		res.Skipped, res.Patch, res.Injected = "", ops, st
+	}
+	return res
 }

@@ -200,7 +200,9 @@ func readReview(data []byte) (*reviewIn, error) {
 
 // admit fills resp for one AdmissionRequest.
 func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.AdmissionResponse) (string, error) {
-	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
+	// A pod's creation, or ephemeral containers added to it (kubectl debug).
+	ephemeral := req.SubResource == EphemeralContainers && req.Operation == admissionv1.Update
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || !ephemeral && (req.SubResource != "" || req.Operation != admissionv1.Create) {
 		return ResultSkipped, nil
 	}
 	pod, err := decodePod(req.Object)
@@ -223,7 +225,12 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 			Reason: metav1.StatusReasonInternalError, Message: "mlplane webhook: " + err.Error()}
 		return ResultError, nil
 	}
-	res, err := m.Mutate(pod, ns)
+	var res mutate.Result
+	if ephemeral {
+		res = m.Ephemeral(pod, ns)
+	} else {
+		res, err = m.Mutate(pod, ns)
+	}
 	resp.Warnings = res.Warnings
 	if err != nil {
 		h.log.Info("Denied pod", "namespace", req.Namespace, "name", podName(pod), "error", err.Error())
@@ -245,6 +252,11 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	}
 	return ResultMutated, nil
 }
+
+// EphemeralContainers is the pod subresource through which ephemeral
+// containers are added; the webhook is registered for its updates (see
+// mutate.Mutator.Ephemeral).
+const EphemeralContainers = "ephemeralcontainers"
 
 // jsonPatch is every response's PatchType, shared: responses are only
 // encoded.

@@ -421,3 +421,43 @@ func TestHandlerPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerEphemeralContainers: an update of pods/ephemeralcontainers
+// (kubectl debug) of a GPU pod the webhook mutated gets a patch that gives
+// the new container NVIDIA_VISIBLE_DEVICES=void; other updates of the pod
+// are left alone.
+func TestHandlerEphemeralContainers(t *testing.T) {
+	h := newTestHandler(t, testNamespaces, HandlerOptions{})
+	m, err := mutate.New(nil, mutate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := vllmPod()
+	res, err := m.Mutate(pod, mutate.Namespace{Name: "ml", Labels: testNamespaces["ml"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod, err = mutate.Apply(pod, res.Patch); err != nil {
+		t.Fatal(err)
+	}
+	pod.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "nvidia/cuda:12.4.1-base-ubuntu22.04"}}}
+	for _, tc := range []struct {
+		subResource string
+		patch       string
+	}{
+		{EphemeralContainers, `[{"op":"add","path":"/spec/ephemeralContainers/0/env","value":[{"name":"NVIDIA_VISIBLE_DEVICES","value":"void"}]}]`},
+		{"", ""},
+		{"status", ""},
+	} {
+		body := review(t, pod, admissionv1.Update)
+		body = bytes.Replace(body, []byte(`"operation":"UPDATE"`), []byte(`"subResource":"`+tc.subResource+`","operation":"UPDATE"`), 1)
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
+		r := decodeReview(t, rec.Body.Bytes())
+		if !r.Allowed || string(r.Patch) != tc.patch {
+			t.Errorf("subresource %q: allowed %v, patch %s, want %s", tc.subResource, r.Allowed, r.Patch, tc.patch)
+		}
+	}
+}

@@ -27,7 +27,8 @@ type podIn struct {
 		Containers          []containerIn `json:"containers"`
 		InitContainers      []containerIn `json:"initContainers"`
 		EphemeralContainers []struct {
-			Name string `json:"name"`
+			Name string          `json:"name"`
+			Env  []corev1.EnvVar `json:"env"`
 		} `json:"ephemeralContainers"`
 		Volumes       []corev1.Volume `json:"volumes"` // whole: Pod Security judges their types
 		SchedulerName string          `json:"schedulerName"`
@@ -87,7 +88,7 @@ func decodePod(data []byte) (*corev1.Pod, error) {
 	if s.EphemeralContainers != nil {
 		p.Spec.EphemeralContainers = make([]corev1.EphemeralContainer, len(s.EphemeralContainers))
 		for i, c := range s.EphemeralContainers {
-			p.Spec.EphemeralContainers[i].Name = c.Name
+			p.Spec.EphemeralContainers[i].Name, p.Spec.EphemeralContainers[i].Env = c.Name, c.Env
 		}
 	}
 	return p, nil

@@ -130,3 +130,42 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestWebhookEphemeralContainers (issue 14 kind 8): a debugging container
+// added to a running GPU pod (kubectl debug: an update of the
+// pods/ephemeralcontainers subresource) gets NVIDIA_VISIBLE_DEVICES=void
+// from the webhook, so that a CUDA image does not see every GPU of the node.
+func TestWebhookEphemeralContainers(t *testing.T) {
+	f := features.New("kubectl debug of a GPU pod").
+		WithLabel("component", "webhook").
+		Assess("the ephemeral container sees no GPU", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			RequireComponent(ctx, t, cluster.Webhook)
+			cs := quietClientset(t, cfg)
+			ns := optedInNamespace(ctx, t, cfg, cs, "debug")
+			pod, err := cs.CoreV1().Pods(ns).Create(ctx, modelPod(ns, "debugged", nil), metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var debugged *corev1.Pod
+			err = wait.For(func(ctx context.Context) (bool, error) {
+				// Fresh each time: the extender's binding changes the pod.
+				if pod, err = cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{}); err != nil {
+					return false, err
+				}
+				pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, corev1.EphemeralContainer{
+					EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "nvidia/cuda:12.4.1-base-ubuntu22.04",
+						TerminationMessagePolicy: corev1.TerminationMessageReadFile}})
+				debugged, err = cs.CoreV1().Pods(ns).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+				return err == nil, nil
+			}, wait.WithContext(ctx), wait.WithTimeout(ShortWait), wait.WithInterval(200*time.Millisecond))
+			if err != nil {
+				t.Fatalf("adding an ephemeral container: %v", err)
+			}
+			env := debugged.Spec.EphemeralContainers[0].Env
+			if len(env) != 1 || env[0].Name != api.EnvNvidiaVisibleDevices || env[0].Value != mutate.VisibleDevicesNone {
+				t.Errorf("the ephemeral container's env is %+v, want %s=%s", env, api.EnvNvidiaVisibleDevices, mutate.VisibleDevicesNone)
+			}
+			return ctx
+		}).Feature()
+	testenv.Test(t, f)
+}

@@ -6,7 +6,7 @@
 #
 # Environment: BENCH_OUT (default _output/bench), BENCH_COUNT (go test
 # -count, default 5), BENCH_PACKAGES (default: internal/... and test/bench).
-# Reports: $BENCH_OUT/{gobench,webhook,agent,packing}.{txt,json}; SVGs in
+# Reports: $BENCH_OUT/{gobench,webhook,agent,admission,packing}.{txt,json}; SVGs in
 # docs/benchmarks/. See BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +28,5 @@ echo "== go benchmarks (-count $COUNT): handler by pod size, extender by cluster
 go test -run '^$' -bench . -benchmem -count "$COUNT" $PACKAGES | tee "$OUT/gobench.raw.txt"
 "$OUT/bench" gobench --out "$OUT" "$OUT/gobench.raw.txt"
 
-echo "== webhook under load beside the no-op webhook, node agent footprint, packing"
+echo "== webhook under load beside the no-op webhook, node agent footprint, pod creation with and without the webhook, packing"
 "$OUT/bench" short --out "$OUT" --noop "$OUT/noop-webhook" "$@"

@@ -4,8 +4,10 @@
 //
 //	bench webhook  [--kubeconfig F] [--clients 1,8,64] [--containers 1,10,50] [--duration 5s] [--rounds 3] [--http1]
 //	bench agent    [--window 60s]
-//	bench short    webhook + agent on one local cluster, then packing
+//	bench short    webhook + agent + admission on one local cluster, then packing
 //	bench packing  [--traces 'examples/traces/*.yaml'] [--svg-dir docs/benchmarks]
+//	bench admission [--rate 150] [--duration 30s] [--rounds 2] [--containers 1]
+//	               (in short: --rate, --admission-duration, --admission-rounds)
 //	bench sched    [--nodes 1000] [--pods 5000] [--workers 32] [--modes extender,plain] [--rounds 1] [--backlog]
 //	bench gobench  FILE   medians of `go test -bench -count N` output
 //
@@ -35,7 +37,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench webhook|agent|short|packing|sched|gobench [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench webhook|agent|short|packing|admission|sched|gobench [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,6 +58,7 @@ type options struct {
 	web      bench.WebhookBenchOptions
 	agent    bench.AgentOptions
 	sched    bench.SchedBenchOptions
+	adm      bench.AdmissionBenchOptions
 	traces   string
 	svgDir   string
 }
@@ -98,6 +101,17 @@ func run(ctx context.Context, cmd string, args []string) error {
 	case "packing", "short":
 		fs.StringVar(&o.traces, "traces", "examples/traces/*.yaml", "trace files (a glob)")
 		fs.StringVar(&o.svgDir, "svg-dir", "docs/benchmarks", "where the SVGs go (empty: none)")
+	}
+	switch cmd {
+	case "admission", "short":
+		fs.Float64Var(&o.adm.Rate, "rate", 150, "pods created per second")
+		prefix := "admission-" // short's --rounds and --duration are the webhook's
+		if cmd == "admission" {
+			prefix = ""
+			fs.IntVar(&o.adm.Containers, "containers", 1, "containers in the vLLM pod")
+		}
+		fs.IntVar(&o.adm.Rounds, prefix+"rounds", 2, "rounds of one run with the webhook and one without")
+		fs.DurationVar(&o.adm.Duration, prefix+"duration", 30*time.Second, "each run with or without the webhook")
 	}
 	if cmd == "sched" {
 		fs.IntVar(&o.sched.Nodes, "nodes", 1000, "KWOK nodes")
@@ -157,7 +171,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		return err
 	}
 	o.web.BinDir, o.sched.BinDir = o.bin, o.bin
-	o.web.Logf, o.agent.Logf, o.sched.Logf = logf, logf, logf
+	o.web.Logf, o.agent.Logf, o.sched.Logf, o.adm.Logf = logf, logf, logf, logf
 
 	switch cmd {
 	case "webhook":
@@ -178,17 +192,26 @@ func run(ctx context.Context, cmd string, args []string) error {
 				return err
 			}
 			arep, err := bench.AgentFootprint(ctx, c, o.agent)
-			return emit(o.out, "agent", arep, err)
+			if err := emit(o.out, "agent", arep, err); err != nil {
+				return err
+			}
+			adrep, err := bench.AdmissionBench(ctx, c, o.adm)
+			return emit(o.out, "admission", adrep, err)
 		})
 		if err != nil {
 			return err
 		}
 		return packing(ctx, o)
+	case "admission":
+		return withCluster(ctx, o.bin, logf, func(c *cluster.Cluster) error {
+			rep, err := bench.AdmissionBench(ctx, c, o.adm)
+			return emit(o.out, "admission", rep, err)
+		})
 	case "sched":
 		rep, err := bench.SchedBench(ctx, o.sched)
 		return emit(o.out, "sched", rep, err)
 	default:
-		return fmt.Errorf("unknown benchmark %q: want webhook, agent, short, packing, sched or gobench", cmd)
+		return fmt.Errorf("unknown benchmark %q: want webhook, agent, short, packing, admission, sched or gobench", cmd)
 	}
 }
 

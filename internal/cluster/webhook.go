@@ -42,9 +42,10 @@ type WebhookOptions struct {
 const shippedRegistration = "config/webhook/mutatingwebhookconfiguration.yaml"
 
 type webhookState struct {
-	ca      *CA
-	certDir string
-	addr    string
+	ca         *CA
+	certDir    string
+	addr       string
+	metricsURL string
 }
 
 // StartWebhook generates a CA and a serving certificate for 127.0.0.1,
@@ -75,11 +76,12 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 	if opts.ConfigFile != "" {
 		args = append(args, "--config="+opts.ConfigFile)
 	}
-	comp, port, _, err := c.webhookComponent(Webhook, append(args, opts.Args...))
+	comp, port, metrics, err := c.webhookComponent(Webhook, append(args, opts.Args...))
 	if err != nil {
 		return err
 	}
 	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	st.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
 	readyz := comp.ready
 	comp.ready = func(ctx context.Context) error {
 		if err := readyz(ctx); err != nil {
@@ -104,6 +106,17 @@ func (c *Cluster) WebhookAddr() string {
 		return ""
 	}
 	return c.webhook.addr
+}
+
+// WebhookMetricsURL is the /metrics URL of the webhook StartWebhook
+// started, "" before.
+func (c *Cluster) WebhookMetricsURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.webhook == nil {
+		return ""
+	}
+	return c.webhook.metricsURL
 }
 
 // WebhookCertDir is the directory holding the webhook's tls.crt, tls.key

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,28 @@ func TestHistogramQuantile(t *testing.T) {
 	d := later.Sub(f) // 30 calls, cumulative 10, 20, 30: rank 15 is halfway through (0.001, 0.005]
 	if d.Count != 30 || math.Abs(d.Quantile(0.5)-0.003) > 1e-12 || math.Abs(d.Mean()-0.01) > 1e-12 {
 		t.Errorf("difference %+v: q0.5 %v mean %v", d, d.Quantile(0.5), d.Mean())
+	}
+}
+
+// TestHistogramAddWithin: two webhooks' series add bucket by bucket, and
+// the share within a bound is read from its bucket.
+func TestHistogramAddWithin(t *testing.T) {
+	hs, err := ParseHistograms(strings.NewReader(sampleMetrics), "mlplane_extender_request_duration_seconds", "verb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := Histogram{}.Add(hs["filter"]).Add(hs["bind"])
+	if sum.Count != 102 || sum.Sum != 3.2 || !slices.Equal(sum.Counts, []float64{50, 90, 101, 102}) {
+		t.Errorf("sum %+v", sum)
+	}
+	if got := fractionWithin(sum, 0.005); got != 90.0/102 {
+		t.Errorf("within 0.005: %v, want 90/102", got)
+	}
+	if got := fractionWithin(sum, 0.002); got != 0 {
+		t.Errorf("within 0.002, not a bound: %v, want 0", got)
+	}
+	if got := fractionWithin(Histogram{}, 0.005); got != 0 {
+		t.Errorf("within, empty: %v, want 0", got)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -96,8 +97,10 @@ type AdmissionRun struct {
 	WebhookAdmission Quantiles `json:"webhook_admission"`
 	WithinGoal       float64   `json:"webhook_within_5ms"`
 	// WebhookServer is mlplane_webhook_request_duration_seconds, the
-	// webhook's own measure of its handler.
-	WebhookServer Quantiles `json:"webhook_server"`
+	// webhook's own measure of its handler, and WebhookCalls its requests
+	// (mlplane_webhook_requests_total) by result.
+	WebhookServer Quantiles          `json:"webhook_server"`
+	WebhookCalls  map[string]float64 `json:"webhook_calls,omitempty"`
 	// CPUMsPerPod is each process's CPU time over the run per pod, by
 	// component ("bench" is the load generator).
 	CPUMsPerPod map[string]float64 `json:"cpu_ms_per_pod"`
@@ -290,6 +293,14 @@ func admissionRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interfa
 	run.WebhookAdmission = quantilesOf(wh)
 	run.WithinGoal = fractionWithin(wh, AdmissionGoal.Seconds())
 	run.WebhookServer = quantilesOf(after.server.Sub(before.server))
+	for k, v := range after.calls {
+		if d := v - before.calls[k]; d > 0 {
+			if run.WebhookCalls == nil {
+				run.WebhookCalls = map[string]float64{}
+			}
+			run.WebhookCalls[k] = d
+		}
+	}
 	run.CPUMsPerPod = map[string]float64{}
 	for k, v := range cpu1 {
 		run.CPUMsPerPod[k] = 1000 * (v - cpu0[k]) / float64(run.Pods)
@@ -300,6 +311,7 @@ func admissionRun(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interfa
 // admissionScrape is one reading of the histograms AdmissionBench reports.
 type admissionScrape struct {
 	post, admit, webhook, server Histogram
+	calls                        map[string]float64
 }
 
 func scrapeAdmission(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, webhookNames []string) (admissionScrape, error) {
@@ -330,7 +342,8 @@ func scrapeAdmission(ctx context.Context, c *cluster.Cluster, cs kubernetes.Inte
 		return s, err
 	}
 	s.server = server[""]
-	return s, nil
+	s.calls, err = ScrapeCounters(ctx, c.WebhookMetricsURL(), "mlplane_webhook_requests_total", "result")
+	return s, err
 }
 
 // Add is the sum of two scrapes of histograms with the same buckets (or
@@ -376,6 +389,13 @@ func (r *AdmissionReport) WriteText(w io.Writer) error {
 			run.CPUMsPerPod["kube-apiserver"], run.CPUMsPerPod["etcd"], run.CPUMsPerPod["webhook"])
 	}
 	for _, run := range r.Runs {
+		if len(run.WebhookCalls) > 0 {
+			fmt.Fprintf(&b, "webhook calls (webhook %v), by result:", run.Webhook)
+			for _, k := range slices.Sorted(maps.Keys(run.WebhookCalls)) {
+				fmt.Fprintf(&b, " %s %.0f", k, run.WebhookCalls[k])
+			}
+			b.WriteByte('\n')
+		}
 		if run.FirstError != "" {
 			fmt.Fprintf(&b, "first error (webhook %v): %s\n", run.Webhook, run.FirstError)
 		}

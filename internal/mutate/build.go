@@ -172,6 +172,13 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 			}
 		}
 	}
+	if e := completionIndexEnv(pod); e != nil {
+		for _, a := range added {
+			if !hasEnv(a.c.Env, e.Name) {
+				a.c.Env = append(a.c.Env, *e)
+			}
+		}
+	}
 	if err := b.namespacePolicies(added, ns); err != nil {
 		return err
 	}

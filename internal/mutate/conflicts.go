@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 )
@@ -210,4 +211,34 @@ func serviceAccountMount(spec *corev1.PodSpec) *corev1.VolumeMount {
 // mountsPath reports whether c mounts something at p.
 func mountsPath(c *corev1.Container, p string) bool {
 	return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == p })
+}
+
+// completionIndexEnvName is the variable the Job controller gives every
+// container of an Indexed Job's pods (k8s.io/kubernetes
+// pkg/controller/job, addCompletionIndexEnvVariables).
+const completionIndexEnvName = "JOB_COMPLETION_INDEX"
+
+// completionIndexEnv is the JOB_COMPLETION_INDEX variable the Job
+// controller appended to the pod's containers, or nil. The controller adds
+// it when it creates the pod from the template, so the containers `webhook
+// inject` writes into a Job's template get it, and those mlplane adds to a
+// served pod come too late: they get it here, as the controller gives it
+// (appended, from the pod's completion index), so that offline and served
+// give the same pod. Only a pod of an Indexed Job (with
+// batch.kubernetes.io/job-completion-index) is concerned.
+func completionIndexEnv(pod *corev1.Pod) *corev1.EnvVar {
+	if _, ok := pod.Annotations[batchv1.JobCompletionIndexAnnotation]; !ok {
+		return nil
+	}
+	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			for i := range c.Env {
+				if e := &c.Env[i]; e.Name == completionIndexEnvName && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+					strings.Contains(e.ValueFrom.FieldRef.FieldPath, batchv1.JobCompletionIndexAnnotation) {
+					return e
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
@@ -192,7 +193,9 @@ func groupKind(obj map[string]any) string {
 // controller adds (a StatefulSet's claim volumes first, named after each
 // volumeClaimTemplate, replacing template volumes of those names, claims
 // named for ordinal 0), and named as the controller names it
-// (generateName "NAME-"; a Pod keeps its own). ok is false for a kind Inject
+// (generateName "NAME-"; a Pod keeps its own); an Indexed Job's pod is
+// that of index 0, with what the Job controller adds for it
+// (addCompletionIndex). ok is false for a kind Inject
 // does not mutate. Tests use it to create what the served webhook sees.
 func TemplatePod(obj map[string]any) (pod *corev1.Pod, ok bool, err error) {
 	tpath, ok := templatePaths[groupKind(obj)]
@@ -217,6 +220,9 @@ func TemplatePod(obj map[string]any) (pod *corev1.Pod, ok bool, err error) {
 	if pod.Namespace, _ = meta["namespace"].(string); pod.Namespace == "" {
 		pod.Namespace = DefaultNamespaceName
 	}
+	if indexedJob(obj) {
+		addCompletionIndex(pod)
+	}
 	if len(tpath) > 0 {
 		name, _ := meta["name"].(string)
 		pod.Name, pod.GenerateName = "", name+"-"
@@ -235,6 +241,46 @@ func TemplatePod(obj map[string]any) (pod *corev1.Pod, ok bool, err error) {
 		}
 	}
 	return pod, true, nil
+}
+
+// indexedJob reports whether obj is a Job, or a CronJob's job template,
+// with completionMode Indexed.
+func indexedJob(obj map[string]any) bool {
+	spec, _ := obj["spec"].(map[string]any)
+	switch groupKind(obj) {
+	case "batch/CronJob":
+		jt, _ := spec["jobTemplate"].(map[string]any)
+		spec, _ = jt["spec"].(map[string]any)
+	case "batch/Job":
+	default:
+		return false
+	}
+	return spec["completionMode"] == string(batchv1.IndexedCompletion)
+}
+
+// addCompletionIndex gives pod what the Job controller gives the pod of
+// index 0 of an Indexed Job (k8s.io/kubernetes pkg/controller/job,
+// indexed_job_utils.go): the index as an annotation and a label, and to
+// each container that lacks it JOB_COMPLETION_INDEX from that label,
+// appended.
+func addCompletionIndex(pod *corev1.Pod) {
+	key := batchv1.JobCompletionIndexAnnotation
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Annotations[key], pod.Labels[key] = "0", "0"
+	env := corev1.EnvVar{Name: completionIndexEnvName, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['" + key + "']"}}}
+	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if !hasEnv(cs[i].Env, env.Name) {
+				cs[i].Env = append(cs[i].Env, env)
+			}
+		}
+	}
 }
 
 // controllerVolumes are the volumes a workload's controller adds to each

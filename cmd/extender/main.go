@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -23,7 +24,8 @@ func main() {
 	}
 }
 
-func usageError(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "extender: "+format+"\n", a...)
+// usageError reports a command line error on w; exit status 2.
+func usageError(w io.Writer, format string, a ...any) int {
+	fmt.Fprintf(w, "extender: "+format+"\n", a...)
 	return 2
 }

@@ -65,3 +65,21 @@ func TestSimulateErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestServeNeedsTLS: the verbs are served over TLS unless plain HTTP is
+// asked for by name.
+func TestServeNeedsTLS(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "extender: --cert-dir is required: the verbs bind pods with the extender's RBAC and are served only over TLS to the scheduler's client certificate (--insecure-serving for plain HTTP in tests)\n"},
+		{[]string{"--cert-dir=/tls", "--insecure-serving"}, "extender: --cert-dir and --insecure-serving exclude each other\n"},
+		{[]string{"--cert-dir=/tls", "--client-names= , "}, "extender: --client-names is empty: name the common name of the scheduler's client certificate\n"},
+	} {
+		var errb bytes.Buffer
+		if code := runServe(tc.args, &errb); code != 2 || errb.String() != tc.want {
+			t.Errorf("%v: exit %d, stderr %q, want 2, %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

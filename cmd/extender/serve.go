@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"k8s.io/client-go/kubernetes"
@@ -33,7 +34,12 @@ func runServe(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o extender.ServerOptions
 	var kubeconfig string
-	fs.StringVar(&o.Addr, "addr", ":8888", "address of the extender verbs (POST /filter /prioritize /bind)")
+	fs.StringVar(&o.Addr, "addr", ":8888", "address of the extender verbs (POST /filter /prioritize /bind), served over TLS")
+	var certDir, clientNames string
+	var insecure bool
+	fs.StringVar(&certDir, "cert-dir", "", "directory with tls.crt and tls.key (the verbs' serving certificate) and ca.crt (the CAs the scheduler's client certificate must chain to), re-read when they change; required unless --insecure-serving")
+	fs.StringVar(&clientNames, "client-names", api.ExtenderClientName, "comma-separated common names a client certificate may carry")
+	fs.BoolVar(&insecure, "insecure-serving", false, "serve the verbs over plain HTTP to anyone who can connect (tests and development only)")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics")
 	fs.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics address")
@@ -55,7 +61,24 @@ func runServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		return usageError("unexpected arguments %v", fs.Args())
+		return usageError(stderr, "unexpected arguments %v", fs.Args())
+	}
+	switch {
+	case certDir == "" && !insecure:
+		return usageError(stderr, "--cert-dir is required: the verbs bind pods with the extender's RBAC and are served only over TLS to the scheduler's client certificate (--insecure-serving for plain HTTP in tests)")
+	case certDir != "" && insecure:
+		return usageError(stderr, "--cert-dir and --insecure-serving exclude each other")
+	case certDir != "":
+		var names []string
+		for _, n := range strings.Split(clientNames, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			return usageError(stderr, "--client-names is empty: name the common name of the scheduler's client certificate")
+		}
+		o.TLS = &extender.TLSOptions{CertDir: certDir, ClientNames: names}
 	}
 	cfg, err := restConfig(kubeconfig)
 	if err != nil {
@@ -63,7 +86,7 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	if qps <= 0 || burst <= 0 || o.MaxConcurrentBinds <= 0 || o.BindQueueTimeout <= 0 || o.FilterWaitTimeout <= 0 {
-		return usageError("--kube-api-qps, --kube-api-burst, --max-concurrent-binds, --bind-queue-timeout and --filter-wait-timeout must be positive")
+		return usageError(stderr, "--kube-api-qps, --kube-api-burst, --max-concurrent-binds, --bind-queue-timeout and --filter-wait-timeout must be positive")
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	cfg.UserAgent = "mlplane-extender"

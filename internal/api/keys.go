@@ -197,6 +197,10 @@ const (
 	// WebhookPath is the URL path the API server sends pod AdmissionReviews
 	// to (the MutatingWebhookConfiguration's clientConfig path).
 	WebhookPath = "/mutate-pods"
+	// ExtenderClientName is the subject common name of the client
+	// certificate kube-scheduler presents to the extender, the one the
+	// extender accepts by default (extender --client-names).
+	ExtenderClientName = "mlplane-scheduler"
 )
 
 // SystemNamespaces are never mutated, whatever their labels.

@@ -53,6 +53,8 @@ func TestCertificatesMatchConfig(t *testing.T) {
 	for _, want := range []*cmapi.Certificate{
 		CACertificate(api.DefaultNamespace),
 		ServingCertificate(api.DefaultNamespace, ServiceName),
+		ExtenderServingCertificate(api.DefaultNamespace),
+		ExtenderClientCertificate(api.DefaultNamespace),
 	} {
 		crt, ok := got[want.Name]
 		if !ok {
@@ -393,5 +395,80 @@ func TestSelfSignedWithoutWebhookConfiguration(t *testing.T) {
 	st := observe(t, s, client)
 	if len(st.bundle) != 1 || len(st.bundle[0]) != 1 || !st.bundle[0][0].Equal(st.ca) {
 		t.Fatal("caBundle not filled with the CA once the configuration exists")
+	}
+}
+
+// TestSelfSignedLeaves: the self-signed mode issues the extender's serving
+// and client certificates from its CA into their own Secrets, leaves them
+// alone while valid, and reissues both when the CA changes, with ca.crt
+// trusting the new CA and the previous one.
+func TestSelfSignedLeaves(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	s, client := newSelfSigned(t, &now)
+	s.opts.Leaves = ExtenderCertificates(api.DefaultNamespace, "127.0.0.1")
+	leaf := func(secret string) (*KeyPair, []*x509.Certificate) {
+		t.Helper()
+		sec, err := client.CoreV1().Secrets(api.DefaultNamespace).Get(ctx, secret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, has := sec.Data[KeyCAKey]; has {
+			t.Fatalf("Secret %s holds the CA's key", secret)
+		}
+		kp, err := ParseKeyPair(sec.Data[KeyCert], sec.Data[KeyKey], sec.Data[KeyCA])
+		if err != nil {
+			t.Fatalf("Secret %s: %v", secret, err)
+		}
+		bundle, err := pki.DecodeX509CertificateSetBytes(sec.Data[KeyCA])
+		if err != nil {
+			t.Fatalf("Secret %s ca.crt: %v", secret, err)
+		}
+		return kp, bundle
+	}
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ca := observe(t, s, client).ca
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	srv, bundle := leaf(ExtenderSecretName)
+	if len(bundle) != 1 || !bundle[0].Equal(ca) {
+		t.Fatalf("extender ca.crt has %d certificates, want the CA", len(bundle))
+	}
+	for _, host := range []string{"mlplane-extender.mlplane-system.svc", "127.0.0.1"} {
+		if _, err := srv.Cert.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("extender serving certificate for %s: %v", host, err)
+		}
+	}
+	cli, _ := leaf(ExtenderClientSecretName)
+	if _, err := cli.Cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || cli.Cert.Subject.CommonName != ExtenderClientName {
+		t.Errorf("client certificate %q: %v", cli.Cert.Subject.CommonName, err)
+	}
+	if _, err := cli.Cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("the client certificate is good for serving too")
+	}
+
+	writes := secretWrites(client)
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := secretWrites(client); got != writes {
+		t.Fatalf("a reconcile with nothing due wrote %d Secrets", got-writes)
+	}
+
+	// A new CA: both leaves reissued from it, the old CA still trusted.
+	if err := client.CoreV1().Secrets(api.DefaultNamespace).Delete(ctx, SecretName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ca2 := observe(t, s, client).ca
+	for _, name := range []string{ExtenderSecretName, ExtenderClientSecretName} {
+		kp, bundle := leaf(name)
+		if kp.Cert.CheckSignatureFrom(ca2) != nil || len(bundle) != 2 || !bundle[0].Equal(ca2) || !bundle[1].Equal(ca) {
+			t.Errorf("Secret %s after the CA rotation: signed by the new CA %v, ca.crt %d certificates; want the new CA, then the old", name, kp.Cert.CheckSignatureFrom(ca2) == nil, len(bundle))
+		}
 	}
 }

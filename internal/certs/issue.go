@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/mlplane/mlplane/internal/api"
 )
 
 // Names shared by config/certmanager, the self-signed overlay and the
@@ -47,6 +49,30 @@ const (
 	// LeaseName is the Lease the webhook replicas elect the one writer of
 	// SecretName with.
 	LeaseName = "mlplane-webhook-certs"
+)
+
+// Names of the extender's TLS material, issued by the same CA (the CA
+// Issuer of config/certmanager, or the webhook's self-signed mode): the
+// extender serves the scheduler extender verbs over TLS with the serving
+// certificate, and kube-scheduler authenticates with the client
+// certificate, which the extender verifies against ca.crt.
+const (
+	// ExtenderServiceName is the extender's Service; its serving
+	// certificate is for the Service's DNS names.
+	ExtenderServiceName = "mlplane-extender"
+	// ExtenderServingCertificateName and ExtenderSecretName: the
+	// extender's serving certificate and the Secret it is kept in (tls.crt,
+	// tls.key, ca.crt), which the extender mounts.
+	ExtenderServingCertificateName = "mlplane-extender-serving"
+	ExtenderSecretName             = "mlplane-extender-tls"
+	// ExtenderClientCertificateName and ExtenderClientSecretName: the
+	// scheduler's client certificate for the extender and its Secret,
+	// which the mlplane-scheduler mounts.
+	ExtenderClientCertificateName = "mlplane-extender-client"
+	ExtenderClientSecretName      = "mlplane-extender-client-tls"
+	// ExtenderClientName is the client certificate's common name, the one
+	// the extender accepts by default.
+	ExtenderClientName = api.ExtenderClientName
 )
 
 // Secret keys: tls.crt, tls.key and ca.crt as cert-manager writes them, and,
@@ -88,22 +114,54 @@ func CACertificate(namespace string) *cmapi.Certificate {
 // extraHosts (DNS names or IP addresses) are added to its names: the local
 // test cluster reaches the webhook at 127.0.0.1.
 func ServingCertificate(namespace, service string, extraHosts ...string) *cmapi.Certificate {
+	return serviceCertificate(ServingCertificateName, SecretName, namespace, service, extraHosts)
+}
+
+// ExtenderServingCertificate is the Certificate of the extender's serving
+// certificate, for the DNS names of the Service ExtenderServiceName in
+// namespace and extraHosts, as config/certmanager/certificates.yaml
+// declares it for the defaults.
+func ExtenderServingCertificate(namespace string, extraHosts ...string) *cmapi.Certificate {
+	return serviceCertificate(ExtenderServingCertificateName, ExtenderSecretName, namespace, ExtenderServiceName, extraHosts)
+}
+
+// ExtenderClientCertificate is the Certificate of the scheduler's client
+// certificate for the extender (common name ExtenderClientName, client
+// auth only), as config/certmanager/certificates.yaml declares it.
+func ExtenderClientCertificate(namespace string) *cmapi.Certificate {
+	return leafCertificate(ExtenderClientCertificateName, ExtenderClientSecretName, namespace, ExtenderClientName, nil, cmapi.UsageClientAuth)
+}
+
+// ExtenderCertificates are the extender's two Certificates: serving (with
+// extraHosts) and client.
+func ExtenderCertificates(namespace string, extraHosts ...string) []*cmapi.Certificate {
+	return []*cmapi.Certificate{ExtenderServingCertificate(namespace, extraHosts...), ExtenderClientCertificate(namespace)}
+}
+
+// serviceCertificate is a serving certificate for the DNS names of Service
+// service in namespace, and extraHosts.
+func serviceCertificate(name, secret, namespace, service string, extraHosts []string) *cmapi.Certificate {
 	svc := service + "." + namespace + ".svc"
-	crt := &cmapi.Certificate{
+	crt := leafCertificate(name, secret, namespace, svc, []string{service, service + "." + namespace, svc, svc + ".cluster.local"}, cmapi.UsageServerAuth)
+	AddHosts(crt, extraHosts...)
+	return crt
+}
+
+// leafCertificate is a 90-day ECDSA certificate from the CA Issuer.
+func leafCertificate(name, secret, namespace, commonName string, dnsNames []string, usage cmapi.KeyUsage) *cmapi.Certificate {
+	return &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: cmapi.CertificateKind},
-		ObjectMeta: metav1.ObjectMeta{Name: ServingCertificateName, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Spec: cmapi.CertificateSpec{
-			SecretName: SecretName,
-			CommonName: svc,
-			DNSNames:   []string{service, service + "." + namespace, svc, svc + ".cluster.local"},
+			SecretName: secret,
+			CommonName: commonName,
+			DNSNames:   dnsNames,
 			Duration:   &metav1.Duration{Duration: srvDurHrs * time.Hour},
-			Usages:     []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+			Usages:     []cmapi.KeyUsage{usage, cmapi.UsageDigitalSignature},
 			PrivateKey: ecdsaKey(),
 			IssuerRef:  cmmeta.IssuerReference{Group: "cert-manager.io", Kind: cmapi.IssuerKind, Name: CAIssuerName},
 		},
 	}
-	AddHosts(crt, extraHosts...)
-	return crt
 }
 
 // AddHosts adds DNS names and IP addresses to a Certificate's names, once.

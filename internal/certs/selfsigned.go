@@ -52,6 +52,13 @@ type SelfSignedOptions struct {
 	WebhookConfigurationName string
 	// LeaseName elects the one replica that writes. Default LeaseName.
 	LeaseName string
+	// Leaves are more certificates the CA issues and renews (the
+	// extender's, ExtenderCertificates), each kept in the Secret its
+	// spec.secretName names, in Namespace, in cert-manager's layout:
+	// tls.crt, tls.key, and ca.crt holding the CA and the previous CAs
+	// still valid (TrustBundle), so that a peer that verifies against it
+	// trusts both sides of a CA rotation. Default none.
+	Leaves []*cmapi.Certificate
 	// Identity is this replica's name in the Lease. Default hostname plus a
 	// random suffix.
 	Identity string
@@ -235,16 +242,9 @@ func (s *SelfSigned) writeFiles(data map[string][]byte) error {
 // then store the Secret and write CertDir.
 func (s *SelfSigned) Reconcile(ctx context.Context) error {
 	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
-	sec, err := secrets.Get(ctx, s.opts.SecretName, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		sec = nil
-	case err != nil:
+	sec, data, err := s.secret(ctx, s.opts.SecretName)
+	if err != nil {
 		return err
-	}
-	var data map[string][]byte
-	if sec != nil {
-		data = sec.Data
 	}
 	now := s.opts.Now()
 
@@ -292,7 +292,87 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 	if err := s.writeFiles(want); err != nil {
 		return err
 	}
-	return bundleErr
+	errs := []error{bundleErr}
+	for _, leaf := range s.opts.Leaves {
+		errs = append(errs, s.reconcileLeaf(ctx, leaf, ca, now))
+	}
+	return errors.Join(errs...)
+}
+
+// reconcileLeaf issues leaf from ca into its Secret when the Secret has no
+// valid certificate for leaf from ca, or it is due for renewal.
+func (s *SelfSigned) reconcileLeaf(ctx context.Context, leaf *cmapi.Certificate, ca *KeyPair, now time.Time) error {
+	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
+	name := leaf.Spec.SecretName
+	sec, data, err := s.secret(ctx, name)
+	if err != nil {
+		return err
+	}
+	_, reason := currentLeaf(leaf, data, ca, now)
+	if reason == "" {
+		return nil
+	}
+	kp, err := Issue(leaf, ca)
+	if err != nil {
+		return err
+	}
+	s.log.Info("issued a certificate", "certificate", leaf.Name, "secret", name, "reason", reason, "notAfter", kp.Cert.NotAfter)
+	want := kp.SecretData()
+	want[KeyCA] = TrustBundle(ca.Cert, data[KeyCA], now)
+	if sec == nil {
+		sec = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.opts.Namespace,
+				Labels: map[string]string{"app.kubernetes.io/name": leaf.Name, "app.kubernetes.io/part-of": "mlplane"}},
+			Type: corev1.SecretTypeTLS,
+			Data: want,
+		}
+		if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
+			return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, name, err)
+		}
+		return nil
+	}
+	sec = sec.DeepCopy()
+	sec.Data = want
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
+		return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, name, err)
+	}
+	return nil
+}
+
+// secret reads Secret name of Namespace and its data; both nil when it
+// does not exist.
+func (s *SelfSigned) secret(ctx context.Context, name string) (*corev1.Secret, map[string][]byte, error) {
+	sec, err := s.opts.Client.CoreV1().Secrets(s.opts.Namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return sec, sec.Data, nil
+}
+
+// currentLeaf returns the certificate for leaf in a Secret's data, or why
+// a new one is needed: none, not from ca (ca.crt must start with it), other
+// names, or due for renewal.
+func currentLeaf(leaf *cmapi.Certificate, data map[string][]byte, ca *KeyPair, now time.Time) (*KeyPair, string) {
+	if data == nil {
+		return nil, "no secret"
+	}
+	kp, err := ParseKeyPair(data[KeyCert], data[KeyKey], data[KeyCA])
+	if err != nil {
+		return nil, "no valid certificate: " + err.Error()
+	}
+	if first, err := pki.DecodeX509CertificateBytes(data[KeyCA]); err != nil || !first.Equal(ca.Cert) || kp.Cert.CheckSignatureFrom(ca.Cert) != nil {
+		return nil, "signed by another CA"
+	}
+	if !NamesMatch(leaf, kp.Cert) || kp.Cert.Subject.CommonName != leaf.Spec.CommonName {
+		return nil, "names changed"
+	}
+	if due, err := RenewalTime(leaf, kp); err != nil || !now.Before(due) {
+		return nil, "due for renewal"
+	}
+	return kp, ""
 }
 
 // currentCA returns the Secret's CA, or why a new one is needed.

@@ -118,8 +118,10 @@ type Cluster struct {
 	// extenderConfig is the extender's ServiceAccount kubeconfig, once
 	// written (extenderKubeconfig).
 	extenderConfig string
-	publisher      *leasePublisher
-	real           *realNode // nil without Options.RealNode
+	// extPKI is the extender's TLS material, once issued (extenderTLS).
+	extPKI    *extenderPKI
+	publisher *leasePublisher
+	real      *realNode // nil without Options.RealNode
 }
 
 // component is a process plus how to tell that it is ready.
@@ -563,7 +565,7 @@ func (c *Cluster) controllerManager() (*component, error) {
 
 func (c *Cluster) defaultScheduler() (*component, error) {
 	cfgPath := c.path("config", "kube-scheduler.yaml")
-	b, err := schedulerConfig(nil, c.path("config", "kube-scheduler.kubeconfig"), "default-scheduler", "")
+	b, err := schedulerConfig(nil, c.path("config", "kube-scheduler.kubeconfig"), "default-scheduler", "", nil)
 	if err != nil {
 		return nil, err
 	}

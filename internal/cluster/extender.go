@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mlplane/mlplane/internal/api"
@@ -33,7 +34,10 @@ const ShippedSchedulerConfig = "config/scheduler/config.yaml"
 
 // StartExtender starts bin/extender, waits until it is ready, then starts
 // the mlplane-scheduler (a second kube-scheduler whose profile
-// api.DefaultSchedulerName calls the extender).
+// api.DefaultSchedulerName calls the extender). As installed, the extender
+// serves its verbs over TLS to the scheduler's client certificate only
+// (ExtenderSchedulerTLS), runs as its ServiceAccount with its RBAC, and
+// under the admission policies of ExtenderConfig.
 func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error {
 	if !c.HasBin("extender") {
 		return fmt.Errorf("%s not found: run make build", c.Bin("extender"))
@@ -63,14 +67,16 @@ func (c *Cluster) StartExtender(ctx context.Context, opts ExtenderOptions) error
 			}
 		}
 	}
-	return c.StartMlplaneScheduler(ctx, fmt.Sprintf("http://127.0.0.1:%d", port), opts.SchedulerConfig)
+	return c.StartMlplaneScheduler(ctx, fmt.Sprintf("https://127.0.0.1:%d", port), opts.SchedulerConfig)
 }
 
 // StartMlplaneScheduler starts the second kube-scheduler, serving the
 // profile api.DefaultSchedulerName. With extenderURL empty it runs that
 // profile without an extender, so that the pods the webhook sends to
 // mlplane-scheduler are still scheduled before the extender exists (the
-// demo does this). configFile is as ExtenderOptions.SchedulerConfig.
+// demo does this). An https:// extenderURL is called with the client
+// certificate of ExtenderSchedulerTLS (StartExtender makes it). configFile
+// is as ExtenderOptions.SchedulerConfig.
 func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, configFile string) error {
 	var base []byte
 	if configFile != "" {
@@ -81,7 +87,13 @@ func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, config
 		base = b
 	}
 	kc := c.path("config", "kube-scheduler.kubeconfig")
-	b, err := schedulerConfig(base, kc, api.DefaultSchedulerName, extenderURL)
+	var tls *SchedulerTLS
+	if strings.HasPrefix(extenderURL, "https://") {
+		if tls = c.ExtenderSchedulerTLS(); tls == nil {
+			return fmt.Errorf("extender %s: no client certificate for it (StartExtender issues one)", extenderURL)
+		}
+	}
+	b, err := schedulerConfig(base, kc, api.DefaultSchedulerName, extenderURL, tls)
 	if err != nil {
 		return err
 	}
@@ -139,6 +151,10 @@ func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElec
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	pki, err := c.extenderTLS()
+	if err != nil {
+		return nil, 0, 0, err
+	}
 	if port, err = c.port(name); err != nil {
 		return nil, 0, 0, err
 	}
@@ -154,6 +170,7 @@ func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElec
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
 		"--kubeconfig=" + kubeconfig,
+		"--cert-dir=" + pki.serverDir,
 		"--namespace=" + api.DefaultNamespace,
 		fmt.Sprintf("--leader-elect=%t", leaderElect),
 	}, extra...)...)

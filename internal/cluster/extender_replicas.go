@@ -27,13 +27,13 @@ func (c *Cluster) KillComponent(name string) error {
 }
 
 // ExtenderURL is the urlPrefix of the extender StartExtender runs.
-func (c *Cluster) ExtenderURL() string { return "http://" + c.addr(Extender) }
+func (c *Cluster) ExtenderURL() string { return "https://" + c.addr(Extender) }
 
 // ExtenderReplica is one more extender process, for high-availability tests.
 type ExtenderReplica struct {
 	// Name is the component name (StopComponent, KillComponent, logs).
 	Name string
-	// URL is the urlPrefix of its verbs.
+	// URL is the urlPrefix of its verbs (HTTPS, see ExtenderClientTLS).
 	URL string
 	// LeaderURL is its /leaderz: 200 only while it leads.
 	LeaderURL string
@@ -58,7 +58,7 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	}
 	return &ExtenderReplica{
 		Name:      name,
-		URL:       fmt.Sprintf("http://127.0.0.1:%d", port),
+		URL:       fmt.Sprintf("https://127.0.0.1:%d", port),
 		LeaderURL: fmt.Sprintf("http://127.0.0.1:%d/leaderz", health),
 	}, nil
 }

@@ -14,8 +14,9 @@ import (
 // limits. When base has no profiles, one profile named schedulerName is
 // added. When extenderURL is set, every extender's urlPrefix points at it,
 // and base without extenders gets the mlplane extender (filter, prioritize,
-// bind on api.ResourceGPUMemory).
-func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string) ([]byte, error) {
+// bind on api.ResourceGPUMemory). With tls set every extender is called
+// over HTTPS with its client certificate and CA; without, over plain HTTP.
+func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string, tls *SchedulerTLS) ([]byte, error) {
 	cfg := map[string]any{}
 	if len(base) > 0 {
 		if err := yaml.Unmarshal(base, &cfg); err != nil {
@@ -45,7 +46,6 @@ func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string)
 				"bindVerb":         "bind",
 				"preemptVerb":      "preempt",
 				"weight":           1,
-				"enableHTTPS":      false,
 				"nodeCacheCapable": true,
 				"ignorable":        false,
 				"httpTimeout":      "10s", // as config/scheduler/config.yaml: above the extender's 5 s waits
@@ -58,8 +58,20 @@ func schedulerConfig(base []byte, kubeconfig, schedulerName, extenderURL string)
 				return nil, fmt.Errorf("scheduler configuration: extenders[%d] is not an object", i)
 			}
 			m["urlPrefix"] = extenderURL
+			m["enableHTTPS"] = tls != nil
+			delete(m, "tlsConfig")
+			if tls != nil {
+				m["tlsConfig"] = map[string]any{"certFile": tls.CertFile, "keyFile": tls.KeyFile, "caFile": tls.CAFile}
+			}
 		}
 		cfg["extenders"] = extenders
 	}
 	return yaml.Marshal(cfg)
+}
+
+// SchedulerTLS is the extender tlsConfig of a KubeSchedulerConfiguration:
+// the scheduler's client certificate and key, and the CA it verifies the
+// extender with, as files.
+type SchedulerTLS struct {
+	CertFile, KeyFile, CAFile string
 }

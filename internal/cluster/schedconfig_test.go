@@ -11,7 +11,7 @@ import (
 )
 
 func TestSchedulerConfigGenerated(t *testing.T) {
-	b, err := schedulerConfig(nil, "/k/kubeconfig", "mlplane-scheduler", "http://127.0.0.1:1234")
+	b, err := schedulerConfig(nil, "/k/kubeconfig", "mlplane-scheduler", "http://127.0.0.1:1234", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func TestSchedulerConfigGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	ext := got["extenders"].([]any)[0].(map[string]any)
-	if ext["urlPrefix"] != "http://127.0.0.1:1234" || ext["bindVerb"] != "bind" || ext["nodeCacheCapable"] != true {
+	if ext["urlPrefix"] != "http://127.0.0.1:1234" || ext["bindVerb"] != "bind" || ext["nodeCacheCapable"] != true || ext["enableHTTPS"] != false || ext["tlsConfig"] != nil {
 		t.Errorf("extender = %v", ext)
 	}
 	if d := cmp.Diff([]any{map[string]any{"schedulerName": "mlplane-scheduler"}}, got["profiles"]); d != "" {
@@ -42,7 +42,7 @@ extenders:
   filterVerb: filter
   bindVerb: bind
 `)
-	b, err := schedulerConfig(base, "/k", "ignored", "http://127.0.0.1:9")
+	b, err := schedulerConfig(base, "/k", "ignored", "http://127.0.0.1:9", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ extenders:
 	if strings.Contains(s, "svc:8888") || strings.Contains(s, "ignored") || strings.Contains(s, "prioritizeVerb") {
 		t.Errorf("config kept the in-cluster URL or added to the file's extender:\n%s", s)
 	}
-	if _, err := schedulerConfig([]byte("kind: Pod"), "/k", "x", ""); err == nil {
+	if _, err := schedulerConfig([]byte("kind: Pod"), "/k", "x", "", nil); err == nil {
 		t.Error("a file of the wrong kind was accepted")
 	}
 }
@@ -72,7 +72,8 @@ func TestShippedSchedulerConfig(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	b, err := schedulerConfig(base, "/k", "x", "http://127.0.0.1:7")
+	tls := &SchedulerTLS{CertFile: "/c/tls.crt", KeyFile: "/c/tls.key", CAFile: "/c/ca.crt"}
+	b, err := schedulerConfig(base, "/k", "x", "https://127.0.0.1:7", tls)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +84,12 @@ func TestShippedSchedulerConfig(t *testing.T) {
 	exts := got["extenders"].([]any)
 	for _, e := range exts {
 		m := e.(map[string]any)
-		if m["urlPrefix"] != "http://127.0.0.1:7" || m["bindVerb"] != "bind" {
+		if m["urlPrefix"] != "https://127.0.0.1:7" || m["bindVerb"] != "bind" || m["enableHTTPS"] != true {
 			t.Errorf("extender = %v", m)
+		}
+		// The local client certificate replaces the pod's paths.
+		if d := cmp.Diff(map[string]any{"certFile": "/c/tls.crt", "keyFile": "/c/tls.key", "caFile": "/c/ca.crt"}, m["tlsConfig"]); d != "" {
+			t.Errorf("tlsConfig (-want +got):\n%s", d)
 		}
 	}
 	if got["leaderElection"].(map[string]any)["leaderElect"] != false {

@@ -1,13 +1,11 @@
 package manifests
 
 import (
-	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mlplane/mlplane/internal/api"
-	"github.com/mlplane/mlplane/internal/manifests/render"
 	"github.com/mlplane/mlplane/internal/mutate"
 	"github.com/mlplane/mlplane/internal/score"
 )
@@ -39,15 +37,7 @@ func TestConfigMapsLoad(t *testing.T) {
 // ConfigMap mlplane-system/<name>.
 func configMapData(t *testing.T, overlay, name string) map[string]string {
 	t.Helper()
-	root, err := ConfigDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := render.Objects(filepath.Join(root, overlay))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := Find(objs, "ConfigMap", api.DefaultNamespace, name)
+	o := Find(rendered(t, overlay), "ConfigMap", api.DefaultNamespace, name)
 	if o == nil {
 		t.Fatalf("config/%s has no ConfigMap %s/%s", overlay, api.DefaultNamespace, name)
 	}

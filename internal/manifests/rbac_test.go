@@ -47,6 +47,11 @@ var expected = map[string]map[string][]string{
 			grant("mlplane-system", "", "secrets", "", "create"),
 			grant("mlplane-system", "", "secrets", "mlplane-webhook-tls", "get"),
 			grant("mlplane-system", "", "secrets", "mlplane-webhook-tls", "update"),
+			// The extender's serving and client certificates, from its CA.
+			grant("mlplane-system", "", "secrets", "mlplane-extender-tls", "get"),
+			grant("mlplane-system", "", "secrets", "mlplane-extender-tls", "update"),
+			grant("mlplane-system", "", "secrets", "mlplane-extender-client-tls", "get"),
+			grant("mlplane-system", "", "secrets", "mlplane-extender-client-tls", "update"),
 			// One writer at a time.
 			grant("mlplane-system", "coordination.k8s.io", "leases", "", "create"),
 			grant("mlplane-system", "coordination.k8s.io", "leases", "mlplane-webhook-certs", "get"),

@@ -4,10 +4,12 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/certs"
 )
 
 // The mlplane-scheduler Deployment runs a configuration that fits the rest
@@ -37,8 +39,21 @@ func TestSchedulerConfiguration(t *testing.T) {
 		t.Fatalf("%d extenders, want 1", len(cfg.Extenders))
 	}
 	e := cfg.Extenders[0]
-	if want := "http://mlplane-extender." + api.DefaultNamespace + ".svc:8888"; e.URLPrefix != want {
+	if want := "https://mlplane-extender." + api.DefaultNamespace + ".svc:8888"; e.URLPrefix != want {
 		t.Errorf("extender urlPrefix %q, want %q (the Service mlplane-extender)", e.URLPrefix, want)
+	}
+	// TLS with the client certificate the Deployment mounts.
+	const dir = "/etc/mlplane-scheduler/extender-client/"
+	if tc := e.TLSConfig; !e.EnableHTTPS || tc == nil || tc.Insecure || tc.CertFile != dir+"tls.crt" || tc.KeyFile != dir+"tls.key" || tc.CAFile != dir+"ca.crt" {
+		t.Errorf("extender enableHTTPS %v, tlsConfig %+v: want HTTPS with certFile, keyFile and caFile in %s", e.EnableHTTPS, e.TLSConfig, dir)
+	}
+	d := deployment(t, "default", "mlplane-scheduler")
+	if !slices.ContainsFunc(d.Spec.Template.Spec.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath+"/" == dir && slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+			return v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == certs.ExtenderClientSecretName
+		})
+	}) {
+		t.Errorf("the mlplane-scheduler does not mount Secret %s at %s", certs.ExtenderClientSecretName, dir)
 	}
 	if e.FilterVerb == "" || e.PrioritizeVerb == "" || e.BindVerb == "" || !e.NodeCacheCapable || e.Ignorable {
 		t.Errorf("extender %+v: want filter, prioritize and bind verbs, nodeCacheCapable, not ignorable", e)

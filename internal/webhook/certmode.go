@@ -22,7 +22,10 @@ const (
 	// CertModeSelfSigned makes the webhook its own CA (internal/certs): it
 	// issues and renews the certificates config/certmanager describes, keeps
 	// them in a Secret, writes CertDir and patches the caBundle
-	// (config/overlays/self-signed).
+	// (config/overlays/self-signed). It also issues the extender's serving
+	// certificate and the scheduler's client certificate for it
+	// (certs.ExtenderCertificates) into the Secrets the extender and the
+	// mlplane-scheduler mount.
 	CertModeSelfSigned = "self-signed"
 )
 
@@ -75,6 +78,7 @@ func startCertificates(ctx context.Context, cfg *rest.Config, o Options, log log
 		Namespace:                o.Namespace,
 		ServiceName:              o.Cert.ServiceName,
 		ExtraHosts:               o.Cert.ExtraHosts,
+		Leaves:                   certs.ExtenderCertificates(o.Namespace),
 		WebhookConfigurationName: o.Cert.WebhookConfigurationName,
 		SyncInterval:             o.Cert.SyncInterval,
 		Logger:                   log,

@@ -129,8 +129,8 @@ func TestConfig(t *testing.T) {
 					issuerCerts = append(issuerCerts, o)
 				}
 			}
-			if len(issuerCerts) != 4 {
-				t.Fatalf("config/default has %d cert-manager objects, want 2 Issuers and 2 Certificates", len(issuerCerts))
+			if len(issuerCerts) != 6 {
+				t.Fatalf("config/default has %d cert-manager objects, want 2 Issuers and 4 Certificates", len(issuerCerts))
 			}
 			var docs []string
 			for _, o := range issuerCerts {
@@ -149,7 +149,8 @@ func TestConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, want := range []string{"issuer.cert-manager.io/" + certs.SelfSignedIssuerName, "issuer.cert-manager.io/" + certs.CAIssuerName,
-				"certificate.cert-manager.io/" + certs.CACertificateName, "certificate.cert-manager.io/" + certs.ServingCertificateName} {
+				"certificate.cert-manager.io/" + certs.CACertificateName, "certificate.cert-manager.io/" + certs.ServingCertificateName,
+				"certificate.cert-manager.io/" + certs.ExtenderServingCertificateName, "certificate.cert-manager.io/" + certs.ExtenderClientCertificateName} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%s not stored; have:\n%s", want, out)
 				}
@@ -223,10 +224,14 @@ func TestConfig(t *testing.T) {
 			c := RequireLocal(ctx, t)
 			cs := Clientset(t, cfg)
 			const cfgName = "e2e-selfsigned-webhook"
-			deleteSecret(ctx, t, cs, certs.SecretName)
+			for _, name := range []string{certs.SecretName, certs.ExtenderSecretName, certs.ExtenderClientSecretName} {
+				deleteSecret(ctx, t, cs, name)
+			}
 			_ = cs.CoordinationV1().Leases(api.DefaultNamespace).Delete(ctx, certs.LeaseName, metav1.DeleteOptions{})
 			t.Cleanup(func() {
-				deleteSecret(context.Background(), t, cs, certs.SecretName)
+				for _, name := range []string{certs.SecretName, certs.ExtenderSecretName, certs.ExtenderClientSecretName} {
+					deleteSecret(context.Background(), t, cs, name)
+				}
 				_ = cs.CoordinationV1().Leases(api.DefaultNamespace).Delete(context.Background(), certs.LeaseName, metav1.DeleteOptions{})
 			})
 
@@ -271,6 +276,23 @@ func TestConfig(t *testing.T) {
 			lease, err := cs.CoordinationV1().Leases(api.DefaultNamespace).Get(ctx, certs.LeaseName, metav1.GetOptions{})
 			if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
 				t.Fatalf("Lease %s has no holder: %v", certs.LeaseName, err)
+			}
+			// The same CA issued the extender's serving and client
+			// certificates, into the Secrets the extender and the
+			// mlplane-scheduler mount, with the overlay's RBAC.
+			for _, name := range []string{certs.ExtenderSecretName, certs.ExtenderClientSecretName} {
+				var sec *corev1.Secret
+				if err := wait.For(func(ctx context.Context) (bool, error) {
+					var err error
+					sec, err = cs.CoreV1().Secrets(api.DefaultNamespace).Get(ctx, name, metav1.GetOptions{})
+					return err == nil, nil
+				}, wait.WithContext(ctx), wait.WithTimeout(ShortWait), wait.WithInterval(200*time.Millisecond)); err != nil {
+					t.Fatalf("Secret %s not written: %v", name, err)
+				}
+				kp, err := certs.ParseKeyPair(sec.Data[certs.KeyCert], sec.Data[certs.KeyKey], sec.Data[certs.KeyCA])
+				if err != nil || kp.Cert.CheckSignatureFrom(ca) != nil {
+					t.Errorf("Secret %s: %v, or not signed by the webhook's CA", name, err)
+				}
 			}
 			expectMutatedBy(ctx, t, cs, primary, nsEnabled, "by-namespace", nil)
 			expectMutatedBy(ctx, t, cs, primary, nsPlain, "by-label", map[string]string{api.LabelInject: api.PodInjectTrue})

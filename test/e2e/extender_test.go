@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -296,23 +296,22 @@ func TestExtender(t *testing.T) {
 				replicas = append(replicas, r)
 				t.Cleanup(func() { _ = c.StopComponent(name) })
 			}
-			// A Service sends traffic to ready endpoints only; this router
-			// does the same for the scheduler.
+			// A Service sends connections to ready endpoints only; this
+			// router does the same for the scheduler (TLS runs end to end).
 			router := newReadyRouter(replicas)
-			srv := &http.Server{Handler: router}
 			ln, err := listenLoopback()
 			if err != nil {
 				t.Fatal(err)
 			}
-			go func() { _ = srv.Serve(ln) }()
+			go router.serve(ln)
 			t.Cleanup(func() {
-				_ = srv.Close()
+				_ = ln.Close()
 				// Give the scheduler back the suite's extender.
 				if err := useShippedSchedulerConfig(context.Background(), c, c.ExtenderURL()); err != nil {
 					t.Error(err)
 				}
 			})
-			if err := useShippedSchedulerConfig(ctx, c, "http://"+ln.Addr().String()); err != nil {
+			if err := useShippedSchedulerConfig(ctx, c, "https://"+ln.Addr().String()); err != nil {
 				t.Fatal(err)
 			}
 			leader := waitLeader(ctx, t, router, "")
@@ -344,8 +343,9 @@ func TestExtender(t *testing.T) {
 	testenv.Test(t, burst, ha)
 }
 
-// readyRouter forwards each request to the replica whose /leaderz answers
-// 200, as a Service with readiness probes does.
+// readyRouter forwards each connection to the replica whose /leaderz
+// answers 200, as a Service with readiness probes does: kube-proxy forwards
+// connections, so TLS runs between the scheduler and the replica.
 type readyRouter struct {
 	replicas []*cluster.ExtenderReplica
 	client   *http.Client
@@ -380,14 +380,36 @@ func (r *readyRouter) ready() *cluster.ExtenderReplica {
 	return r.current
 }
 
-func (r *readyRouter) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+// serve forwards the connections ln accepts until it is closed.
+func (r *readyRouter) serve(ln net.Listener) {
+	for {
+		in, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go r.forward(in)
+	}
+}
+
+// forward copies a connection to the ready replica and back; with none
+// ready it is closed, as a Service without endpoints refuses it.
+func (r *readyRouter) forward(in net.Conn) {
+	defer in.Close()
 	rep := r.ready()
 	if rep == nil {
-		http.Error(w, "no ready extender", http.StatusServiceUnavailable)
 		return
 	}
 	u, _ := url.Parse(rep.URL)
-	httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, req)
+	out, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	go func() {
+		_, _ = io.Copy(out, in)
+		_ = out.(*net.TCPConn).CloseWrite()
+	}()
+	_, _ = io.Copy(in, out)
 }
 
 // waitLeader waits until a replica other than not is ready and returns it.

@@ -65,19 +65,24 @@ func waitUnschedulable(ctx context.Context, t *testing.T, cs kubernetes.Interfac
 	t.Logf("pod %s: PodScheduled: %s", name, last)
 }
 
-// filterCall posts a filter request straight to the extender.
-func filterCall(ctx context.Context, t *testing.T, url string, pod *corev1.Pod, nodes []string) *extenderv1.ExtenderFilterResult {
+// filterCall posts a filter request straight to the local extender, with
+// the scheduler's client certificate.
+func filterCall(ctx context.Context, t *testing.T, c *cluster.Cluster, pod *corev1.Pod, nodes []string) *extenderv1.ExtenderFilterResult {
 	t.Helper()
 	body, err := json.Marshal(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/filter", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.ExtenderURL()+"/filter", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	tlsCfg, err := c.ExtenderClientTLS(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +125,7 @@ func TestInitContainerGPU(t *testing.T) {
 
 			// A node with no GPU inventory fails the filter; before the fix
 			// the pod passed every node.
-			res := filterCall(ctx, t, c.ExtenderURL(), initGPUPod(ns, "probe", 20480), bare)
+			res := filterCall(ctx, t, c, initGPUPod(ns, "probe", 20480), bare)
 			want := "node has no " + api.NodeAnnotationGPUs + " annotation (is the mlplane node agent running there?)"
 			if (res.NodeNames != nil && len(*res.NodeNames) > 0) || res.FailedAndUnresolvableNodes[bare[0]] != want {
 				t.Fatalf("filter of the GPU-less node %s: passed %v, failed %v, want failed %q", bare[0], res.NodeNames, res.FailedAndUnresolvableNodes, want)

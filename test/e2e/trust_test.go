@@ -9,7 +9,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/certs"
 	"github.com/mlplane/mlplane/internal/cluster"
 )
 
@@ -370,7 +373,66 @@ func TestAdmissionPolicies(t *testing.T) {
 		}).
 		Feature()
 
-	testenv.Test(t, gpu, agent, unguarded)
+	calls := features.New("only the scheduler may call the extender").
+		Assess("over TLS the scheduler's client certificate is served and a client without it is refused", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			c := RequireLocal(ctx, t)
+			RequireComponent(ctx, t, cluster.Extender)
+			// What anyone who can reach the extender could try: a bind of
+			// any pending pod to any node, with the extender's RBAC.
+			bind := func(tlsCfg *tls.Config) (*http.Response, error) {
+				body := `{"podName":"any","podNamespace":"any","podUID":"x","node":"any"}`
+				hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+				resp, err := hc.Post(c.ExtenderURL()+"/bind", "application/json", strings.NewReader(body))
+				if err == nil {
+					resp.Body.Close()
+				}
+				return resp, err
+			}
+			scheduler, err := c.ExtenderClientTLS(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, err := bind(scheduler); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("with the scheduler's certificate: %v %v, want an answer", resp, err)
+			}
+			anonymous, err := c.ExtenderClientTLS(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, err := bind(anonymous); err == nil {
+				t.Errorf("without a client certificate: HTTP %d, want the connection refused", resp.StatusCode)
+			} else {
+				t.Logf("without a client certificate: %v", err)
+			}
+			// A client certificate of the right name from another CA.
+			other, err := certs.Issue(certs.CACertificate(api.DefaultNamespace), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged, err := certs.Issue(certs.ExtenderClientCertificate(api.DefaultNamespace), other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pair, err := tls.X509KeyPair(forged.CertPEM, forged.KeyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			anonymous.Certificates = []tls.Certificate{pair}
+			if resp, err := bind(anonymous); err == nil {
+				t.Errorf("with a certificate from another CA: HTTP %d, want the connection refused", resp.StatusCode)
+			}
+			// Plain HTTP gets nowhere near the verbs.
+			if resp, err := http.Post(strings.Replace(c.ExtenderURL(), "https://", "http://", 1)+"/bind", "application/json", strings.NewReader("{}")); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("plain HTTP: %d, want 400", resp.StatusCode)
+				}
+			}
+			return ctx
+		}).
+		Feature()
+
+	testenv.Test(t, gpu, agent, unguarded, calls)
 }
 
 // nodeAgentSA is the node agent's ServiceAccount (config/rbac/node-agent.yaml).

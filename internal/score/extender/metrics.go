@@ -19,6 +19,8 @@ type Metrics struct {
 	preemptionVictims prometheus.Counter
 	// PolicyReloads counts policy file reloads by result (ok, invalid).
 	PolicyReloads *prometheus.CounterVec
+	// clientsRefused counts TLS clients refused, by reason.
+	clientsRefused *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -39,10 +41,11 @@ func NewMetrics() *Metrics {
 			Namespace: "mlplane", Subsystem: "extender", Name: "filter_waits_total",
 			Help: "Filter calls held while more binds waited for a slot than there are slots.",
 		}),
-		bindPodSource: counterVec("bind_pod_source_total", "Where a bind found its pod: the informer's cache, the filter call, or a GET.", "source"),
-		badRequests:   counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
-		PolicyReloads: counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
-		preemptions:   counterVec("preemptions_total", "Preemptions the extender chose victims for: by the preempt verb (scheduler) or on its own for a per-GPU shortage the scheduler cannot see (extender).", "by"),
+		bindPodSource:  counterVec("bind_pod_source_total", "Where a bind found its pod: the informer's cache, the filter call, or a GET.", "source"),
+		badRequests:    counterVec("bad_requests_total", "Requests with a body the extender could not read, by verb.", "verb"),
+		PolicyReloads:  counterVec("policy_reloads_total", "Placement policy reloads, by result.", "result"),
+		clientsRefused: counterVec("clients_refused_total", "TLS clients of the verbs refused: no client certificate, one not chained to ca.crt for client authentication (untrusted), or issued to a name not accepted.", "reason"),
+		preemptions:    counterVec("preemptions_total", "Preemptions the extender chose victims for: by the preempt verb (scheduler) or on its own for a per-GPU shortage the scheduler cannot see (extender).", "by"),
 		preemptionVictims: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "mlplane", Subsystem: "extender", Name: "preemption_evictions_total",
 			Help: "Pods the extender evicted through the Eviction API to make room for a pod of higher priority.",
@@ -59,7 +62,7 @@ func counterVec(name, help, label string) *prometheus.CounterVec {
 
 // Register adds every metric to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads, m.preemptions, m.preemptionVictims} {
+	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads, m.preemptions, m.preemptionVictims, m.clientsRefused} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

@@ -35,6 +35,10 @@ import (
 type ServerOptions struct {
 	// Addr serves the verbs (default :8888).
 	Addr string
+	// TLS serves the verbs over TLS and requires the scheduler's client
+	// certificate (nil: plain HTTP, for tests). /healthz, /readyz and
+	// /metrics stay plain HTTP on their own addresses.
+	TLS *TLSOptions
 	// HealthAddr serves /healthz and /readyz (default :8081).
 	HealthAddr string
 	// MetricsAddr serves /metrics (default :8080).
@@ -130,6 +134,16 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		Help: "GPU reservations of bound pods the informer has not confirmed yet.",
 	}, func() float64 { return float64(st.Reservations()) })
 	reg.MustRegister(reservations)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "mlplane", Subsystem: "extender", Name: "booking_edits_total",
+		Help: "Edits of a bound pod's GPU annotations that the extender ignored, keeping the booking fixed at bind (each distinct edit once).",
+	}, func() float64 { return float64(st.BookingEdits()) }))
+	var files *tlsFiles
+	if o.TLS != nil {
+		if files, err = newTLSFiles(*o.TLS, func(reason string) { m.clientsRefused.WithLabelValues(reason).Inc() }, log.WithName("tls")); err != nil {
+			return err
+		}
+	}
 
 	var synced, leader atomic.Bool
 	leader.Store(!o.LeaderElect)
@@ -193,8 +207,13 @@ func Serve(ctx context.Context, o ServerOptions) error {
 			o.Listening(s.name, ln.Addr().String())
 		}
 		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		serve := srv.Serve
+		if s.name == "addr" && files != nil {
+			srv.TLSConfig, srv.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
+			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+		}
 		g.Go(func() error {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("%s server: %w", s.name, err)
 			}
 			return nil
@@ -236,6 +255,12 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		policy.Watch(gctx, o.PolicyPollInterval)
 		return nil
 	})
+	if files != nil {
+		g.Go(func() error {
+			files.watch(gctx)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		ext.RunPreemption(gctx, PreemptionInterval)
 		return nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
@@ -312,12 +312,13 @@ func (a *Agent) node() (*corev1.Node, bool) {
 	return cached, true
 }
 
-// olderThan says whether a's resourceVersion is older than b's. Resource
-// versions are etcd revisions; when one does not parse, a is taken as fresh.
+// olderThan says whether a's resourceVersion is older than b's, compared as
+// the API server's own clients compare them (apimachinery's
+// resourceversion.CompareResourceVersion); when either is not well formed,
+// a is taken as fresh.
 func olderThan(a, b *corev1.Node) bool {
-	ra, errA := strconv.ParseUint(a.ResourceVersion, 10, 64)
-	rb, errB := strconv.ParseUint(b.ResourceVersion, 10, 64)
-	return errA == nil && errB == nil && ra < rb
+	c, err := resourceversion.CompareResourceVersion(a.ResourceVersion, b.ResourceVersion)
+	return err == nil && c < 0
 }
 
 // change classifies how far an inventory is from the published one.

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/prometheus/procfs"
 )
 
 // report is the whole run, written as text (markdown) and JSON.
@@ -346,16 +348,18 @@ func gitCommit() string {
 	return strings.TrimSpace(string(b))
 }
 
+// loadAvg is the 1, 5 and 15 minute load averages of /proc/loadavg (read
+// by procfs) as "0.52 0.60 0.71", or "unknown".
 func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return "unknown"
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
+	l, err := fs.LoadAvg()
+	if err != nil {
 		return "unknown"
 	}
-	return strings.Join(f[:3], " ")
+	return fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
 }
 
 // fsType names the filesystem of dir (the common ones by statfs magic).

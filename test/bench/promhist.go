@@ -1,15 +1,17 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Histogram is a Prometheus histogram's cumulative buckets at one scrape.
@@ -95,52 +97,36 @@ func getMetrics(ctx context.Context, url string) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// ParseHistograms parses the Prometheus text format (see ScrapeHistograms):
-// one Histogram per combination of the values of labels (joined with
-// spaces), the series that share one summed bucket by bucket.
+// ParseHistograms parses the Prometheus text format with expfmt (see
+// ScrapeHistograms): one Histogram per combination of the values of labels
+// (joined with spaces), the series that share one summed bucket by bucket.
+// A metric that is absent gives an empty map.
 func ParseHistograms(r io.Reader, metric string, labels ...string) (map[string]Histogram, error) {
+	mf, err := parseFamily(r, metric)
+	if err != nil || mf == nil {
+		return map[string]Histogram{}, err
+	}
 	type acc struct {
 		buckets    map[float64]float64
 		sum, count float64
 	}
 	accs := map[string]*acc{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	key := make([]string, len(labels))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"_") {
-			continue
+	for _, m := range mf.GetMetric() {
+		h := m.GetHistogram()
+		if h == nil {
+			return nil, fmt.Errorf("%s is a %s, not a histogram", metric, mf.GetType())
 		}
-		name, ls, value, ok := splitSample(line)
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", line, err)
-		}
-		for i, l := range labels {
-			key[i] = ls[l]
-		}
-		k := strings.Join(key, " ")
+		k := labelKey(m, labels)
 		a := accs[k]
 		if a == nil {
 			a = &acc{buckets: map[float64]float64{}}
 			accs[k] = a
 		}
-		switch name {
-		case metric + "_bucket":
-			le, err := strconv.ParseFloat(ls["le"], 64)
-			if err != nil {
-				return nil, fmt.Errorf("%q: le: %w", line, err)
-			}
-			a.buckets[le] += v
-		case metric + "_sum":
-			a.sum += v
-		case metric + "_count":
-			a.count += v
+		for _, b := range h.GetBucket() {
+			a.buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount()) + b.GetCumulativeCountFloat()
 		}
+		a.sum += h.GetSampleSum()
+		a.count += float64(h.GetSampleCount()) + h.GetSampleCountFloat()
 	}
 	out := make(map[string]Histogram, len(accs))
 	for k, a := range accs {
@@ -154,38 +140,30 @@ func ParseHistograms(r io.Reader, metric string, labels ...string) (map[string]H
 		}
 		out[k] = h
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
-// splitSample splits `name{a="b",c="d"} value [timestamp]`.
-func splitSample(line string) (name string, labels map[string]string, value string, ok bool) {
-	labels = map[string]string{}
-	rest := line
-	if i := strings.IndexByte(line, '{'); i >= 0 {
-		j := strings.LastIndexByte(line, '}')
-		if j < i {
-			return "", nil, "", false
-		}
-		name = line[:i]
-		for _, kv := range strings.Split(line[i+1:j], ",") {
-			k, v, found := strings.Cut(kv, "=")
-			if found {
-				labels[strings.TrimSpace(k)] = strings.Trim(v, `"`)
-			}
-		}
-		rest = line[j+1:]
-	} else {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			return "", nil, "", false
-		}
-		name, rest = f[0], strings.Join(f[1:], " ")
+// parseFamily parses the Prometheus text format and returns the family of
+// metric; nil when there is none.
+func parseFamily(r io.Reader, metric string) (*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, err
 	}
-	f := strings.Fields(rest)
-	if len(f) < 1 {
-		return "", nil, "", false
+	return mfs[metric], nil
+}
+
+// labelKey joins the values of labels on m with spaces ("" for a label m
+// does not carry).
+func labelKey(m *dto.Metric, labels []string) string {
+	key := make([]string, len(labels))
+	for _, lp := range m.GetLabel() {
+		if i := slices.Index(labels, lp.GetName()); i >= 0 {
+			key[i] = lp.GetValue()
+		}
 	}
-	return name, labels, f[0], true
+	return strings.Join(key, " ")
 }
 
 // ScrapeCounters reads a counter (or gauge) from a Prometheus text endpoint,
@@ -199,26 +177,28 @@ func ScrapeCounters(ctx context.Context, url, metric, label string) (map[string]
 	return ParseCounters(body, metric, label)
 }
 
-// ParseCounters parses a counter (or gauge) in the Prometheus text format,
-// summed by the values of labels joined with spaces.
+// ParseCounters parses a counter, gauge or untyped metric in the
+// Prometheus text format with expfmt, summed by the values of labels joined
+// with spaces. A metric that is absent gives an empty map.
 func ParseCounters(r io.Reader, metric string, labels ...string) (map[string]float64, error) {
 	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	key := make([]string, len(labels))
-	for sc.Scan() {
-		name, ls, value, ok := splitSample(sc.Text())
-		if !ok || name != metric {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		for i, l := range labels {
-			key[i] = ls[l]
-		}
-		out[strings.Join(key, " ")] += v
+	mf, err := parseFamily(r, metric)
+	if err != nil || mf == nil {
+		return out, err
 	}
-	return out, sc.Err()
+	for _, m := range mf.GetMetric() {
+		var v float64
+		switch {
+		case m.Counter != nil:
+			v = m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			v = m.GetGauge().GetValue()
+		case m.Untyped != nil:
+			v = m.GetUntyped().GetValue()
+		default:
+			return nil, fmt.Errorf("%s is a %s, not a counter or gauge", metric, mf.GetType())
+		}
+		out[labelKey(m, labels)] += v
+	}
+	return out, nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 const sampleMetrics = `# HELP mlplane_extender_request_duration_seconds Time to answer.
@@ -106,5 +108,35 @@ PASS`
 	}
 	if r := g.Rows[0]; r.Name != "BenchmarkX/n=1-2" || r.Runs != 3 || r.NsPerOp != 2000 || r.MinNs != 1000 || r.MaxNs != 3000 || r.BPerOp != 100 {
 		t.Errorf("row %+v", r)
+	}
+}
+
+func TestParseCounters(t *testing.T) {
+	const text = `# TYPE mlplane_extender_binds_total counter
+mlplane_extender_binds_total{result="bound",node="a"} 3
+mlplane_extender_binds_total{result="bound",node="b"} 4
+mlplane_extender_binds_total{result="error",node="a"} 1
+`
+	got, err := ParseCounters(strings.NewReader(text), "mlplane_extender_binds_total", "result")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bound: 3+4 summed over nodes.
+	if d := cmp.Diff(map[string]float64{"bound": 7, "error": 1}, got); d != "" {
+		t.Errorf("counters (-want +got):\n%s", d)
+	}
+	if got, err := ParseCounters(strings.NewReader(text), "absent_total"); err != nil || len(got) != 0 {
+		t.Errorf("absent metric: %v, %v; want an empty map", got, err)
+	}
+	if _, err := ParseCounters(strings.NewReader(sampleMetrics), "mlplane_extender_request_duration_seconds"); err == nil ||
+		err.Error() != "mlplane_extender_request_duration_seconds is a HISTOGRAM, not a counter or gauge" {
+		t.Errorf("histogram as counter: %v", err)
+	}
+	if _, err := ParseHistograms(strings.NewReader(text), "mlplane_extender_binds_total"); err == nil ||
+		err.Error() != "mlplane_extender_binds_total is a COUNTER, not a histogram" {
+		t.Errorf("counter as histogram: %v", err)
+	}
+	if _, err := ParseCounters(strings.NewReader("x{a=\"b\" 1\n"), "x"); err == nil {
+		t.Error("malformed text accepted")
 	}
 }

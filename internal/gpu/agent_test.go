@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -332,7 +334,7 @@ func TestLeaseRenewal(t *testing.T) {
 	if r := get(); !r.Equal(t0.Add(21 * time.Second)) {
 		t.Errorf("renewTime = %v, want t0+21s", r)
 	}
-	if got := metricValue(t, h.reg, "mlplane_node_agent_api_writes_total", "kind", "lease", "result", "error"); got != 1 {
+	if got := testutil.ToFloat64(h.agent.metrics.apiWrites.WithLabelValues(writeLease, "error")); got != 1 {
 		t.Errorf("lease write errors = %v, want 1", got)
 	}
 }
@@ -352,10 +354,10 @@ func TestBackendErrorMarksEverythingUnhealthy(t *testing.T) {
 	if c, _ := h.capacity(); c != "0" {
 		t.Errorf("capacity = %s, want 0", c)
 	}
-	if got := metricValue(t, h.reg, "mlplane_gpu_backend_errors_total"); got != 1 {
+	if got := testutil.ToFloat64(h.agent.metrics.backendErrors); got != 1 {
 		t.Errorf("backend errors = %v, want 1", got)
 	}
-	if got := metricValue(t, h.reg, "mlplane_gpu_backend_up"); got != 0 {
+	if got := testutil.ToFloat64(h.agent.metrics.backendUp); got != 0 {
 		t.Errorf("backend up = %v, want 0", got)
 	}
 	h.backend.mu.Lock()
@@ -403,10 +405,10 @@ func TestNoNVMLPublishesZeroGPUs(t *testing.T) {
 	if q := n.Status.Capacity[api.ResourceGPUMemory]; q.Value() != 0 || q.String() != "0" {
 		t.Errorf("capacity = %s, want 0", q.String())
 	}
-	if got := metricValue(t, reg, "mlplane_gpu_nvml_available"); got != 0 {
+	if got := testutil.ToFloat64(a.metrics.nvmlAvailable); got != 0 {
 		t.Errorf("mlplane_gpu_nvml_available = %v, want 0", got)
 	}
-	if got := metricValue(t, reg, "mlplane_gpu_backend_info", "backend", BackendNone, "reason", reason); got != 1 {
+	if got := testutil.ToFloat64(a.metrics.backendInfo.WithLabelValues(BackendNone, reason)); got != 1 {
 		t.Errorf("backend info{none, reason} = %v, want 1", got)
 	}
 }
@@ -496,8 +498,8 @@ mlplane_node_agent_api_writes_total{kind="node_status",result="success"} 1
 	h.backend.devs = nil
 	h.backend.mu.Unlock()
 	h.step(time.Second)
-	if n := len(series(t, h.reg, "mlplane_gpu_memory_total_bytes")); n != 0 {
-		t.Errorf("%d total-memory series after the GPU left, want 0", n)
+	if n, err := testutil.GatherAndCount(h.reg, "mlplane_gpu_memory_total_bytes"); err != nil || n != 0 {
+		t.Errorf("%d total-memory series (%v) after the GPU left, want 0", n, err)
 	}
 }
 
@@ -554,63 +556,19 @@ func TestHealthy(t *testing.T) {
 
 func testLogger(t *testing.T) logr.Logger { return testr.New(t) }
 
-// series returns the gathered series of a metric family.
-func series(t *testing.T, g prometheus.Gatherer, name string) []*dto.Metric {
+// render writes the series of the named families in the Prometheus text
+// format (testutil.GatherAndFormat), without the # HELP and # TYPE lines:
+// `name{labels} value`, labels sorted as the registry sorts them.
+func render(t *testing.T, g prometheus.Gatherer, names ...string) string {
 	t.Helper()
-	mfs, err := g.Gather()
+	b, err := testutil.GatherAndFormat(g, expfmt.TypeTextPlain, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()
-		}
-	}
-	return nil
-}
-
-// metricValue returns the value of the series of name with the given label
-// pairs; the test fails when there is none.
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
-	t.Helper()
-next:
-	for _, m := range series(t, g, name) {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labelPairs); i += 2 {
-			if have[labelPairs[i]] != labelPairs[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no series %s%v", name, labelPairs)
-	return 0
-}
-
-// render writes the series of the named families as `name{labels} value`
-// lines, labels sorted as the registry sorts them.
-func render(t *testing.T, g prometheus.Gatherer, names ...string) string {
-	t.Helper()
 	var lines []string
-	for _, name := range names {
-		for _, m := range series(t, g, name) {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			v := m.GetGauge().GetValue()
-			if m.Counter != nil {
-				v = m.GetCounter().GetValue()
-			}
-			lines = append(lines, fmt.Sprintf("%s{%s} %v", name, strings.Join(ls, ","), v))
+	for l := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
 		}
 	}
 	return strings.Join(lines, "\n")

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/go-logr/logr"
 
 	"github.com/mlplane/mlplane/internal/mutate"
@@ -55,7 +57,7 @@ func TestConfigReload(t *testing.T) {
 	if got := loaderImage(s); got != "loader:2" {
 		t.Fatalf("image %q after reload", got)
 	}
-	if n := counterValue(t, metrics.reloads[true]); n != 1 {
+	if n := testutil.ToFloat64(metrics.reloads[true]); n != 1 {
 		t.Errorf("success count %v", n)
 	}
 
@@ -69,7 +71,7 @@ func TestConfigReload(t *testing.T) {
 	if s.Mutator() != before || loaderImage(s) != "loader:2" {
 		t.Fatalf("an invalid file replaced the config")
 	}
-	if n := counterValue(t, metrics.reloads[false]); n != 1 {
+	if n := testutil.ToFloat64(metrics.reloads[false]); n != 1 {
 		t.Errorf("failure count %v", n)
 	}
 }

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -197,7 +197,7 @@ func TestHandlerMutates(t *testing.T) {
 	if d := cmp.Diff(want, &got, cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })); d != "" {
 		t.Errorf("patched pod (-want +got):\n%s", d)
 	}
-	if n := counterValue(t, h.metrics.requests[ResultMutated]); n != 1 {
+	if n := testutil.ToFloat64(h.metrics.requests[ResultMutated]); n != 1 {
 		t.Errorf("mutated count %v", n)
 	}
 }
@@ -267,7 +267,7 @@ func TestHandlerAnswers(t *testing.T) {
 			if tc.code != 0 && (r.Result == nil || r.Result.Code != tc.code || r.Result.Message != tc.message) {
 				t.Fatalf("result %+v, want code %d message %q", r.Result, tc.code, tc.message)
 			}
-			if n := counterValue(t, h.metrics.requests[tc.result]); n != 1 {
+			if n := testutil.ToFloat64(h.metrics.requests[tc.result]); n != 1 {
 				t.Errorf("%s count %v", tc.result, n)
 			}
 		})
@@ -330,7 +330,7 @@ func TestHandlerBadRequests(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked oversized body: HTTP %d %s", rec.Code, rec.Body)
 	}
-	if n := counterValue(t, h.metrics.requests[ResultBadRequest]); n != 10 {
+	if n := testutil.ToFloat64(h.metrics.requests[ResultBadRequest]); n != 10 {
 		t.Errorf("bad_request count %v, want 10", n)
 	}
 
@@ -379,15 +379,6 @@ type discardResponse struct {
 func (d *discardResponse) Header() http.Header         { return d.h }
 func (d *discardResponse) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardResponse) WriteHeader(code int)        { d.code = code }
-
-func counterValue(t testing.TB, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
 
 // TestHandlerPolicies: the namespace's ResourceQuotas reach the mutator (a
 // quota that counts limits.cpu denies the loader, which the built-in

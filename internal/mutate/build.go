@@ -148,7 +148,8 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 	}
 	var nativeSidecars, sidecars []*corev1.Container
 	var sidecarVolumes []*corev1.Volume
-	var added []injected
+	var addedBuf [4]injected
+	added := addedBuf[:0]
 	for _, t := range p.templates {
 		c, vols := b.sidecar(t)
 		sidecarVolumes = append(sidecarVolumes, vols...)
@@ -161,7 +162,7 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 		added = append(added, injected{c, fmt.Sprintf("annotation %s: template %q", api.AnnotationTemplates, t.Name), true})
 	}
 	if loader != nil {
-		added = append(added, injected{loader, fmt.Sprintf("annotation %s: the model loader", api.AnnotationModelURI), false})
+		added = append(added, injected{loader, fromLoader, false})
 	}
 	b.tokenVolume = -1
 	if sa := serviceAccountMount(&pod.Spec); sa != nil {
@@ -289,6 +290,9 @@ func (b *builder) build(m *Mutator, ns Namespace) error {
 	addItems(b, "/spec/volumes", len(pod.Spec.Volumes) > 0, vols, b.tokenVolume)
 	return nil
 }
+
+// fromLoader is what adds the loader, for messages.
+const fromLoader = "annotation " + api.AnnotationModelURI + ": the model loader"
 
 // addItems adds items to the list at path: the whole list when the pod has
 // none (exists is false: absent, null or empty, which one "add" of the whole

@@ -35,6 +35,9 @@ type injected struct {
 // a hostPort, SetDefaults_Pod's defaultHostNetworkPorts) and only warns of
 // the rest, after which one of the two containers fails to bind.
 func (b *builder) portConflicts(added []injected) error {
+	if !slices.ContainsFunc(added, func(a injected) bool { return a.concurrent && len(a.c.Ports) > 0 }) {
+		return nil // nothing added declares a port
+	}
 	type owner struct{ name, from string }
 	spec := &b.pod.Spec
 	taken := map[string]owner{}

@@ -277,13 +277,13 @@ func Assignment(pod *corev1.Pod) (a score.Assignment, ok bool, invalid error) {
 // reservation of the extender's own bind when the two differ (an edit
 // between the Binding and the informer; the booking then covers both).
 // From then on, until the pod is terminal or deleted, the booking follows
-// what cannot change after bind, not the annotations: an edit that moves
-// mlplane.io/gpu-ids, shrinks mlplane.io/gpu-memory or makes either invalid
-// or absent is logged once and ignored. (The containers keep the memory the
-// webhook gave them; a container restarted after a gpu-ids edit does run
-// on the new GPUs, whose use the node agent then reports as memory no
-// booking explains.) The admission policy mlplane-gpu-assignment refuses
-// such edits in the first place; this is for clusters without it.
+// what cannot change after bind, not the annotations: an edit that shrinks
+// mlplane.io/gpu-memory, or makes it or gpu-ids invalid or absent, is
+// logged once and ignored; the containers keep the memory the webhook gave
+// them. An edit that moves gpu-ids to other GPUs of the pod's node only adds
+// them to the booking (keepBooking): a container restarted after it runs
+// there. The admission policy mlplane-gpu-assignment refuses such edits in
+// the first place; this is for clusters without it.
 func (s *State) OnPod(pod *corev1.Pod) {
 	a, ok, invalid := Assignment(pod)
 	terminal := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
@@ -292,8 +292,7 @@ func (s *State) OnPod(pod *corev1.Pod) {
 	f, fixed := s.bound[pod.UID]
 	switch {
 	case fixed && !terminal:
-		s.keepBooking(pod, f, a, ok)
-		a, ok, invalid = f, true, nil
+		a, ok, invalid = s.keepBooking(pod, f, a, ok), true, nil
 	case ok && !terminal && pod.Spec.NodeName != "":
 		if r, has := s.reserved[pod.UID]; has && !r.hold && !sameBooking(r.a, a) {
 			s.log.Info("pod is bound with other GPUs than its bind reserved; booking both", "pod", klogRef(pod), "reserved", r.a.GPUs, "reservedMiB", r.a.MemoryMiB, "annotated", a.GPUs, "annotatedMiB", a.MemoryMiB)
@@ -328,22 +327,45 @@ func (s *State) OnPod(pod *corev1.Pod) {
 	s.apply(pod.UID)
 }
 
-// keepBooking logs, once per distinct view, a bound pod whose annotations
-// (a, ok) no longer say what its fixed booking f is.
-func (s *State) keepBooking(pod *corev1.Pod, f, a score.Assignment, ok bool) {
+// keepBooking is a bound pod's booking after an update whose annotations
+// say a (ok false: they say nothing valid): its fixed booking f, grown by
+// the GPUs of the pod's own node that gpu-ids now names and f does not. A
+// container restarted after such an edit runs on those GPUs
+// (NVIDIA_VISIBLE_DEVICES comes from the annotation), with the memory it
+// was given at creation, so that memory is booked there too, and stays
+// booked on f's GPUs, where the running containers are. GPUs of other
+// nodes, which the pod cannot use, are not booked. It logs, once per
+// distinct view, annotations that no longer say what the booking is.
+func (s *State) keepBooking(pod *corev1.Pod, f, a score.Assignment, ok bool) score.Assignment {
 	if ok && sameBooking(a, f) {
 		delete(s.differs, pod.UID)
-		return
+		return f
+	}
+	var added []string
+	if ok {
+		for _, id := range a.GPUs {
+			if !slices.Contains(f.GPUs, id) && slices.Contains(s.gpuNodes[id], pod.Spec.NodeName) {
+				added = append(added, id)
+			}
+		}
+	}
+	if len(added) > 0 {
+		f.GPUs = append(slices.Clone(f.GPUs), added...)
+		s.bound[pod.UID] = f
 	}
 	view := pod.Annotations[api.AnnotationGPUIDs] + "|" + pod.Annotations[api.AnnotationGPUMemory] + "|" + pod.Annotations[api.AnnotationGPUCount]
 	if s.differs[pod.UID] == view {
-		return
+		return f
 	}
 	s.differs[pod.UID] = view
 	s.edits.Add(1)
-	s.log.Info("bound pod's GPU annotations were changed; its booking stays as fixed at bind", "pod", klogRef(pod),
-		"bookedGPUs", f.GPUs, "bookedMiB", f.MemoryMiB,
+	msg := "bound pod's GPU annotations were changed; its booking stays as fixed at bind"
+	if len(added) > 0 {
+		msg = "bound pod's gpu-ids were changed to GPUs of its node it was not booked on; booked there too, and the booking at bind stays"
+	}
+	s.log.Info(msg, "pod", klogRef(pod), "bookedGPUs", f.GPUs, "bookedMiB", f.MemoryMiB, "addedGPUs", added,
 		api.AnnotationGPUIDs, pod.Annotations[api.AnnotationGPUIDs], api.AnnotationGPUMemory, pod.Annotations[api.AnnotationGPUMemory], api.AnnotationGPUCount, pod.Annotations[api.AnnotationGPUCount])
+	return f
 }
 
 // BookingEdits is how many times a bound pod's GPU annotations were seen

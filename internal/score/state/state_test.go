@@ -381,8 +381,8 @@ func TestBookingFixedAtBind(t *testing.T) {
 		name string
 		ann  map[string]string
 	}{
-		{"moved to GPU b", map[string]string{api.AnnotationGPUIDs: "n-b"}},
 		{"shrunk to 1Gi", map[string]string{api.AnnotationGPUMemory: "1Gi"}},
+		{"moved to a GPU of another node", map[string]string{api.AnnotationGPUIDs: "elsewhere-a"}},
 		{"gpu-ids removed", map[string]string{api.AnnotationGPUIDs: ""}},
 		{"gpu-memory invalid", map[string]string{api.AnnotationGPUMemory: "lots"}},
 		{"gpu-memory removed", map[string]string{api.AnnotationGPUMemory: ""}},
@@ -405,15 +405,28 @@ func TestBookingFixedAtBind(t *testing.T) {
 	if got := s.BookingEdits(); got != 6 {
 		t.Errorf("BookingEdits = %d, want 6", got)
 	}
-	if w := `"msg"="bound pod's GPU annotations were changed; its booking stays as fixed at bind" "pod"="ml/p" "bookedGPUs"=["n-a"] "bookedMiB"=61440 "mlplane.io/gpu-ids"="n-b" "mlplane.io/gpu-memory"="60Gi" "mlplane.io/gpu-count"=""`; !strings.Contains(logged.String(), w) {
+	if w := `"msg"="bound pod's GPU annotations were changed; its booking stays as fixed at bind" "pod"="ml/p" "bookedGPUs"=["n-a"] "bookedMiB"=61440 "addedGPUs"=[] "mlplane.io/gpu-ids"="n-a" "mlplane.io/gpu-memory"="1Gi" "mlplane.io/gpu-count"=""`; !strings.Contains(logged.String(), w) {
 		t.Errorf("log %q\nwant it to contain %q", logged.String(), w)
 	}
 	if n := strings.Count(logged.String(), "its booking stays"); n != 6 {
 		t.Errorf("%d log lines for 6 edits", n)
 	}
-	// Back as booked: nothing to log; a new leader's seed does not
-	// replace the booking with what the API server shows.
+	// Moved to GPU b of its own node: a restarted container would run
+	// there, so b is booked too, and a stays (the running one is there);
+	// moving back keeps both.
+	logged.Reset()
+	moved := boundPod("p", "n-b", "60Gi")
+	s.OnPod(moved)
 	s.OnPod(p)
+	if d := cmp.Diff([]int64{20 * gi, 20 * gi}, free(s, "n")); d != "" {
+		t.Errorf("moved to GPU b: free (-want +got):\n%s", d)
+	}
+	if w := `"msg"="bound pod's gpu-ids were changed to GPUs of its node it was not booked on; booked there too, and the booking at bind stays" "pod"="ml/p" "bookedGPUs"=["n-a" "n-b"] "bookedMiB"=61440 "addedGPUs"=["n-b"] "mlplane.io/gpu-ids"="n-b"`; !strings.Contains(logged.String(), w) {
+		t.Errorf("log %q\nwant it to contain %q", logged.String(), w)
+	}
+	want = []int64{20 * gi, 20 * gi}
+	// A new leader's seed does not replace the booking with what the API
+	// server shows.
 	if n := s.Seed([]corev1.Pod{*boundPod("p", "n-b", "1Gi")}); n != 0 {
 		t.Errorf("seeded %d over a fixed booking", n)
 	}

@@ -36,7 +36,12 @@ type nvmlBackend struct {
 
 // Open initialises NVML. Every failure wraps gpu.ErrNoNVML.
 func Open() (gpu.Backend, error) {
-	lib := nvml.New()
+	return open(nvml.New())
+}
+
+// open initialises lib (the system's NVML, or go-nvml's mock in tests) and
+// registers for XID events.
+func open(lib nvml.Interface) (*nvmlBackend, error) {
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
 			return nil, fmt.Errorf("%w: libnvidia-ml.so.1 not found (no NVIDIA driver on this node?)", gpu.ErrNoNVML)

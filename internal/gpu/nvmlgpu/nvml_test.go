@@ -7,16 +7,17 @@ import (
 	"github.com/mlplane/mlplane/internal/gpu"
 )
 
-// On a machine without the NVIDIA driver, Open reports ErrNoNVML, which the
-// agent turns into a node without GPUs. With a driver it must work.
+// TestOpen opens the machine's real NVML. Without the NVIDIA driver (or
+// without cgo) Open must report ErrNoNVML, which the agent turns into a node
+// without GPUs, and the rest is skipped: the adapter's logic is tested
+// against go-nvml's mocks in mock_test.go. With a driver it must list GPUs.
 func TestOpen(t *testing.T) {
 	b, err := Open()
 	if err != nil {
 		if !errors.Is(err, gpu.ErrNoNVML) {
 			t.Fatalf("Open() = %v, want an error wrapping gpu.ErrNoNVML", err)
 		}
-		t.Logf("no NVML here: %v", err)
-		return
+		t.Skipf("no NVML here: %v", err)
 	}
 	defer b.Close()
 	devs, err := b.Devices()

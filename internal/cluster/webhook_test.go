@@ -90,7 +90,7 @@ func matches(t *testing.T, sel *metav1.LabelSelector, set labels.Set) bool {
 func TestShippedRegistration(t *testing.T) {
 	root, err := ModuleRoot()
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err) // the test runs inside the module: no root is a broken tree
 	}
 	reg, err := webhookRegistration(filepath.Join(root, shippedRegistration), "https://127.0.0.1:1/x", []byte("ca"))
 	if err != nil {

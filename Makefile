@@ -69,11 +69,10 @@ demo: tools
 demo-down:
 	$(GO) run ./hack/demo down
 
-## fuzz: run the fuzz targets for a while
+## fuzz: every fuzz target in the tree (found by hack/fuzz.sh, both modules), one after the other, FUZZTIME each
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzMutate -fuzztime $(FUZZTIME) ./internal/mutate
-	cd test/validation && $(GO) test -run '^$$' -fuzz FuzzMutateValid -fuzztime $(FUZZTIME) .
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 ## images: the container images without Docker (hack/images): an OCI layout and a docker archive in _output/images/;
 ## IMAGES_FLAGS='--push 127.0.0.1:5000/mlplane' also pushes, '--only pause --platforms linux/amd64' builds less (docs/install.md)

@@ -14,7 +14,7 @@ BINARIES := webhook extender node-agent model-loader
 # static (CGO_ENABLED=0), as in its image.
 CGO_BINARIES := node-agent
 
-.PHONY: all build test unit e2e bench bench-long lint fmt tools demo demo-down fuzz images clean
+.PHONY: all build test unit e2e bench bench-long lint fmt tools demo demo-down fuzz svgs images clean
 
 all: build
 
@@ -73,6 +73,11 @@ demo-down:
 FUZZTIME ?= 60s
 fuzz:
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+## svgs: redraw docs/benchmarks/<trace>.svg (extender simulate --svg, default policy) for each trace in examples/traces;
+## make unit fails while they differ from what simulate draws (TestDocsSVGs)
+svgs:
+	$(GO) test -count=1 -run '^TestDocsSVGs$$' ./cmd/extender -update
 
 ## images: the container images without Docker (hack/images): an OCI layout and a docker archive in _output/images/;
 ## IMAGES_FLAGS='--push 127.0.0.1:5000/mlplane' also pushes, '--only pause --platforms linux/amd64' builds less (docs/install.md)

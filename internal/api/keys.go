@@ -50,7 +50,10 @@ const (
 	// AnnotationModelVersion is the model's version.
 	AnnotationModelVersion = "mlplane.io/model-version"
 	// AnnotationGPUMemory is the GPU memory needed on each GPU, a quantity
-	// such as 20Gi or 16384Mi.
+	// such as 20Gi or 16384Mi (see ParseGPUMemory). It is spelled as
+	// ResourceGPUMemory but means something else: memory per GPU, as a
+	// quantity of bytes, where the resource is the pod's total over all its
+	// GPUs, in MiB. See ResourceGPUMemory for why the two share one name.
 	AnnotationGPUMemory = "mlplane.io/gpu-memory"
 	// AnnotationGPUCount is how many GPUs the pod needs (default 1).
 	AnnotationGPUCount = "mlplane.io/gpu-count"
@@ -127,6 +130,22 @@ const (
 
 // ResourceGPUMemory is the extended resource, in MiB, that GPU pods request
 // and nodes advertise (sum over healthy GPUs).
+//
+// One name, two meanings, kept on purpose. The annotation
+// AnnotationGPUMemory is what a user writes: memory per GPU, a quantity of
+// bytes ("20Gi"). This resource is what the webhook writes from it: the
+// pod's total over mlplane.io/gpu-count GPUs, a count of MiB (20480 x 2 =
+// "40960"), the number kube-scheduler and ResourceQuotas add up, and what
+// the node agent advertises as the node's total. Annotations and resources
+// are separate namespaces in the API, so nothing reads one as the other;
+// the webhook denies a bare number in the annotation precisely because it
+// would read as MiB here and as bytes there (ParseGPUMemory). Renaming the
+// resource would break every ResourceQuota, admission policy and dashboard
+// written against it and, during an upgrade, leave pods requesting the new
+// name unschedulable on nodes whose agents still advertise the old one (and
+// pods created before it requesting a resource no node has), for a gain in
+// spelling only; docs/webhook.md ("One name: the annotation and the
+// resource") says the same to users.
 const ResourceGPUMemory = "mlplane.io/gpu-memory"
 
 // Environment variables the webhook sets in the serving container.

@@ -23,8 +23,8 @@ PROM_OPERATOR=github.com/prometheus-operator/prometheus-operator@v0.90.1
 
 # The real node's runtime pieces that come from Debian rather than Go modules:
 # runc needs cgo and libseccomp to build, and Debian 12's runc (1.1.5, with
-# seccomp and the distribution's security backports) is what REAL-NODE.md
-# measured with both containerd 1.6 and 2.4; nft is the command
+# seccomp and the distribution's security backports) is what the real node
+# was measured with under containerd 1.6 and 2.4 (docs/local-cluster.md); nft is the command
 # kube-proxy's nftables mode (sigs.k8s.io/knftables) drives.
 debs=(runc:runc nftables:nft)
 missing=()

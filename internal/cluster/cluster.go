@@ -62,7 +62,7 @@ func NodeAgent(node string) string { return "node-agent-" + node }
 
 // Client rate limits for the control plane's own clients. client-go's
 // defaults (QPS 5, scheduler 50) make a 1000-node cluster crawl; see
-// LOCAL-CLUSTER.md's throughput notes.
+// docs/local-cluster.md, "Settings and the errors behind them".
 const (
 	controlPlaneQPS   = 1000
 	controlPlaneBurst = 2000
@@ -492,7 +492,7 @@ func (c *Cluster) etcd() (*component, error) {
 
 func (c *Cluster) apiserver() (*component, error) {
 	// With a loopback advertise address the default endpoint reconciler
-	// refuses to start (LOCAL-CLUSTER.md).
+	// refuses to start (docs/local-cluster.md, "Settings and the errors behind them").
 	bind := []string{"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"}
 	if c.real != nil {
 		// The real node's address: local only (held by a link of this

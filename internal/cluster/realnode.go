@@ -518,7 +518,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 [plugins."io.containerd.cri.v1.runtime"]
   # root lacks CAP_SYS_RESOURCE on these machines: runc cannot set a
-  # sandbox's oom_score_adj -998; clamp to containerd's own (REAL-NODE.md)
+  # sandbox's oom_score_adj -998; clamp to containerd's own (docs/local-cluster.md, "Settings and the errors behind them")
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.cri.v1.runtime".containerd]
@@ -712,7 +712,7 @@ func (c *Cluster) kubeProxy() (*component, error) {
 		HealthzBindAddress: fmt.Sprintf("127.0.0.1:%d", healthz),
 		MetricsBindAddress: fmt.Sprintf("127.0.0.1:%d", metrics),
 		NodePortAddresses:  []string{RealNodeIP + "/32"},
-		// leave the host's conntrack sysctls alone (REAL-NODE.md)
+		// leave the host's conntrack sysctls alone (docs/local-cluster.md, "Settings and the errors behind them")
 		Conntrack: kubeproxyv1alpha1.KubeProxyConntrackConfiguration{
 			MaxPerCore: ptr.To(int32(0)), Min: ptr.To(int32(0)),
 			TCPEstablishedTimeout: &zero, TCPCloseWaitTimeout: &zero,

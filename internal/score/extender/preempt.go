@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
@@ -354,18 +355,11 @@ func (e *Extender) violatesPDB(pod *corev1.Pod, allowed map[types.UID]int32) boo
 //
 // It returns when ctx ends.
 func (e *Extender) RunPreemption(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if e.o.Ready() && e.o.Leader() {
 			e.PreemptOnce(ctx, time.Now())
 		}
-	}
+	}, interval)
 }
 
 // PreemptOnce is one round of RunPreemption at time now.

@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
+	"github.com/mlplane/mlplane/internal/filereload"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 )
@@ -190,23 +190,24 @@ func FakeUUID(nodeName string, index int) string {
 	return "GPU-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// Fake is a deterministic Backend. Built from a file, it re-reads the file
-// on every Devices call, so a test can change used memory or turn a GPU
-// unhealthy at runtime by rewriting it (write a temporary file and rename
-// it over the old one; a file that does not parse keeps the last good spec).
+// Fake is a deterministic Backend. Built from a file, it checks the file on
+// every Devices call (every poll of the agent), so a test can change used
+// memory or turn a GPU unhealthy at runtime by rewriting it (write a
+// temporary file and rename it over the old one). The file follows
+// internal/filereload's rules, as the webhook's and the extender's files do:
+// a version that does not parse is logged once ("Invalid fake GPU spec;
+// keeping the previous one") and the last good spec stays. Nothing counts it:
+// the fake is a stand-in for tests and demos, with no metrics of its own.
 // Tests in the same process use SetUsed, SetHealthy and SetError instead.
 type Fake struct {
 	node string
-	path string
-	log  logr.Logger
+	file *filereload.File[FakeSpec] // nil: an inline spec
 
-	mu      sync.Mutex
-	raw     []byte
-	spec    FakeSpec
-	used    map[int]int64
-	health  map[int]string // index -> reason; "" means healthy again
-	err     error
-	readErr error
+	mu     sync.Mutex
+	spec   FakeSpec // the inline spec
+	used   map[int]int64
+	health map[int]string // index -> reason; "" means healthy again
+	err    error
 }
 
 var _ Backend = (*Fake)(nil)
@@ -215,12 +216,13 @@ var _ Backend = (*Fake)(nil)
 // ("8x80Gi") or the path of a YAML file (anything containing a path
 // separator or ending in .yaml or .yml).
 func NewFake(nodeName, spec string, log logr.Logger) (*Fake, error) {
-	f := &Fake{node: nodeName, log: log, used: map[int]int64{}, health: map[int]string{}}
+	f := &Fake{node: nodeName, used: map[int]int64{}, health: map[int]string{}}
 	if IsFakeSpecFile(spec) {
-		f.path = spec
-		if err := f.reload(); err != nil {
+		file, err := filereload.Load(filereload.Options[FakeSpec]{Path: spec, Parse: ParseFakeSpecYAML, What: "fake GPU spec", Log: log})
+		if err != nil {
 			return nil, err
 		}
+		f.file = file
 		return f, nil
 	}
 	s, err := ParseFakeSpec(spec)
@@ -236,41 +238,22 @@ func IsFakeSpecFile(spec string) bool {
 	return strings.ContainsRune(spec, os.PathSeparator) || strings.HasSuffix(spec, ".yaml") || strings.HasSuffix(spec, ".yml")
 }
 
-// reload re-reads the spec file when its content changed. f.mu is held.
-func (f *Fake) reload() error {
-	b, err := os.ReadFile(f.path)
-	if err != nil {
-		return fmt.Errorf("fake GPU spec: %w", err)
-	}
-	if f.raw != nil && bytes.Equal(b, f.raw) {
-		return nil
-	}
-	s, err := ParseFakeSpecYAML(b)
-	if err != nil {
-		return fmt.Errorf("%s: %w", f.path, err)
-	}
-	f.raw, f.spec = b, s
-	return nil
-}
-
 // Devices returns the devices of the spec with the overrides applied.
 func (f *Fake) Devices() ([]Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.path != "" {
-		err := f.reload()
-		if err != nil && (f.readErr == nil || err.Error() != f.readErr.Error()) {
-			f.log.Error(err, "Keeping the last good fake GPU spec")
-		}
-		f.readErr = err
+	spec := f.spec
+	if f.file != nil {
+		_, _ = f.file.Reload() // a rejected version is logged there
+		spec = f.file.Current()
 	}
 	if f.err != nil {
 		return nil, f.err
 	}
-	if f.spec.Error != "" {
-		return nil, errors.New(f.spec.Error)
+	if spec.Error != "" {
+		return nil, errors.New(spec.Error)
 	}
-	devs := f.spec.Devices(f.node)
+	devs := spec.Devices(f.node)
 	for i := range devs {
 		if used, ok := f.used[i]; ok {
 			devs[i].UsedMiB = used

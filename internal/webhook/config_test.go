@@ -57,8 +57,9 @@ func TestConfigReload(t *testing.T) {
 	if got := loaderImage(s); got != "loader:2" {
 		t.Fatalf("image %q after reload", got)
 	}
-	if n := testutil.ToFloat64(metrics.reloads[true]); n != 1 {
-		t.Errorf("success count %v", n)
+	// The first load counts, as every version taken does (filereload).
+	if n := testutil.ToFloat64(metrics.reloads[true]); n != 2 {
+		t.Errorf("success count %v, want 2", n)
 	}
 
 	// An invalid file keeps the running config and is counted.
@@ -73,6 +74,13 @@ func TestConfigReload(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(metrics.reloads[false]); n != 1 {
 		t.Errorf("failure count %v", n)
+	}
+	// The same invalid version is not counted again.
+	if changed, err := s.Reload(); changed || err != nil {
+		t.Fatalf("the same invalid file again: %v %v", changed, err)
+	}
+	if n := testutil.ToFloat64(metrics.reloads[false]); n != 1 {
+		t.Errorf("failure count %v after the same invalid file, want 1", n)
 	}
 }
 

@@ -1,99 +1,92 @@
 package extender
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/mlplane/mlplane/internal/filereload"
 	"github.com/mlplane/mlplane/internal/score"
 )
 
 // PolicyFile is a PlacerSource read from a PlacementPolicy YAML file and
-// reloaded when the file changes (a ConfigMap update included). An invalid
-// new version is logged and counted, and the last good policy stays.
+// reloaded when it changes (a mounted ConfigMap's symlink swap included), by
+// internal/filereload's rules: an invalid new version is logged ("Invalid
+// placement policy; keeping the previous one") and counted once in
+// mlplane_extender_policy_reloads_total{result="invalid"}, and the last good
+// policy stays; every version taken, the first included, counts as
+// result="ok".
 type PolicyFile struct {
-	path    string
-	current atomic.Pointer[score.Placer]
-	last    []byte
-	metrics *Metrics
-	log     logr.Logger
+	file *filereload.File[*score.Placer] // nil: the built-in policy
+	def  *score.Placer
 }
 
 var _ PlacerSource = (*PolicyFile)(nil)
 
 // LoadPolicyFile reads the policy at path; an empty path is the built-in
-// default policy, never reloaded. The first load must succeed.
+// default policy, never reloaded. The first load must succeed. m may be nil
+// (nothing counted).
 func LoadPolicyFile(path string, m *Metrics, log logr.Logger) (*PolicyFile, error) {
-	pf := &PolicyFile{path: path, metrics: m, log: log}
 	if path == "" {
 		p, err := score.NewPlacer(score.DefaultPolicy())
 		if err != nil {
 			return nil, err
 		}
-		pf.current.Store(p)
-		return pf, nil
+		return &PolicyFile{def: p}, nil
 	}
-	if err := pf.reload(); err != nil {
+	o := filereload.Options[*score.Placer]{
+		Path: path, What: "placement policy", Log: log,
+		Parse: func(data []byte) (*score.Placer, error) {
+			p, err := score.ParsePolicy(data)
+			if err != nil {
+				return nil, err
+			}
+			return score.NewPlacer(p)
+		},
+		Describe: func(pl *score.Placer) []any {
+			p := pl.Policy()
+			return []any{"nodeStrategy", p.NodeStrategy, "gpuStrategy", p.GPUStrategy}
+		},
+	}
+	if m != nil {
+		o.Counted = func(ok bool) {
+			result := "ok"
+			if !ok {
+				result = "invalid"
+			}
+			m.PolicyReloads.WithLabelValues(result).Inc()
+		}
+	}
+	f, err := filereload.Load(o)
+	if err != nil {
 		return nil, err
 	}
-	return pf, nil
+	return &PolicyFile{file: f}, nil
 }
 
 // Placer is the current policy.
-func (pf *PolicyFile) Placer() *score.Placer { return pf.current.Load() }
-
-// reload reads the file and swaps the policy if it changed and is valid.
-func (pf *PolicyFile) reload() error {
-	data, err := os.ReadFile(pf.path)
-	if err != nil {
-		return fmt.Errorf("reading placement policy: %w", err)
+func (pf *PolicyFile) Placer() *score.Placer {
+	if pf.file == nil {
+		return pf.def
 	}
-	if pf.last != nil && bytes.Equal(data, pf.last) {
+	return pf.file.Current()
+}
+
+// reload re-reads the file now; an error means a new version was rejected.
+func (pf *PolicyFile) reload() error {
+	if pf.file == nil {
 		return nil
 	}
-	p, err := score.ParsePolicy(data)
-	if err == nil {
-		var pl *score.Placer
-		if pl, err = score.NewPlacer(p); err == nil {
-			pf.current.Store(pl)
-		}
-	}
-	pf.last = data
-	result := "ok"
-	if err != nil {
-		result = "invalid"
-	}
-	if pf.metrics != nil {
-		pf.metrics.PolicyReloads.WithLabelValues(result).Inc()
-	}
+	_, err := pf.file.Reload()
 	return err
 }
 
-// Watch re-reads the file every interval until ctx ends. Polling, rather
-// than inotify, also sees the symlink swap of a mounted ConfigMap.
+// Watch keeps the policy current until ctx ends: fsnotify events on the
+// file's directory, and a re-read every interval (filereload.File.Watch).
 func (pf *PolicyFile) Watch(ctx context.Context, interval time.Duration) {
-	if pf.path == "" {
+	if pf.file == nil {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			before := pf.Placer()
-			if err := pf.reload(); err != nil {
-				pf.log.Error(err, "placement policy not reloaded; keeping the previous one", "path", pf.path)
-			} else if pf.Placer() != before {
-				p := pf.Placer().Policy()
-				pf.log.Info("placement policy reloaded", "path", pf.path, "nodeStrategy", p.NodeStrategy, "gpuStrategy", p.GPUStrategy)
-			}
-		}
-	}
+	pf.file.Watch(ctx, interval)
 }

@@ -83,6 +83,9 @@ func FakeGPUs(nodeName string, g NodeGroup) []api.GPU {
 			Model:     "Fake GPU " + formatMiB(g.MemoryMiB),
 			MemoryMiB: g.MemoryMiB,
 			Healthy:   true,
+			// The fake backend lists its processes (none): nothing is
+			// used outside pods, as the agent publishes it.
+			OutsideUsedMiB: new(int64(0)),
 		}
 	}
 	return gpus

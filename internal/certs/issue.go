@@ -91,16 +91,47 @@ const (
 	srvDurHrs = 90 * 24
 )
 
+// Server names one TLS server of mlplane and its certificates: the
+// Service its serving certificate is for, the cert-manager Certificate and
+// the Secret holding that certificate, and, in self-signed mode, the common
+// name of its own CA and the Lease that elects its one writer.
+type Server struct {
+	Service, Certificate, Secret, CA, Lease string
+}
+
+// The servers whose certificates config/certmanager and the self-signed
+// modes describe.
+var (
+	// WebhookServer is the admission webhook's.
+	WebhookServer = Server{Service: ServiceName, Certificate: ServingCertificateName, Secret: SecretName, CA: CACertificateName, Lease: LeaseName}
+	// MetricsAPIServer is the custom metrics API server's
+	// (config/custom-metrics). With cert-manager its certificate comes from
+	// the webhook's CA Issuer; in self-signed mode it keeps a CA of its own.
+	MetricsAPIServer = Server{
+		Service:     "mlplane-metrics-apiserver",
+		Certificate: "mlplane-metrics-apiserver-serving",
+		Secret:      "mlplane-metrics-apiserver-tls",
+		CA:          "mlplane-metrics-apiserver-ca",
+		Lease:       "mlplane-metrics-apiserver-certs",
+	}
+)
+
 // CACertificate is the Certificate of the webhook's CA, as
 // config/certmanager/certificates.yaml declares it.
 func CACertificate(namespace string) *cmapi.Certificate {
+	return WebhookServer.CACertificate(namespace)
+}
+
+// CACertificate is the Certificate of s's CA in namespace: self-signed,
+// named s.CA (also its common name and its Secret's name).
+func (s Server) CACertificate(namespace string) *cmapi.Certificate {
 	return &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: cmapi.CertificateKind},
-		ObjectMeta: metav1.ObjectMeta{Name: CACertificateName, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: s.CA, Namespace: namespace},
 		Spec: cmapi.CertificateSpec{
 			IsCA:       true,
-			CommonName: CACertificateName,
-			SecretName: CASecretName,
+			CommonName: s.CA,
+			SecretName: s.CA,
 			Duration:   &metav1.Duration{Duration: caDurHrs * time.Hour},
 			PrivateKey: ecdsaKey(),
 			IssuerRef:  cmmeta.IssuerReference{Group: "cert-manager.io", Kind: cmapi.IssuerKind, Name: SelfSignedIssuerName},
@@ -115,6 +146,14 @@ func CACertificate(namespace string) *cmapi.Certificate {
 // test cluster reaches the webhook at 127.0.0.1.
 func ServingCertificate(namespace, service string, extraHosts ...string) *cmapi.Certificate {
 	return serviceCertificate(ServingCertificateName, SecretName, namespace, service, extraHosts)
+}
+
+// ServingCertificate is the Certificate of s's serving certificate in
+// namespace: for the DNS names of Service s.Service plus extraHosts (DNS
+// names or IP addresses), kept in Secret s.Secret, issued by the CA Issuer
+// of config/certmanager.
+func (s Server) ServingCertificate(namespace string, extraHosts ...string) *cmapi.Certificate {
+	return serviceCertificate(s.Certificate, s.Secret, namespace, s.Service, extraHosts)
 }
 
 // ExtenderServingCertificate is the Certificate of the extender's serving

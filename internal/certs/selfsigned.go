@@ -32,26 +32,26 @@ const maxTrustedCAs = 3
 
 // SelfSignedOptions configures SelfSigned.
 type SelfSignedOptions struct {
-	// Client reads and writes the Secret, the Lease and the webhook
-	// configuration. Required.
+	// Client reads and writes the Secret and the Lease (and, for the
+	// default CABundle, the webhook configuration). Required.
 	Client kubernetes.Interface
 	// CertDir receives tls.crt, tls.key and ca.crt. Required.
 	CertDir string
 	// Namespace holds the Secret and the Lease and names the Service.
 	// Default api.DefaultNamespace.
 	Namespace string
-	// ServiceName is the webhook's Service. Default ServiceName.
-	ServiceName string
+	// Server names the Service, the Secret, the CA and the Lease. Default
+	// WebhookServer.
+	Server Server
 	// ExtraHosts are DNS names or IP addresses added to the serving
 	// certificate. Default none.
 	ExtraHosts []string
-	// SecretName holds the CA and serving certificate. Default SecretName.
-	SecretName string
-	// WebhookConfigurationName is the MutatingWebhookConfiguration whose
-	// caBundle is kept current. Default WebhookConfigurationName.
+	// CABundle is the object whose caBundle is kept current. Default
+	// WebhookConfigurationBundle of WebhookConfigurationName.
+	CABundle BundleTarget
+	// WebhookConfigurationName names the default CABundle's
+	// MutatingWebhookConfiguration. Default WebhookConfigurationName.
 	WebhookConfigurationName string
-	// LeaseName elects the one replica that writes. Default LeaseName.
-	LeaseName string
 	// Leaves are more certificates the CA issues and renews (the
 	// extender's, ExtenderCertificates), each kept in the Secret its
 	// spec.secretName names, in Namespace, in cert-manager's layout:
@@ -74,13 +74,64 @@ type SelfSignedOptions struct {
 	Logger logr.Logger
 }
 
-// SelfSigned is the webhook's own certificate authority: it keeps a CA and
-// a serving certificate (the Certificates CACertificate and
-// ServingCertificate describe) in one Secret, in cert-manager's layout plus
-// the CA's key, renews them at cert-manager's renewal time, patches the
-// CA into the webhook configuration and writes the serving files into
-// CertDir. Every replica writes its own CertDir from the Secret; only the
-// leader of the Lease issues and patches.
+// A BundleTarget is the API object that tells a server's clients which CAs
+// to trust: the MutatingWebhookConfiguration's caBundle for the webhook
+// (the API server calls it), the APIServices' for the metrics API server
+// (the aggregator proxies to it).
+type BundleTarget interface {
+	// UpdateCABundle replaces each caBundle of the object with
+	// bundle(current value), writing only when one changes. An object that
+	// does not exist yet is an error that apierrors.IsNotFound recognises.
+	UpdateCABundle(ctx context.Context, bundle func(old []byte) []byte) (changed bool, err error)
+	// String names the object, for logs and errors.
+	String() string
+}
+
+// WebhookConfigurationBundle is the caBundle of every entry of the
+// MutatingWebhookConfiguration Name.
+type WebhookConfigurationBundle struct {
+	Client kubernetes.Interface
+	Name   string
+}
+
+var _ BundleTarget = WebhookConfigurationBundle{}
+
+// UpdateCABundle implements BundleTarget.
+func (w WebhookConfigurationBundle) UpdateCABundle(ctx context.Context, bundle func(old []byte) []byte) (bool, error) {
+	cli := w.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cfg, err := cli.Get(ctx, w.Name, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", w, err)
+	}
+	cfg = cfg.DeepCopy()
+	changed := false
+	for i := range cfg.Webhooks {
+		cc := &cfg.Webhooks[i].ClientConfig
+		if b := bundle(cc.CABundle); !bytes.Equal(b, cc.CABundle) {
+			cc.CABundle = b
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	if _, err := cli.Update(ctx, cfg, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
+		return false, fmt.Errorf("update caBundle of %s: %w", w, err)
+	}
+	return true, nil
+}
+
+func (w WebhookConfigurationBundle) String() string {
+	return "webhook configuration " + w.Name
+}
+
+// SelfSigned is a server's own certificate authority: it keeps a CA and a
+// serving certificate (the Certificates Server.CACertificate and
+// Server.ServingCertificate describe) in one Secret, in cert-manager's
+// layout plus the CA's key, renews them at cert-manager's renewal time,
+// patches the CA into the CABundle target and writes the serving files
+// into CertDir. Every replica writes its own CertDir from the Secret; only
+// the leader of the Lease issues and patches.
 type SelfSigned struct {
 	opts    SelfSignedOptions
 	ca      *cmapi.Certificate
@@ -99,17 +150,14 @@ func NewSelfSigned(opts SelfSignedOptions) (*SelfSigned, error) {
 	if opts.Namespace == "" {
 		opts.Namespace = api.DefaultNamespace
 	}
-	if opts.ServiceName == "" {
-		opts.ServiceName = ServiceName
-	}
-	if opts.SecretName == "" {
-		opts.SecretName = SecretName
+	if opts.Server == (Server{}) {
+		opts.Server = WebhookServer
 	}
 	if opts.WebhookConfigurationName == "" {
 		opts.WebhookConfigurationName = WebhookConfigurationName
 	}
-	if opts.LeaseName == "" {
-		opts.LeaseName = LeaseName
+	if opts.CABundle == nil {
+		opts.CABundle = WebhookConfigurationBundle{Client: opts.Client, Name: opts.WebhookConfigurationName}
 	}
 	if opts.Identity == "" {
 		host, _ := os.Hostname()
@@ -133,13 +181,12 @@ func NewSelfSigned(opts SelfSignedOptions) (*SelfSigned, error) {
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
 	}
-	ca := CACertificate(opts.Namespace)
-	serving := ServingCertificate(opts.Namespace, opts.ServiceName, opts.ExtraHosts...)
-	serving.Spec.SecretName = opts.SecretName
 	return &SelfSigned{
-		opts: opts, ca: ca, serving: serving,
-		log:   opts.Logger.WithName("certs"),
-		ready: make(chan struct{}),
+		opts:    opts,
+		ca:      opts.Server.CACertificate(opts.Namespace),
+		serving: opts.Server.ServingCertificate(opts.Namespace, opts.ExtraHosts...),
+		log:     opts.Logger.WithName("certs"),
+		ready:   make(chan struct{}),
 	}, nil
 }
 
@@ -152,7 +199,7 @@ func (s *SelfSigned) Ready() <-chan struct{} { return s.ready }
 func (s *SelfSigned) Run(ctx context.Context) error {
 	go s.follow(ctx)
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: s.opts.LeaseName, Namespace: s.opts.Namespace},
+		LeaseMeta:  metav1.ObjectMeta{Name: s.opts.Server.Lease, Namespace: s.opts.Namespace},
 		Client:     s.opts.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: s.opts.Identity},
 	}
@@ -163,7 +210,7 @@ func (s *SelfSigned) Run(ctx context.Context) error {
 			RenewDeadline:   s.opts.RenewDeadline,
 			RetryPeriod:     s.opts.RetryPeriod,
 			ReleaseOnCancel: true,
-			Name:            s.opts.LeaseName,
+			Name:            s.opts.Server.Lease,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: s.lead,
 				OnStoppedLeading: func() { s.log.Info("no longer the certificate writer", "identity", s.opts.Identity) },
@@ -179,11 +226,11 @@ func (s *SelfSigned) Run(ctx context.Context) error {
 
 // lead reconciles at once and then every SyncInterval while leading.
 func (s *SelfSigned) lead(ctx context.Context) {
-	s.log.Info("leading: this replica issues and renews the webhook certificate", "identity", s.opts.Identity)
+	s.log.Info("leading: this replica issues and renews the serving certificate", "server", s.opts.Server.Service, "identity", s.opts.Identity)
 	for {
 		wait := s.opts.SyncInterval
 		if err := s.Reconcile(ctx); err != nil {
-			s.log.Error(err, "reconciling the webhook certificate; retrying")
+			s.log.Error(err, "reconciling the serving certificate; retrying", "server", s.opts.Server.Service)
 			wait = s.opts.RetryPeriod
 		}
 		select {
@@ -200,7 +247,7 @@ func (s *SelfSigned) follow(ctx context.Context) {
 	for {
 		wait := s.opts.SyncInterval
 		if err := s.Sync(ctx); err != nil {
-			s.log.V(1).Info("webhook certificate not available yet", "err", err.Error())
+			s.log.V(1).Info("serving certificate not available yet", "err", err.Error())
 			wait = s.opts.RetryPeriod
 		}
 		select {
@@ -213,12 +260,12 @@ func (s *SelfSigned) follow(ctx context.Context) {
 
 // Sync writes the serving certificate of the Secret into CertDir.
 func (s *SelfSigned) Sync(ctx context.Context) error {
-	sec, err := s.opts.Client.CoreV1().Secrets(s.opts.Namespace).Get(ctx, s.opts.SecretName, metav1.GetOptions{})
+	sec, err := s.opts.Client.CoreV1().Secrets(s.opts.Namespace).Get(ctx, s.opts.Server.Secret, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
 	if _, err := ParseKeyPair(sec.Data[KeyCert], sec.Data[KeyKey], nil); err != nil {
-		return fmt.Errorf("secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+		return fmt.Errorf("secret %s/%s: %w", s.opts.Namespace, s.opts.Server.Secret, err)
 	}
 	return s.writeFiles(sec.Data)
 }
@@ -229,7 +276,7 @@ func (s *SelfSigned) writeFiles(data map[string][]byte) error {
 		return err
 	}
 	if changed {
-		s.log.Info("wrote the webhook certificate", "dir", s.opts.CertDir)
+		s.log.Info("wrote the serving certificate", "dir", s.opts.CertDir)
 	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	return nil
@@ -237,12 +284,12 @@ func (s *SelfSigned) writeFiles(data map[string][]byte) error {
 
 // Reconcile is one pass of the leader: issue a new CA when there is none
 // or it is due for renewal, a new serving certificate when it is missing,
-// due, for other names or from another CA; put the CA into the webhook
-// configuration's caBundle before any certificate it signed is served;
+// due, for other names or from another CA; put the CA into the CABundle
+// target before any certificate it signed is served;
 // then store the Secret and write CertDir.
 func (s *SelfSigned) Reconcile(ctx context.Context) error {
 	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
-	sec, data, err := s.secret(ctx, s.opts.SecretName)
+	sec, data, err := s.secret(ctx, s.opts.Server.Secret)
 	if err != nil {
 		return err
 	}
@@ -253,17 +300,17 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 		if ca, err = Issue(s.ca, nil); err != nil {
 			return err
 		}
-		s.log.Info("issued a new webhook CA", "reason", caReason, "notAfter", ca.Cert.NotAfter)
+		s.log.Info("issued a new CA", "reason", caReason, "notAfter", ca.Cert.NotAfter)
 	}
 	serving, servingReason := s.currentServing(data, ca, now)
 	if servingReason != "" {
 		if serving, err = Issue(s.serving, ca); err != nil {
 			return err
 		}
-		s.log.Info("issued a new webhook serving certificate", "reason", servingReason, "notAfter", serving.Cert.NotAfter)
+		s.log.Info("issued a new serving certificate", "reason", servingReason, "notAfter", serving.Cert.NotAfter)
 	}
-	// Trust first, serve second. Without the webhook configuration (not
-	// applied yet) nobody calls the webhook: serve, and retry the caBundle.
+	// Trust first, serve second. Without the CABundle target (not applied
+	// yet) nobody calls the server: serve, and retry the caBundle.
 	bundleErr := s.ensureCABundle(ctx, ca.Cert, now)
 	if bundleErr != nil && !apierrors.IsNotFound(bundleErr) {
 		return bundleErr
@@ -273,19 +320,19 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 	if caReason != "" || servingReason != "" {
 		if sec == nil {
 			sec = &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: s.opts.SecretName, Namespace: s.opts.Namespace,
-					Labels: map[string]string{"app.kubernetes.io/name": ServiceName, "app.kubernetes.io/part-of": "mlplane"}},
+				ObjectMeta: metav1.ObjectMeta{Name: s.opts.Server.Secret, Namespace: s.opts.Namespace,
+					Labels: map[string]string{"app.kubernetes.io/name": s.opts.Server.Service, "app.kubernetes.io/part-of": "mlplane"}},
 				Type: corev1.SecretTypeTLS,
 				Data: want,
 			}
 			if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
-				return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+				return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, s.opts.Server.Secret, err)
 			}
 		} else {
 			sec = sec.DeepCopy()
 			sec.Data = want
 			if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
-				return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, s.opts.SecretName, err)
+				return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, s.opts.Server.Secret, err)
 			}
 		}
 	}
@@ -416,33 +463,18 @@ func (s *SelfSigned) currentServing(data map[string][]byte, ca *KeyPair, now tim
 	return kp, ""
 }
 
-// ensureCABundle makes every entry of the webhook configuration trust ca,
-// keeping the CAs it trusted before while they are valid (newest first, at
-// most maxTrustedCAs), so that replicas still serving the previous
-// certificate keep working during a CA rotation.
+// ensureCABundle makes the CABundle target trust ca, keeping the CAs it
+// trusted before while they are valid (newest first, at most
+// maxTrustedCAs), so that replicas still serving the previous certificate
+// keep working during a CA rotation.
 func (s *SelfSigned) ensureCABundle(ctx context.Context, ca *x509.Certificate, now time.Time) error {
-	cli := s.opts.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	cfg, err := cli.Get(ctx, s.opts.WebhookConfigurationName, metav1.GetOptions{})
+	changed, err := s.opts.CABundle.UpdateCABundle(ctx, func(old []byte) []byte { return TrustBundle(ca, old, now) })
 	if err != nil {
-		return fmt.Errorf("webhook configuration %s: %w", s.opts.WebhookConfigurationName, err)
+		return err
 	}
-	cfg = cfg.DeepCopy()
-	changed := false
-	for i := range cfg.Webhooks {
-		cc := &cfg.Webhooks[i].ClientConfig
-		bundle := TrustBundle(ca, cc.CABundle, now)
-		if !bytes.Equal(bundle, cc.CABundle) {
-			cc.CABundle = bundle
-			changed = true
-		}
+	if changed {
+		s.log.Info("updated the caBundle", "target", s.opts.CABundle.String())
 	}
-	if !changed {
-		return nil
-	}
-	if _, err := cli.Update(ctx, cfg, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
-		return fmt.Errorf("update caBundle of %s: %w", s.opts.WebhookConfigurationName, err)
-	}
-	s.log.Info("updated the caBundle", "webhookConfiguration", s.opts.WebhookConfigurationName)
 	return nil
 }
 

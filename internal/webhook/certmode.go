@@ -72,11 +72,15 @@ func startCertificates(ctx context.Context, cfg *rest.Config, o Options, log log
 	if err != nil {
 		return err
 	}
+	server := certs.WebhookServer
+	if o.Cert.ServiceName != "" {
+		server.Service = o.Cert.ServiceName
+	}
 	keeper, err := certs.NewSelfSigned(certs.SelfSignedOptions{
 		Client:                   client,
 		CertDir:                  o.CertDir,
 		Namespace:                o.Namespace,
-		ServiceName:              o.Cert.ServiceName,
+		Server:                   server,
 		ExtraHosts:               o.Cert.ExtraHosts,
 		Leaves:                   certs.ExtenderCertificates(o.Namespace),
 		WebhookConfigurationName: o.Cert.WebhookConfigurationName,

@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 # go-nvml's header marks many NVML calls deprecated; the warnings drown test output.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-BINARIES := webhook extender node-agent model-loader
+BINARIES := webhook extender node-agent model-loader metrics-apiserver
 # go-nvml binds libnvidia-ml with dlopen through cgo; every other binary is
 # static (CGO_ENABLED=0), as in its image.
 CGO_BINARIES := node-agent
@@ -18,7 +18,7 @@ CGO_BINARIES := node-agent
 
 all: build
 
-## build: the four binaries into bin/
+## build: the five binaries into bin/
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_BINARIES),$(BINARIES)))

@@ -46,25 +46,39 @@ func readCertificates(t *testing.T, path string) map[string]*cmapi.Certificate {
 	return out
 }
 
-// The self-signed mode issues exactly what config/certmanager asks
-// cert-manager for: same names, lifetimes, keys, usages and issuers.
+// The self-signed modes issue exactly what config/ asks cert-manager for:
+// same names, lifetimes, keys, usages and issuers.
 func TestCertificatesMatchConfig(t *testing.T) {
-	got := readCertificates(t, "../../config/certmanager/certificates.yaml")
-	for _, want := range []*cmapi.Certificate{
-		CACertificate(api.DefaultNamespace),
-		ServingCertificate(api.DefaultNamespace, ServiceName),
-		ExtenderServingCertificate(api.DefaultNamespace),
-		ExtenderClientCertificate(api.DefaultNamespace),
+	for _, tc := range []struct {
+		file string
+		want []*cmapi.Certificate
+	}{
+		{"../../config/certmanager/certificates.yaml", []*cmapi.Certificate{
+			CACertificate(api.DefaultNamespace),
+			ServingCertificate(api.DefaultNamespace, ServiceName),
+			ExtenderServingCertificate(api.DefaultNamespace),
+			ExtenderClientCertificate(api.DefaultNamespace),
+		}},
+		// Its CA is the webhook's CA Issuer: only the serving certificate.
+		{"../../config/custom-metrics/certmanager/certificate.yaml", []*cmapi.Certificate{
+			MetricsAPIServer.ServingCertificate(api.DefaultNamespace),
+		}},
 	} {
-		crt, ok := got[want.Name]
-		if !ok {
-			t.Fatalf("config/certmanager/certificates.yaml has no Certificate %s; has %v", want.Name, got)
+		got := readCertificates(t, tc.file)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s has %d Certificates, want %d", tc.file, len(got), len(tc.want))
 		}
-		if crt.Namespace != want.Namespace {
-			t.Errorf("%s: namespace %q, want %q", want.Name, crt.Namespace, want.Namespace)
-		}
-		if d := cmp.Diff(want.Spec, crt.Spec); d != "" {
-			t.Errorf("Certificate %s differs from the self-signed mode's (-Go +config):\n%s", want.Name, d)
+		for _, want := range tc.want {
+			crt, ok := got[want.Name]
+			if !ok {
+				t.Fatalf("%s has no Certificate %s; has %v", tc.file, want.Name, got)
+			}
+			if crt.Namespace != want.Namespace {
+				t.Errorf("%s: namespace %q, want %q", want.Name, crt.Namespace, want.Namespace)
+			}
+			if d := cmp.Diff(want.Spec, crt.Spec); d != "" {
+				t.Errorf("Certificate %s differs from the self-signed mode's (-Go +config):\n%s", want.Name, d)
+			}
 		}
 	}
 }
@@ -470,5 +484,59 @@ func TestSelfSignedLeaves(t *testing.T) {
 		if kp.Cert.CheckSignatureFrom(ca2) != nil || len(bundle) != 2 || !bundle[0].Equal(ca2) || !bundle[1].Equal(ca) {
 			t.Errorf("Secret %s after the CA rotation: signed by the new CA %v, ca.crt %d certificates; want the new CA, then the old", name, kp.Cert.CheckSignatureFrom(ca2) == nil, len(bundle))
 		}
+	}
+}
+
+// bundleRecorder is a BundleTarget holding one caBundle in memory.
+type bundleRecorder struct{ bundle []byte }
+
+func (b *bundleRecorder) UpdateCABundle(_ context.Context, f func([]byte) []byte) (bool, error) {
+	nb := f(b.bundle)
+	changed := !bytes.Equal(nb, b.bundle)
+	b.bundle = nb
+	return changed, nil
+}
+
+func (b *bundleRecorder) String() string { return "recorder" }
+
+// Another server (the custom metrics API server) gets its own Secret, CA
+// and names, and its CA goes to its own BundleTarget.
+func TestSelfSignedOtherServer(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	target := &bundleRecorder{}
+	dir := t.TempDir()
+	s, err := NewSelfSigned(SelfSignedOptions{Client: client, CertDir: dir, Server: MetricsAPIServer, CABundle: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := client.CoreV1().Secrets(api.DefaultNamespace).Get(ctx, "mlplane-metrics-apiserver-tls", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := ParseKeyPair(sec.Data[KeyCA], sec.Data[KeyCAKey], nil)
+	if err != nil || ca.Cert.Subject.CommonName != "mlplane-metrics-apiserver-ca" {
+		t.Fatalf("CA %v, %v; want common name mlplane-metrics-apiserver-ca", ca, err)
+	}
+	srv, err := ParseKeyPair(sec.Data[KeyCert], sec.Data[KeyKey], nil)
+	if err != nil || !slices.Contains(srv.Cert.DNSNames, "mlplane-metrics-apiserver.mlplane-system.svc") {
+		t.Fatalf("serving certificate names %v, %v", srv.Cert.DNSNames, err)
+	}
+	if bundle, err := pki.DecodeX509CertificateSetBytes(target.bundle); err != nil || len(bundle) != 1 || !bundle[0].Equal(ca.Cert) {
+		t.Fatalf("caBundle %v, %v: want the CA", bundle, err)
+	}
+	if _, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource == "mutatingwebhookconfigurations" && a.GetVerb() != "list" {
+			t.Errorf("the webhook configuration was touched: %s", a.GetVerb())
+		}
+	}
+	if c, err := os.ReadFile(filepath.Join(dir, KeyCert)); err != nil || !bytes.Equal(c, sec.Data[KeyCert]) {
+		t.Errorf("cert dir not written: %v", err)
 	}
 }

@@ -81,6 +81,8 @@ var Images = []Image{
 	// The loader talks TLS to S3, GCS, Azure, Hugging Face and registries.
 	{Name: "model-loader", Package: "./cmd/model-loader", Path: "/usr/local/bin/model-loader",
 		CACerts: true, Description: "mlplane's model loader (init container)"},
+	{Name: "metrics-apiserver", Package: "./cmd/metrics-apiserver", Path: "/usr/local/bin/metrics-apiserver",
+		Description: "mlplane's custom metrics API server: GPU figures for the HorizontalPodAutoscaler"},
 	{Name: "pause", Package: "./hack/pause", Path: "/pause", ExtraRefs: []string{PauseRef},
 		Description: "pod sandbox process for nodes that cannot pull registry.k8s.io/pause"},
 	{Name: "examples/model-server", Package: "./examples/model-server", Path: "/usr/local/bin/model-server",

@@ -100,7 +100,9 @@ func TestConfig(t *testing.T) {
 			return ctx
 		}).
 		Assess("the Deployments and the DaemonSet pass only flags the binaries define", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
-			objs := decodeObjects(t, kustomizeBuild(t, "overlays/self-signed"))
+			// overlays/local: the self-signed install plus the custom
+			// metrics API server, self-signed too.
+			objs := decodeObjects(t, kustomizeBuild(t, "overlays/local"))
 			for _, o := range objs {
 				if o.GetKind() != "Deployment" && o.GetKind() != "DaemonSet" {
 					continue

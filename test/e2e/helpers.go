@@ -97,7 +97,7 @@ func RequireComponent(ctx context.Context, t *testing.T, name string) {
 // GPU nodes of spec and every mlplane component whose binary exists in
 // bin/: the webhook, the extender (with the mlplane-scheduler; without the
 // extender the mlplane-scheduler profile runs plain, so GPU pods still
-// schedule) and node agents.
+// schedule), node agents and the custom metrics API server.
 func SetupLocalCluster(spec string) env.Func {
 	return func(ctx context.Context, cfg *envconf.Config) (context.Context, error) {
 		start := time.Now()
@@ -143,6 +143,11 @@ func SetupLocalCluster(spec string) env.Func {
 		}
 		if err != nil {
 			return fail(err)
+		}
+		if c.HasBin(cluster.MetricsAPIServer) {
+			if err := c.StartMetricsAPIServer(ctx, cluster.MetricsAPIServerOptions{}); err != nil {
+				return fail(err)
+			}
 		}
 		fmt.Fprintf(os.Stderr, "local cluster ready in %s: %s; export KUBECONFIG=%s\n",
 			time.Since(start).Round(time.Millisecond), strings.Join(c.Components(), ", "), c.Kubeconfig())

@@ -32,6 +32,12 @@ type MetricsAPIServerOptions struct {
 	// Interval is its --interval, how often it scrapes the node agents.
 	// Default DefaultMetricsInterval.
 	Interval time.Duration
+	// CertDir, when set, is a directory of tls.crt and tls.key that the
+	// server serves in its cert-manager mode (as with cert-manager's Secret
+	// mounted); the caller puts their CA into the APIServices' caBundle,
+	// cainjector's job. Default: the self-signed mode, as installed by
+	// config/overlays/local.
+	CertDir string
 	// Args are extra flags.
 	Args []string
 }
@@ -90,19 +96,42 @@ func (c *Cluster) StartMetricsAPIServer(ctx context.Context, opts MetricsAPIServ
 	if err := c.registerAPIServices(ctx, agg, int32(port)); err != nil {
 		return err
 	}
+	certArgs := []string{"--cert-mode=self-signed", "--cert-dir=" + c.path("metrics-apiserver-certs")}
+	if opts.CertDir != "" {
+		certArgs = []string{"--cert-mode=cert-manager", "--cert-dir=" + opts.CertDir}
+	}
 	timeout := opts.Interval / 2
-	comp := c.newComponent(MetricsAPIServer, MetricsAPIServer, append([]string{
+	comp := c.newComponent(MetricsAPIServer, MetricsAPIServer, append(append([]string{
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(port),
 		"--kubeconfig=" + kubeconfig,
 		"--namespace=" + api.DefaultNamespace,
-		"--cert-mode=self-signed",
-		"--cert-dir=" + c.path("metrics-apiserver-certs"),
 		"--interval=" + opts.Interval.String(),
 		"--scrape-timeout=" + timeout.String(),
-	}, opts.Args...)...)
-	comp.ready = func(ctx context.Context) error { return apiServicesAvailable(ctx, agg) }
+	}, certArgs...), opts.Args...)...)
+	// Its own /readyz first (the health paths need no credentials; the
+	// probe skips verification, on loopback): the APIServices' condition
+	// may still tell of an earlier instance.
+	readyz := httpProbe(fmt.Sprintf("https://127.0.0.1:%d/readyz", port), true)
+	comp.ready = func(ctx context.Context) error {
+		if err := readyz(ctx); err != nil {
+			return err
+		}
+		return apiServicesAvailable(ctx, agg)
+	}
 	return c.run(ctx, comp)
+}
+
+// MetricsAPIServerAddr is the host:port the metrics API server listens on,
+// empty before StartMetricsAPIServer.
+func (c *Cluster) MetricsAPIServerAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.ports[MetricsAPIServer]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 // registerAPIServices applies the shipped APIServices, pointed at port, and

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -48,6 +49,7 @@ import (
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/certs"
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/internal/custommetrics"
 	"github.com/mlplane/mlplane/internal/manifests"
 )
 
@@ -131,8 +133,8 @@ func TestConfig(t *testing.T) {
 					issuerCerts = append(issuerCerts, o)
 				}
 			}
-			if len(issuerCerts) != 6 {
-				t.Fatalf("config/default has %d cert-manager objects, want 2 Issuers and 4 Certificates", len(issuerCerts))
+			if len(issuerCerts) != 7 {
+				t.Fatalf("config/default has %d cert-manager objects, want 2 Issuers and 5 Certificates (the webhook's CA and serving, the extender's serving and client, the custom metrics API server's serving)", len(issuerCerts))
 			}
 			var docs []string
 			for _, o := range issuerCerts {
@@ -152,7 +154,8 @@ func TestConfig(t *testing.T) {
 			}
 			for _, want := range []string{"issuer.cert-manager.io/" + certs.SelfSignedIssuerName, "issuer.cert-manager.io/" + certs.CAIssuerName,
 				"certificate.cert-manager.io/" + certs.CACertificateName, "certificate.cert-manager.io/" + certs.ServingCertificateName,
-				"certificate.cert-manager.io/" + certs.ExtenderServingCertificateName, "certificate.cert-manager.io/" + certs.ExtenderClientCertificateName} {
+				"certificate.cert-manager.io/" + certs.ExtenderServingCertificateName, "certificate.cert-manager.io/" + certs.ExtenderClientCertificateName,
+				"certificate.cert-manager.io/" + certs.MetricsAPIServer.Certificate} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%s not stored; have:\n%s", want, out)
 				}
@@ -220,6 +223,78 @@ func TestConfig(t *testing.T) {
 			expectNotMutated(ctx, t, cs, nsEnabled, "opted-out", map[string]string{api.LabelInject: api.PodInjectFalse})
 			return ctx
 		})
+
+	metricsCertManager := features.New("custom metrics API TLS from cert-manager's Certificate objects").
+		Assess("the server serves a certificate issued from config/default's Certificate, and the aggregator trusts it through the caBundle cainjector would inject", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			c := RequireLocal(ctx, t)
+			RequireComponent(ctx, t, cluster.MetricsAPIServer)
+			agg, err := aggregator.NewForConfig(c.RESTConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := decodeObjects(t, kustomizeBuild(t, "default"))
+			for _, name := range custommetrics.APIServiceNames {
+				o := manifests.Find(objs, "APIService", "", name)
+				if o == nil {
+					t.Fatalf("config/default has no APIService %s", name)
+				}
+				if got, want := o.GetAnnotations()["cert-manager.io/inject-ca-from"], api.DefaultNamespace+"/"+certs.MetricsAPIServer.Certificate; got != want {
+					t.Errorf("APIService %s: inject-ca-from = %q, want %q", name, got, want)
+				}
+			}
+			// Signed by the CA Issuer's CA, as cert-manager would.
+			ca, err := certs.Issue(certificateOf(t, objs, certs.CACertificateName), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serving, err := certs.Issue(certificateOf(t, objs, certs.MetricsAPIServer.Certificate), ca)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(c.Dir(), "certmanager-metrics-apiserver-certs")
+			if _, err := certs.WriteFiles(dir, serving.SecretData()); err != nil {
+				t.Fatal(err)
+			}
+			// cainjector's job: ca.crt into both APIServices.
+			for _, name := range custommetrics.APIServiceNames {
+				s, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Spec.CABundle = serving.CAPEM
+				if _, err := agg.ApiregistrationV1().APIServices().Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.StopComponent(cluster.MetricsAPIServer); err != nil {
+				t.Fatal(err)
+			}
+			// Back to the suite's self-signed server, which puts its CA back.
+			t.Cleanup(func() {
+				_ = c.StopComponent(cluster.MetricsAPIServer)
+				if err := c.StartMetricsAPIServer(context.Background(), cluster.MetricsAPIServerOptions{}); err != nil {
+					t.Errorf("restarting the self-signed metrics API server: %v", err)
+				}
+			})
+			if err := c.StartMetricsAPIServer(ctx, cluster.MetricsAPIServerOptions{CertDir: dir}); err != nil {
+				t.Fatal(err)
+			}
+			svc := certs.MetricsAPIServer.Service + "." + api.DefaultNamespace + ".svc"
+			if got := servedCert(ctx, t, c.MetricsAPIServerAddr(), serving.CAPEM, svc); !got.Equal(serving.Cert) {
+				t.Fatalf("the server serves %s (serial %s), want the issued certificate (serial %s)", got.Subject, got.SerialNumber, serving.Cert.SerialNumber)
+			}
+			// Through the aggregator, which checks the certificate for the
+			// Service's name against the caBundle.
+			path := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + api.DefaultNamespace + "/pods/*/" + custommetrics.MetricUtilization
+			var last error
+			if err := wait.For(func(ctx context.Context) (bool, error) {
+				_, last = Kubectl(ctx, cfg, "", "get", "--raw", path)
+				return last == nil, nil
+			}, wait.WithContext(ctx), wait.WithTimeout(ShortWait), wait.WithInterval(500*time.Millisecond)); err != nil {
+				t.Fatalf("kubectl get --raw %s through the aggregator: %v", path, last)
+			}
+			return ctx
+		}).Feature()
 
 	selfSigned := features.New("self-signed mode: bootstrap and rotation").
 		Assess("two replicas fill the caBundle, serve, and a forced rotation fails no admission", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
@@ -367,7 +442,7 @@ func TestConfig(t *testing.T) {
 			return ctx
 		})
 
-	testenv.Test(t, install.Feature(), certManager.Feature(), selfSigned.Feature())
+	testenv.Test(t, install.Feature(), certManager.Feature(), metricsCertManager, selfSigned.Feature())
 }
 
 // webhookIdentity applies the webhook's ServiceAccount and RBAC from the

@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/mlplane/mlplane/internal/api"
 )
 
 // agent is a stand-in node agent serving body (text format) on /metrics.
@@ -186,7 +188,7 @@ func TestNodeTargets(t *testing.T) {
 	node := func(name string, ann map[string]string) *metav1.PartialObjectMetadata {
 		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}
 	}
-	const key = nodeAnnotationAgentMetrics
+	const key = api.NodeAnnotationAgentMetrics
 	var log logs
 	list := NodeTargets(nodeLister(t,
 		node("a", map[string]string{key: "10.0.0.1:8080"}),

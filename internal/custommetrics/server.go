@@ -195,7 +195,7 @@ func Run(ctx context.Context, o *Options, log logr.Logger) error {
 
 	store := NewStore()
 	collector := NewCollector(CollectorOptions{
-		Targets:  NodeTargets(metadatalister.New(nodes.GetIndexer(), nodesGVR), nodeAnnotationAgentMetrics, log.WithName("targets")),
+		Targets:  NodeTargets(metadatalister.New(nodes.GetIndexer(), nodesGVR), api.NodeAnnotationAgentMetrics, log.WithName("targets")),
 		Store:    store,
 		Interval: o.Interval,
 		Timeout:  o.ScrapeTimeout,
@@ -306,13 +306,8 @@ func slimNode(obj any) (any, error) {
 	out := &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
 		Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion,
 	}}
-	if v, ok := m.Annotations[nodeAnnotationAgentMetrics]; ok {
-		out.Annotations = map[string]string{nodeAnnotationAgentMetrics: v}
+	if v, ok := m.Annotations[api.NodeAnnotationAgentMetrics]; ok {
+		out.Annotations = map[string]string{api.NodeAnnotationAgentMetrics: v}
 	}
 	return out, nil
 }
-
-// nodeAnnotationAgentMetrics is api.NodeAnnotationAgentMetrics, where a
-// node agent publishes the host:port of its /metrics.
-// TODO(issue 17): use api.NodeAnnotationAgentMetrics once it lands.
-const nodeAnnotationAgentMetrics = "mlplane.io/node-agent-metrics"

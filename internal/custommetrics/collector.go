@@ -60,8 +60,9 @@ type Collector struct {
 
 	mu sync.Mutex
 	// failing holds the last error of each agent whose last scrape failed,
-	// so that a failure is logged when it starts or changes, not each round.
-	failing map[string]string
+	// and skipping what was left out of its last good scrape, so that
+	// either is logged when it starts or changes, not each round.
+	failing, skipping map[string]string
 }
 
 // NewCollector applies the defaults of opts. It panics without Targets or
@@ -91,7 +92,7 @@ func NewCollector(opts CollectorOptions) *Collector {
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
 	}
-	return &Collector{opts: opts, failing: map[string]string{}}
+	return &Collector{opts: opts, failing: map[string]string{}, skipping: map[string]string{}}
 }
 
 // Run collects at once and then every Interval until ctx ends.
@@ -118,8 +119,8 @@ func (c *Collector) Collect(ctx context.Context) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			at := c.opts.Now()
-			pods, err := c.Scrape(ctx, t)
-			c.report(t, err)
+			pods, skipped, err := c.Scrape(ctx, t)
+			c.report(t, skipped, err)
 			if err == nil {
 				c.opts.Store.Set(t.Node, at, pods)
 			}
@@ -128,9 +129,11 @@ func (c *Collector) Collect(ctx context.Context) {
 	wg.Wait()
 	c.opts.Store.Retain(func(node string) bool { return current[node] })
 	c.mu.Lock()
-	for node := range c.failing {
-		if !current[node] {
-			delete(c.failing, node)
+	for _, m := range []map[string]string{c.failing, c.skipping} {
+		for node := range m {
+			if !current[node] {
+				delete(m, node)
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -142,41 +145,43 @@ func (c *Collector) Collect(ctx context.Context) {
 	c.rounds.Add(1)
 }
 
-// Scrape reads one agent's /metrics.
-func (c *Collector) Scrape(ctx context.Context, t Target) (map[types.UID]*PodGPU, error) {
+// Scrape reads one agent's /metrics: ParseAgentMetrics's pods and the
+// series it left out, or why the scrape failed.
+func (c *Collector) Scrape(ctx context.Context, t Target) (map[types.UID]*PodGPU, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	url := "http://" + t.Addr + "/metrics"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	resp, err := c.opts.Client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	body := http.MaxBytesReader(nil, resp.Body, maxResponseBytes)
-	pods, err := ParseAgentMetrics(body, expfmt.ResponseFormat(resp.Header))
+	pods, skipped, err := ParseAgentMetrics(body, expfmt.ResponseFormat(resp.Header))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", url, err)
 	}
-	return pods, nil
+	return pods, skipped, nil
 }
 
-// report logs a target's failure when it starts or changes, and its
-// recovery, and counts the scrape.
-func (c *Collector) report(t Target, err error) {
+// report logs a target's failure, or the series left out of its scrape,
+// when either starts or changes, and its recovery, and counts the scrape.
+func (c *Collector) report(t Target, skipped []string, err error) {
 	result := "success"
 	if err != nil {
 		result = "error"
 	}
 	scrapesTotal.WithLabelValues(result).Inc()
+	skippedSeries.Add(float64(len(skipped)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prev, wasFailing := c.failing[t.Node]
@@ -187,6 +192,22 @@ func (c *Collector) report(t Target, err error) {
 	case err == nil && wasFailing:
 		delete(c.failing, t.Node)
 		c.opts.Logger.Info("scraping a node agent works again", "node", t.Node, "addr", t.Addr)
+	}
+	if err != nil {
+		return
+	}
+	// The first reason (they are sorted) stands for the rest.
+	summary := ""
+	if len(skipped) > 0 {
+		summary = fmt.Sprintf("%d series, first %s", len(skipped), skipped[0])
+	}
+	if summary != c.skipping[t.Node] {
+		if summary != "" {
+			c.opts.Logger.Info("series of a node agent left out", "node", t.Node, "addr", t.Addr, "skipped", summary)
+			c.skipping[t.Node] = summary
+		} else {
+			delete(c.skipping, t.Node)
+		}
 	}
 }
 

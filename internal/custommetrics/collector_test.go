@@ -132,14 +132,28 @@ func TestCollectorRound(t *testing.T) {
 		t.Fatalf("uid-small-0 after recovery = %+v, %v", p, ok)
 	}
 
+	// A series node-b's agent serves without a pod_uid is left out, logged
+	// once however many rounds serve it, and the rest is kept.
+	b.set(http.StatusOK, utilLine("ml", "small-0", "uid-small-0", "0.75")+
+		`mlplane_gpu_pod_utilization_ratio{gpu="1",namespace="ml",pod="broken"} 0.5`+"\n")
+	for range 2 {
+		c.Collect(ctx)
+	}
+	if p, _, ok := store.Pod("uid-small-0", now); !ok || p.Utilization != 0.75 {
+		t.Fatalf("uid-small-0 beside a series left out = %+v, %v", p, ok)
+	}
+	if n := log.count(`"skipped"="1 series, first mlplane_gpu_pod_utilization_ratio{gpu=\"1\"}: no pod_uid label"`); n != 1 {
+		t.Errorf("the series left out was logged %d times, want once: %q", n, log.lines)
+	}
+
 	// node-a is no longer a target (Node deleted): its pods go at once.
 	targets = targets[1:]
 	c.Collect(ctx)
 	if _, _, ok := store.Pod("uid-llm-0", time.Time{}); ok {
 		t.Fatal("pods of a node that is no longer a target are kept")
 	}
-	if c.Rounds() != 6 {
-		t.Errorf("Rounds() = %d, want 6", c.Rounds())
+	if c.Rounds() != 8 {
+		t.Errorf("Rounds() = %d, want 8", c.Rounds())
 	}
 }
 
@@ -166,7 +180,7 @@ func TestScrapeErrors(t *testing.T) {
 		{bad.addr(), "GET http://" + bad.addr() + "/metrics: 403 Forbidden"},
 		{strings.TrimPrefix(slow.URL, "http://"), "context deadline exceeded"},
 	} {
-		_, err := c.Scrape(context.Background(), Target{Node: "n", Addr: tc.addr})
+		_, _, err := c.Scrape(context.Background(), Target{Node: "n", Addr: tc.addr})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Scrape(%s) error = %v, want it to contain %q", tc.addr, err, tc.want)
 		}

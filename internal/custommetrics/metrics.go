@@ -16,6 +16,11 @@ var (
 		Help:           "Scrapes of node agents by result (success, error).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
+	skippedSeries = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "mlplane", Subsystem: "custom_metrics", Name: "skipped_series_total",
+		Help:           "Per-pod series of node agents left out: no pod_uid, or a value out of range (the log says which).",
+		StabilityLevel: metrics.ALPHA,
+	})
 	roundSeconds = metrics.NewGauge(&metrics.GaugeOpts{
 		Namespace: "mlplane", Subsystem: "custom_metrics", Name: "last_round_duration_seconds",
 		Help:           "How long the last round of scrapes of every node agent took.",
@@ -40,7 +45,7 @@ var registerOnce sync.Once
 func registerMetrics() error {
 	var err error
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(scrapesTotal, roundSeconds, freshNodes, freshPods)
+		legacyregistry.MustRegister(scrapesTotal, skippedSeries, roundSeconds, freshNodes, freshPods)
 		err = cmmetrics.RegisterMetrics(legacyregistry.Register)
 	})
 	return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -27,11 +28,11 @@ const (
 // maxBytes bounds a pod's memory sums: 2^60 bytes (1 EiB).
 const maxBytes float64 = 1 << 60
 
-// Labels of the agent's per-pod series.
+// Labels of the agent's per-pod series that this server reads; the others
+// (node, namespace, pod, uuid, source) only inform.
 const (
-	labelNamespace = "namespace"
-	labelPod       = "pod"
-	labelPodUID    = "pod_uid"
+	labelPodUID = "pod_uid"
+	labelGPU    = "gpu"
 )
 
 // PodGPU is what one scrape of a node agent says about one pod's GPUs.
@@ -39,8 +40,7 @@ const (
 // series it knows (an agent older than the booked and utilisation series
 // serves memory used alone).
 type PodGPU struct {
-	Namespace, Name string
-	UID             types.UID
+	UID types.UID
 	// MemoryUsedBytes is the GPU memory the pod's processes hold, summed
 	// over its GPUs.
 	MemoryUsedBytes float64
@@ -58,21 +58,27 @@ type PodGPU struct {
 // ParseAgentMetrics reads one node agent's /metrics, in the Prometheus
 // text format or delimited protobuf (format, from expfmt.ResponseFormat),
 // and returns the figures of each pod it reports, by pod UID: memory summed
-// over the pod's GPUs, utilisation the maximum. Other series are ignored. A
-// per-pod series without a pod_uid, namespace or pod label, or with a
-// negative, NaN or infinite value, is an error: the agent is not speaking
-// the format this server knows.
-func ParseAgentMetrics(r io.Reader, format expfmt.Format) (map[types.UID]*PodGPU, error) {
+// over the pod's GPUs, utilisation the maximum. Other series are ignored.
+//
+// Pods are known by their pod_uid label alone: the Provider names them
+// from the API, and an agent that has not yet listed a new pod serves its
+// series with empty namespace and pod labels. A per-pod series this server
+// cannot use (no pod_uid; a negative, NaN or infinite value; a utilisation
+// above 1; a counter or histogram; a sum beyond any GPU memory) is left
+// out, and skipped says why, sorted: the rest of the node's figures stay
+// good. err is for a response that is not in the exposition format.
+func ParseAgentMetrics(r io.Reader, format expfmt.Format) (pods map[types.UID]*PodGPU, skipped []string, err error) {
 	dec := expfmt.NewDecoder(r, format)
-	pods := map[types.UID]*PodGPU{}
+	pods = map[types.UID]*PodGPU{}
 	for {
 		var mf dto.MetricFamily
 		err := dec.Decode(&mf)
 		if errors.Is(err, io.EOF) {
-			return pods, nil
+			slices.Sort(skipped)
+			return pods, skipped, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("parse agent metrics: %w", err)
+			return nil, nil, fmt.Errorf("parse agent metrics: %w", err)
 		}
 		name := mf.GetName()
 		if name != AgentMemoryUsed && name != AgentMemoryBooked && name != AgentUtilization {
@@ -80,27 +86,25 @@ func ParseAgentMetrics(r io.Reader, format expfmt.Format) (map[types.UID]*PodGPU
 		}
 		for _, m := range mf.GetMetric() {
 			if err := addSeries(pods, name, m); err != nil {
-				return nil, err
+				skipped = append(skipped, err.Error())
 			}
 		}
 	}
 }
 
+// addSeries adds one series to its pod's figures, or says why it cannot.
 func addSeries(pods map[types.UID]*PodGPU, family string, m *dto.Metric) error {
-	var ns, pod, uid string
+	var uid, gpu string
 	for _, l := range m.GetLabel() {
 		switch l.GetName() {
-		case labelNamespace:
-			ns = l.GetValue()
-		case labelPod:
-			pod = l.GetValue()
 		case labelPodUID:
 			uid = l.GetValue()
+		case labelGPU:
+			gpu = l.GetValue()
 		}
 	}
-	if uid == "" || ns == "" || pod == "" {
-		return fmt.Errorf("agent metrics: a %s series lacks one of the labels %s, %s, %s (has %s=%q %s=%q %s=%q)",
-			family, labelNamespace, labelPod, labelPodUID, labelNamespace, ns, labelPod, pod, labelPodUID, uid)
+	if uid == "" {
+		return fmt.Errorf("%s{gpu=%q}: no %s label", family, gpu, labelPodUID)
 	}
 	var v float64
 	switch {
@@ -109,34 +113,35 @@ func addSeries(pods map[types.UID]*PodGPU, family string, m *dto.Metric) error {
 	case m.GetUntyped() != nil:
 		v = m.GetUntyped().GetValue()
 	default:
-		return fmt.Errorf("agent metrics: %s of pod %s/%s is not a gauge", family, ns, pod)
+		return fmt.Errorf("%s{pod_uid=%q,gpu=%q}: not a gauge", family, uid, gpu)
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return fmt.Errorf("agent metrics: %s of pod %s/%s is %v, want a finite value of at least 0", family, ns, pod, v)
+		return fmt.Errorf("%s{pod_uid=%q,gpu=%q}: %v, want a finite value of at least 0", family, uid, gpu, v)
 	}
 	if family == AgentUtilization && v > 1 {
-		return fmt.Errorf("agent metrics: %s of pod %s/%s is %v, want a ratio from 0 to 1", family, ns, pod, v)
+		return fmt.Errorf("%s{pod_uid=%q,gpu=%q}: %v, want a ratio from 0 to 1", family, uid, gpu, v)
 	}
 	p := pods[types.UID(uid)]
 	if p == nil {
-		p = &PodGPU{Namespace: ns, Name: pod, UID: types.UID(uid)}
-		pods[p.UID] = p
+		p = &PodGPU{UID: types.UID(uid)}
 	}
 	switch family {
 	case AgentMemoryUsed:
+		if p.MemoryUsedBytes+v > maxBytes {
+			return fmt.Errorf("%s{pod_uid=%q,gpu=%q}: the pod's sum exceeds %d bytes", family, uid, gpu, int64(maxBytes))
+		}
 		p.MemoryUsedBytes += v
 		p.HasMemoryUsed = true
 	case AgentMemoryBooked:
+		if p.MemoryBookedBytes+v > maxBytes {
+			return fmt.Errorf("%s{pod_uid=%q,gpu=%q}: the pod's sum exceeds %d bytes", family, uid, gpu, int64(maxBytes))
+		}
 		p.MemoryBookedBytes += v
 		p.HasMemoryBooked = true
 	case AgentUtilization:
 		p.Utilization = max(p.Utilization, v)
 		p.HasUtilization = true
 	}
-	// Far beyond any GPU's memory, but it must stay a number the API can
-	// serve (an int64 of bytes).
-	if p.MemoryUsedBytes > maxBytes || p.MemoryBookedBytes > maxBytes {
-		return fmt.Errorf("agent metrics: the GPU memory of pod %s/%s sums to more than %d bytes", ns, pod, int64(maxBytes))
-	}
+	pods[p.UID] = p
 	return nil
 }

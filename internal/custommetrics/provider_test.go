@@ -53,14 +53,14 @@ func newTestProvider(t *testing.T) (*Provider, time.Time) {
 	const gi = 1 << 30
 	store := NewStore()
 	store.Set("node-a", now.Add(-5*time.Second), map[types.UID]*PodGPU{
-		"u0": {Namespace: "ml", Name: "llm-0", UID: "u0", MemoryUsedBytes: 30 * gi, HasMemoryUsed: true,
+		"u0": {UID: "u0", MemoryUsedBytes: 30 * gi, HasMemoryUsed: true,
 			MemoryBookedBytes: 40 * gi, HasMemoryBooked: true, Utilization: 0.375, HasUtilization: true},
-		"u1":      {Namespace: "ml", Name: "llm-1", UID: "u1", MemoryUsedBytes: 10 * gi, HasMemoryUsed: true},
-		"u3":      {Namespace: "ml", Name: "other", UID: "u3", Utilization: 1, HasUtilization: true},
-		"old-uid": {Namespace: "ml", Name: "old-name", UID: "old-uid", Utilization: 0.9, HasUtilization: true},
+		"u1":      {UID: "u1", MemoryUsedBytes: 10 * gi, HasMemoryUsed: true},
+		"u3":      {UID: "u3", Utilization: 1, HasUtilization: true},
+		"old-uid": {UID: "old-uid", Utilization: 0.9, HasUtilization: true},
 	})
 	store.Set("node-b", now.Add(-40*time.Second), map[types.UID]*PodGPU{
-		"u2": {Namespace: "ml", Name: "llm-2", UID: "u2", Utilization: 0.5, HasUtilization: true},
+		"u2": {UID: "u2", Utilization: 0.5, HasUtilization: true},
 	})
 	p := NewProvider(store, pods, MaxAge(15*time.Second))
 	p.now = func() time.Time { return now }

@@ -73,9 +73,10 @@ func TestInstall(t *testing.T) {
 		Assess("every pod of mlplane runs on the real node, Ready through its probes, never restarted", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			c, in := requireInstalled(ctx, t)
 			pods := ourPods(ctx, t, cfg)
-			// webhook x2, extender x2, mlplane-scheduler, node agent
-			if len(pods) != 6 {
-				t.Errorf("%d pods in mlplane's namespaces, want 6", len(pods))
+			// webhook x2, extender x2, mlplane-scheduler, node agent,
+			// metrics-apiserver x2
+			if len(pods) != 8 {
+				t.Errorf("%d pods in mlplane's namespaces, want 8", len(pods))
 			}
 			for _, p := range pods {
 				if p.Spec.NodeName != c.RealNodeName() || p.Status.Phase != corev1.PodRunning {
@@ -161,6 +162,27 @@ func TestInstall(t *testing.T) {
 			return ctx
 		}).Feature()
 
+	customMetrics := features.New("the custom metrics API of the installed mlplane").
+		Assess("the aggregator reaches the metrics-apiserver pods through their Service with the CA they put in the APIServices", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			requireInstalled(ctx, t)
+			// No pod uses the node's fake GPUs: an empty list, but one that
+			// went through the aggregator, the pods' TLS and their
+			// delegated authentication and authorization.
+			path := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + api.DefaultNamespace + "/pods/*/gpu_utilization"
+			var out string
+			var last error
+			if err := wait.For(func(ctx context.Context) (bool, error) {
+				out, last = e2e.Kubectl(ctx, cfg, "", "get", "--raw", path)
+				return last == nil, nil
+			}, wait.WithContext(ctx), wait.WithTimeout(e2e.LongWait), wait.WithInterval(time.Second)); err != nil {
+				t.Fatalf("kubectl get --raw %s: %v", path, last)
+			}
+			if !strings.Contains(out, `"kind":"MetricValueList"`) {
+				t.Errorf("kubectl get --raw %s: %s", path, out)
+			}
+			return ctx
+		}).Feature()
+
 	served := features.New("a model served through the installed mlplane").
 		Assess("the API server calls the webhook pods through their Service, the mlplane-scheduler pod binds through the extender pod, the loader fetches, the server answers", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			c, _ := requireInstalled(ctx, t)
@@ -191,6 +213,11 @@ func TestInstall(t *testing.T) {
 				{sa(api.NodeAgentNamespace, "mlplane-node-agent"), []string{"update", "leases", "-n", api.LeaseNamespace}, "yes"},
 				{sa(api.NodeAgentNamespace, "mlplane-node-agent"), []string{"create", "pods", "-n", "default"}, "no"},
 				{sa(api.NodeAgentNamespace, "mlplane-node-agent"), []string{"get", "secrets", "-n", api.DefaultNamespace}, "no"},
+				{sa(api.DefaultNamespace, "mlplane-metrics-apiserver"), []string{"watch", "pods"}, "yes"},
+				{sa(api.DefaultNamespace, "mlplane-metrics-apiserver"), []string{"get", "pods", "-n", "default"}, "no"},
+				{sa(api.DefaultNamespace, "mlplane-metrics-apiserver"), []string{"get", "secrets", "-n", "default"}, "no"},
+				{sa(api.DefaultNamespace, "mlplane-metrics-apiserver"), []string{"update", "apiservices/v1beta2.custom.metrics.k8s.io"}, "yes"},
+				{sa(api.DefaultNamespace, "mlplane-metrics-apiserver"), []string{"update", "apiservices/v1.apps"}, "no"},
 			} {
 				out, _ := e2e.Kubectl(ctx, cfg, "", append([]string{"auth", "can-i", "--as", tc.as}, tc.verb...)...)
 				// the answer is the last line, after any warning
@@ -216,8 +243,8 @@ func TestInstall(t *testing.T) {
 				}
 				fmt.Fprintf(&b, "\n  %-52s CPU %5.1f%% of a core  RSS %6.1f MiB", u.Name, 100*u.CPU, float64(u.RSS)/(1<<20))
 			}
-			if len(pods) < 6 {
-				t.Errorf("%d pods measured, want mlplane's 6 at least", len(pods))
+			if len(pods) < 8 {
+				t.Errorf("%d pods measured, want mlplane's 8 at least", len(pods))
 			}
 			t.Logf("footprint:%s", b.String())
 			return ctx
@@ -253,5 +280,5 @@ func TestInstall(t *testing.T) {
 			return ctx
 		}).Feature()
 
-	testenv.Test(t, running, rbac, served, footprint, pdb)
+	testenv.Test(t, running, customMetrics, rbac, served, footprint, pdb)
 }

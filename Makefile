@@ -14,7 +14,7 @@ BINARIES := webhook extender node-agent model-loader metrics-apiserver
 # static (CGO_ENABLED=0), as in its image.
 CGO_BINARIES := node-agent
 
-.PHONY: all build test unit e2e bench bench-long lint fmt tools demo demo-down fuzz svgs images clean
+.PHONY: all build test unit e2e bench bench-long lint fmt tools demo demo-autoscale demo-down fuzz svgs images clean
 
 all: build
 
@@ -61,9 +61,13 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 ## demo: start a local cluster with fake GPU nodes, deploy mlplane and the examples, print the placement
-## (hack/demo builds each of the three binaries itself, and leaves out one that does not build yet)
+## (hack/demo builds each of its four binaries itself, and leaves out one that does not build yet); DEMO_FLAGS=--autoscale or make demo-autoscale adds the autoscaling scene
 demo: tools
 	$(GO) run ./hack/demo up $(DEMO_FLAGS)
+
+## demo-autoscale: make demo, then a HorizontalPodAutoscaler scaling a Deployment up and down on GPU utilisation through the custom metrics API, as a table
+demo-autoscale: tools
+	$(GO) run ./hack/demo up --autoscale $(DEMO_FLAGS)
 
 ## demo-down: stop the demo cluster
 demo-down:

@@ -8,7 +8,11 @@
 // model server, whose answer and load time it prints with a curl line.
 // `demo down` (make demo-down) stops it and restores the host.
 //
-//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m] [--node-agents=false] [--real-node auto|on|off]
+// With --autoscale (make demo-autoscale) it then shows a
+// HorizontalPodAutoscaler scaling an inference Deployment up and down on
+// GPU utilisation through the custom metrics API (autoscale.go).
+//
+//	demo up [--nodes 3x8x80Gi,2x4x48Gi] [--dir .cache/demo] [--timeout 5m] [--node-agents=false] [--real-node auto|on|off] [--autoscale]
 //	demo down [--dir .cache/demo]
 package main
 
@@ -100,6 +104,7 @@ func up(args []string) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the examples")
 	agents := fs.Bool("node-agents", true, "run bin/node-agent per node; false: a helper process publishes the fake GPUs' Leases instead")
 	realNode := fs.String("real-node", "auto", "add a real kubelet node serving one model: auto (when this host can: root, make tools), on, off")
+	withAutoscale := fs.Bool("autoscale", false, "then show an HPA scaling a Deployment on GPU utilisation through the custom metrics API")
 	_ = fs.Parse(args)
 
 	start := time.Now()
@@ -185,6 +190,11 @@ func up(args []string) error {
 	if err != nil {
 		return err
 	}
+	if built["metrics-apiserver"] {
+		if err := c.StartMetricsAPIServer(ctx, cluster.MetricsAPIServerOptions{}); err != nil {
+			return err
+		}
+	}
 	if err := c.SaveState(extra...); err != nil {
 		return err
 	}
@@ -213,6 +223,14 @@ func up(args []string) error {
 	}
 	if model != nil {
 		printServed(os.Stdout, model)
+	}
+	if *withAutoscale && waitErr == nil {
+		if err := autoscale(ctx, os.Stdout, c, logf); err != nil {
+			return err
+		}
+		if err := c.SaveState(extra...); err != nil {
+			return err
+		}
 	}
 	ok = true
 	fmt.Printf("\nmlplane demo running (%s), ready in %s. Components: %s\n", c.Dir(), time.Since(start).Round(time.Second), strings.Join(c.Components(), ", "))
@@ -246,16 +264,21 @@ func wantRealNode(mode string) (bool, error) {
 	return false, fmt.Errorf("--real-node=%q: want auto, on or off", mode)
 }
 
-// buildBinaries builds each of mlplane's binaries into bin/ on its own, so a
-// binary that does not compile yet only leaves its component out.
+// buildBinaries builds each of mlplane's binaries into the bin directory
+// ($MLPLANE_BIN, else bin/) on its own, so a binary that does not compile
+// yet only leaves its component out.
 func buildBinaries(ctx context.Context, root string) map[string]bool {
 	built := map[string]bool{}
-	for _, name := range []string{"webhook", "extender", "node-agent"} {
+	bin, err := cluster.DefaultBinDir()
+	if err != nil {
+		bin = filepath.Join(root, "bin")
+	}
+	for _, name := range []string{"webhook", "extender", "node-agent", "metrics-apiserver"} {
 		if _, err := os.Stat(filepath.Join(root, "cmd", name)); err != nil {
 			fmt.Printf("demo: no cmd/%s yet: running without it\n", name)
 			continue
 		}
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(root, "bin", name), "./cmd/"+name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), "./cmd/"+name)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Printf("demo: cmd/%s does not build, running without it:\n%s\n", name, out)

@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,88 +14,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 	"sigs.k8s.io/e2e-framework/klient/wait"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/features"
 
-	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
 	"github.com/mlplane/mlplane/internal/custommetrics"
 )
-
-// loadSpec keeps a node agent's fake GPU spec in step with a Deployment:
-// each of its pods on the node runs one process on the GPU it was assigned
-// (its gpu-ids, else the pods' order), holding usedGi and busy util
-// percent of the GPU's time, the test's current load.
-type loadSpec struct {
-	path, node string
-	gpus       int
-	usedGi     int
-	util       atomic.Int64
-
-	mu   sync.Mutex
-	last []byte
-}
-
-// sync rewrites the spec from pods when it changed (write and rename: the
-// agent re-reads it at every poll and must never see half a file).
-func (l *loadSpec) sync(pods []corev1.Pod) error {
-	procs := make([][]string, l.gpus)
-	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-	for i, p := range pods {
-		gpu := i % l.gpus
-		for g := range l.gpus {
-			if p.Annotations[api.AnnotationGPUIDs] == cluster.FakeUUID(l.node, g) {
-				gpu = g
-			}
-		}
-		procs[gpu] = append(procs[gpu], fmt.Sprintf("  - pid: %d\n    podUID: %s\n    used: %dGi\n    utilization: %d\n", 1000+i, p.UID, l.usedGi, l.util.Load()))
-	}
-	var b bytes.Buffer
-	b.WriteString("gpus:\n")
-	for _, ps := range procs {
-		b.WriteString("- memory: 80Gi\n")
-		if len(ps) > 0 {
-			b.WriteString("  processes:\n" + strings.Join(ps, ""))
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if bytes.Equal(b.Bytes(), l.last) {
-		return nil
-	}
-	if err := os.WriteFile(l.path+".tmp", b.Bytes(), 0o644); err != nil {
-		return err
-	}
-	l.last = b.Bytes()
-	return os.Rename(l.path+".tmp", l.path)
-}
-
-// follow syncs the spec with the running pods of selector in ns every
-// 250ms until ctx ends.
-func (l *loadSpec) follow(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, selector string) {
-	for ctx.Err() == nil {
-		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if err == nil {
-			var running []corev1.Pod
-			for _, p := range list.Items {
-				if p.Spec.NodeName == l.node && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-					running = append(running, p)
-				}
-			}
-			if err := l.sync(running); err != nil {
-				t.Errorf("writing the fake GPU spec: %v", err)
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
 
 // rawMetrics reads a custom metrics API path with kubectl get --raw.
 func rawMetrics(ctx context.Context, cfg *envconf.Config, path string) (*cmv1beta2.MetricValueList, error) {
@@ -138,15 +59,18 @@ func TestAutoscaling(t *testing.T) {
 			}
 			cs := Clientset(t, cfg)
 			node := AddAgentlessNode(ctx, t, c, "1x4x80Gi", "autoscale-")
-			load := &loadSpec{path: filepath.Join(t.TempDir(), "gpus.yaml"), node: node, gpus: 4, usedGi: 12}
-			load.util.Store(37)
-			if err := load.sync(nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.StartNodeAgent(ctx, node, load.path); err != nil {
-				t.Fatal(err)
-			}
 			ns := CreateNamespace(ctx, t, cfg, "autoscale", nil)
+			// Each pod of the Deployment runs one process on its GPU,
+			// holding 12Gi and busy the test's current load.
+			spec := filepath.Join(t.TempDir(), "gpus.yaml")
+			load := cluster.NewFakeLoad(cluster.FakeLoadOptions{Path: spec, Node: node,
+				Namespace: ns, Selector: "app=" + app, Used: resource.MustParse("12Gi"), Utilization: 37})
+			if err := load.Sync(nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.StartNodeAgent(ctx, node, spec); err != nil {
+				t.Fatal(err)
+			}
 
 			// An inference Deployment of GPU pods (as the webhook leaves
 			// them), one GPU of 20Gi each, on the test's node.
@@ -166,7 +90,12 @@ func TestAutoscaling(t *testing.T) {
 			followCtx, stopFollowing := context.WithCancel(ctx)
 			var following sync.WaitGroup
 			following.Add(1)
-			go func() { defer following.Done(); load.follow(followCtx, t, cs, ns, "app="+app) }()
+			go func() {
+				defer following.Done()
+				if err := load.Run(followCtx, cs); err != nil {
+					t.Errorf("keeping the fake GPU spec in step: %v", err)
+				}
+			}()
 			defer func() { stopFollowing(); following.Wait() }()
 			first := WaitPods(ctx, t, cs, ns, "app="+app, 1, LongWait, PodRunning)[0]
 
@@ -250,13 +179,13 @@ func TestAutoscaling(t *testing.T) {
 				t.Logf("%s: %d replicas after %s (HPA %s)", why, n, time.Since(start).Round(time.Millisecond), last)
 			}
 			// 37 < 50: one replica stays.
-			load.util.Store(90)
+			load.SetUtilization(90)
 			// 90 > 50: ceil(1 x 90/50) = 2, then ceil(2 x 90/50) = 4,
 			// capped at maxReplicas 3.
 			scaledTo(3, "utilisation 37 -> 90 percent")
 			WaitPods(ctx, t, cs, ns, "app="+app, 3, ShortWait, func(p *corev1.Pod) bool { return PodRunning(p) && p.Spec.NodeName == node })
 			// 10 < 50: ceil(3 x 10/50) = 1.
-			load.util.Store(10)
+			load.SetUtilization(10)
 			scaledTo(1, "utilisation 90 -> 10 percent")
 
 			if err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Delete(ctx, app, metav1.DeleteOptions{}); err != nil {

@@ -6,7 +6,7 @@
 #
 # Environment: BENCH_OUT (default _output/bench), BENCH_COUNT (go test
 # -count, default 5), BENCH_PACKAGES (default: internal/... and test/bench).
-# Reports: $BENCH_OUT/{gobench,webhook,agent,admission,packing}.{txt,json}; SVGs in
+# Reports: $BENCH_OUT/{gobench,webhook,agent,admission,packing,custommetrics}.{txt,json}; SVGs in
 # docs/benchmarks/. See BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ PACKAGES=${BENCH_PACKAGES:-./internal/... ./test/bench/}
 mkdir -p "$OUT" bin
 
 echo "== building mlplane and the benchmark tools"
-go build -o bin/ ./cmd/webhook ./cmd/extender ./cmd/node-agent
+go build -o bin/ ./cmd/webhook ./cmd/extender ./cmd/node-agent ./cmd/metrics-apiserver
 go build -o "$OUT/" ./hack/bench ./hack/noop-webhook ./hack/loadgen
 for t in kube-apiserver kube-controller-manager kube-scheduler etcd kwok; do
 	[ -x "bin/$t" ] || { echo "bin/$t is missing: run make tools" >&2; exit 1; }
@@ -30,3 +30,6 @@ go test -run '^$' -bench . -benchmem -count "$COUNT" $PACKAGES | tee "$OUT/goben
 
 echo "== webhook under load beside the no-op webhook, node agent footprint, pod creation with and without the webhook, packing"
 "$OUT/bench" short --out "$OUT" --noop "$OUT/noop-webhook" "$@"
+
+echo "== the custom metrics API server: 1,000 pods on 125 nodes (stand-in agents), footprint and latency through kube-apiserver"
+"$OUT/bench" custommetrics --out "$OUT"

@@ -9,6 +9,7 @@
 //	bench admission [--rate 150] [--duration 30s] [--rounds 2] [--containers 1]
 //	               (in short: --rate, --admission-duration, --admission-rounds)
 //	bench sched    [--nodes 1000] [--pods 5000] [--workers 32] [--modes extender,plain] [--rounds 1] [--backlog]
+//	bench custommetrics [--nodes 125] [--pods-per-node 8] [--interval 15s] [--window 60s] [--requests 300]
 //	bench gobench  FILE   medians of `go test -bench -count N` output
 //
 // Common flags: --out DIR (default _output/bench), --bin DIR (default bin/).
@@ -37,7 +38,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench webhook|agent|short|packing|admission|sched|gobench [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench webhook|agent|short|packing|admission|sched|custommetrics|gobench [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,6 +60,7 @@ type options struct {
 	agent    bench.AgentOptions
 	sched    bench.SchedBenchOptions
 	adm      bench.AdmissionBenchOptions
+	cm       bench.CustomMetricsOptions
 	traces   string
 	svgDir   string
 }
@@ -112,6 +114,13 @@ func run(ctx context.Context, cmd string, args []string) error {
 		}
 		fs.IntVar(&o.adm.Rounds, prefix+"rounds", 2, "rounds of one run with the webhook and one without")
 		fs.DurationVar(&o.adm.Duration, prefix+"duration", 30*time.Second, "each run with or without the webhook")
+	}
+	if cmd == "custommetrics" {
+		fs.IntVar(&o.cm.Nodes, "nodes", 125, "KWOK nodes, each with a stand-in node agent")
+		fs.IntVar(&o.cm.PodsPerNode, "pods-per-node", 8, "GPU pods per node")
+		fs.DurationVar(&o.cm.Interval, "interval", 15*time.Second, "the server's --interval")
+		fs.DurationVar(&o.cm.Window, "window", 60*time.Second, "measured time of the footprint")
+		fs.IntVar(&o.cm.Requests, "requests", 300, "requests of each latency series")
 	}
 	if cmd == "sched" {
 		fs.IntVar(&o.sched.Nodes, "nodes", 1000, "KWOK nodes")
@@ -171,7 +180,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 		return err
 	}
 	o.web.BinDir, o.sched.BinDir = o.bin, o.bin
-	o.web.Logf, o.agent.Logf, o.sched.Logf, o.adm.Logf = logf, logf, logf, logf
+	o.web.Logf, o.agent.Logf, o.sched.Logf, o.adm.Logf, o.cm.Logf = logf, logf, logf, logf, logf
 
 	switch cmd {
 	case "webhook":
@@ -210,8 +219,13 @@ func run(ctx context.Context, cmd string, args []string) error {
 	case "sched":
 		rep, err := bench.SchedBench(ctx, o.sched)
 		return emit(o.out, "sched", rep, err)
+	case "custommetrics":
+		return withCluster(ctx, o.bin, logf, func(c *cluster.Cluster) error {
+			rep, err := bench.CustomMetricsBench(ctx, c, o.cm)
+			return emit(o.out, "custommetrics", rep, err)
+		})
 	default:
-		return fmt.Errorf("unknown benchmark %q: want webhook, agent, short, packing, admission, sched or gobench", cmd)
+		return fmt.Errorf("unknown benchmark %q: want webhook, agent, short, packing, admission, sched, custommetrics or gobench", cmd)
 	}
 }
 

@@ -757,6 +757,16 @@ func (c *Cluster) Running(name string) bool {
 	return err == nil && comp.pid() != 0
 }
 
+// PID is the process id of a running component, 0 when it is not running
+// (the benchmarks read its CPU time and memory from /proc).
+func (c *Cluster) PID(name string) int {
+	comp, err := c.component(name)
+	if err != nil {
+		return 0
+	}
+	return comp.pid()
+}
+
 // Components lists the components in start order.
 func (c *Cluster) Components() []string {
 	c.mu.Lock()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -160,25 +159,7 @@ func createAutoscaled(ctx context.Context, cs kubernetes.Interface, node string)
 	if _, err := cs.AppsV1().Deployments(autoscaleNamespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	// No stabilisation window down (the default is 5 minutes), so that the
-	// demo shows the scale-down at once.
-	window := int32(0)
-	hpa := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Namespace: autoscaleNamespace, Name: autoscaleApp},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: autoscaleApp},
-			MinReplicas:    &one,
-			MaxReplicas:    autoscaleMax,
-			Metrics: []autoscalingv2.MetricSpec{{
-				Type: autoscalingv2.PodsMetricSourceType,
-				Pods: &autoscalingv2.PodsMetricSource{
-					Metric: autoscalingv2.MetricIdentifier{Name: custommetrics.MetricUtilization},
-					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: resource.NewQuantity(autoscaleTarget, resource.DecimalSI)},
-				},
-			}},
-			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &window}},
-		},
-	}
+	hpa := cluster.UtilizationHPA(autoscaleNamespace, autoscaleApp, autoscaleTarget, 1, autoscaleMax)
 	_, err := cs.AutoscalingV2().HorizontalPodAutoscalers(autoscaleNamespace).Create(ctx, hpa, metav1.CreateOptions{})
 	return err
 }

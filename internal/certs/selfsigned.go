@@ -193,6 +193,23 @@ func NewSelfSigned(opts SelfSignedOptions) (*SelfSigned, error) {
 // Ready is closed once CertDir holds a serving certificate.
 func (s *SelfSigned) Ready() <-chan struct{} { return s.ready }
 
+// Start runs Run in the background until ctx ends and returns once CertDir
+// holds a serving certificate, so that a server started next finds its
+// files; or Run's error, or ctx's.
+func (s *SelfSigned) Start(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	s.log.Info("waiting for the self-signed certificate", "dir", s.opts.CertDir)
+	select {
+	case <-s.Ready():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("self-signed certificates: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Run elects a leader among the replicas and keeps the certificate current
 // until ctx ends: the leader issues and renews, every replica (the leader
 // too) follows the Secret into CertDir.

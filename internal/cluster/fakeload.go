@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/custommetrics"
 	"github.com/mlplane/mlplane/internal/gpu"
 )
 
@@ -143,5 +145,30 @@ func (l *FakeLoad) Run(ctx context.Context, client kubernetes.Interface) error {
 			return nil
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+}
+
+// UtilizationHPA is an autoscaling/v2 HorizontalPodAutoscaler of Deployment
+// name in namespace on the custom metric gpu_utilization (type Pods,
+// averageValue targetPercent), from minReplicas to maxReplicas, with no
+// scale-down stabilisation window (the default is 5 minutes), so that a
+// test or the demo sees the scale-down at once.
+func UtilizationHPA(namespace, name string, targetPercent int64, minReplicas, maxReplicas int32) *autoscalingv2.HorizontalPodAutoscaler {
+	window := int32(0)
+	return &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
+			MinReplicas:    &minReplicas,
+			MaxReplicas:    maxReplicas,
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.PodsMetricSourceType,
+				Pods: &autoscalingv2.PodsMetricSource{
+					Metric: autoscalingv2.MetricIdentifier{Name: custommetrics.MetricUtilization},
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: resource.NewQuantity(targetPercent, resource.DecimalSI)},
+				},
+			}},
+			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &window}},
+		},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
 
@@ -187,15 +188,16 @@ func TestScrapeErrors(t *testing.T) {
 	}
 }
 
-func nodeLister(t *testing.T, nodes ...*metav1.PartialObjectMetadata) metadatalister.Lister {
+// lister is a metadata lister of gvr holding objs, as an informer's.
+func lister(t *testing.T, gvr schema.GroupVersionResource, objs ...*metav1.PartialObjectMetadata) metadatalister.Lister {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	for _, n := range nodes {
-		if err := idx.Add(n); err != nil {
+	for _, o := range objs {
+		if err := idx.Add(o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return metadatalister.New(idx, nodesGVR)
+	return metadatalister.New(idx, gvr)
 }
 
 func TestNodeTargets(t *testing.T) {
@@ -204,7 +206,7 @@ func TestNodeTargets(t *testing.T) {
 	}
 	const key = api.NodeAnnotationAgentMetrics
 	var log logs
-	list := NodeTargets(nodeLister(t,
+	list := NodeTargets(lister(t, nodesGVR,
 		node("a", map[string]string{key: "10.0.0.1:8080"}),
 		node("b", map[string]string{key: "[fd00::1]:8080"}),
 		node("no-agent", nil),

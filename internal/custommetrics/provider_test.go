@@ -12,24 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/metadata/metadatalister"
-	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 )
 
 func podMeta(ns, name, uid string, lbls map[string]string) *metav1.PartialObjectMetadata {
 	return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid), Labels: lbls}}
-}
-
-func podLister(t *testing.T, pods ...*metav1.PartialObjectMetadata) metadatalister.Lister {
-	t.Helper()
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	for _, p := range pods {
-		if err := idx.Add(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return metadatalister.New(idx, podsGVR)
 }
 
 func podInfo(metric string) provider.CustomMetricInfo {
@@ -42,7 +29,7 @@ func podInfo(metric string) provider.CustomMetricInfo {
 func newTestProvider(t *testing.T) (*Provider, time.Time) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	app := map[string]string{"app": "llm"}
-	pods := podLister(t,
+	pods := lister(t, podsGVR,
 		podMeta("ml", "llm-0", "u0", app),
 		podMeta("ml", "llm-1", "u1", app),
 		podMeta("ml", "llm-2", "u2", app),

@@ -261,17 +261,7 @@ func (o *Options) certificates(ctx context.Context, cfg *rest.Config, log logr.L
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- keeper.Run(ctx) }()
-	log.Info("waiting for the self-signed certificate", "dir", dir)
-	select {
-	case <-keeper.Ready():
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("self-signed certificates: %w", err)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return keeper.Start(ctx)
 }
 
 // metadataInformer watches the metadata of every object of gvr, keeping

@@ -90,15 +90,5 @@ func startCertificates(ctx context.Context, cfg *rest.Config, o Options, log log
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- keeper.Run(ctx) }()
-	log.Info("waiting for the self-signed certificate", "dir", o.CertDir)
-	select {
-	case <-keeper.Ready():
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("self-signed certificates: %w", err)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return keeper.Start(ctx)
 }

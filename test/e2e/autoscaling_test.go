@@ -131,26 +131,7 @@ func TestAutoscaling(t *testing.T) {
 
 			// A real HPA on the Pods metric, with no stabilisation window
 			// down (default 5 minutes) so that the test need not wait.
-			zero := int32(0)
-			minReplicas := int32(1)
-			hpa := &autoscalingv2.HorizontalPodAutoscaler{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app},
-				Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-					ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: app},
-					MinReplicas:    &minReplicas,
-					MaxReplicas:    3,
-					Metrics: []autoscalingv2.MetricSpec{{
-						Type: autoscalingv2.PodsMetricSourceType,
-						Pods: &autoscalingv2.PodsMetricSource{
-							Metric: autoscalingv2.MetricIdentifier{Name: custommetrics.MetricUtilization},
-							Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: resource.NewQuantity(target, resource.DecimalSI)},
-						},
-					}},
-					Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-						ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
-					},
-				},
-			}
+			hpa := cluster.UtilizationHPA(ns, app, target, 1, 3)
 			if _, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}

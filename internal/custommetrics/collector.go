@@ -95,9 +95,11 @@ func NewCollector(opts CollectorOptions) *Collector {
 	return &Collector{opts: opts, failing: map[string]string{}, skipping: map[string]string{}}
 }
 
-// Run collects at once and then every Interval until ctx ends.
+// Run collects at once and then every Interval (from the start of one round
+// to the start of the next; a round that takes longer is followed at once)
+// until ctx ends.
 func (c *Collector) Run(ctx context.Context) {
-	wait.UntilWithContext(ctx, c.Collect, c.opts.Interval)
+	wait.NonSlidingUntilWithContext(ctx, c.Collect, c.opts.Interval)
 }
 
 // Rounds is how many rounds have completed.

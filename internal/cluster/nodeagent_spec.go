@@ -45,3 +45,8 @@ func (c *Cluster) RemoveNode(ctx context.Context, name string) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// WriteFakeSpec writes a fake GPU spec file (YAML) for an agent started by
+// StartNodeAgent, which re-reads it at every poll: written aside and
+// renamed, so that the agent never reads half a file.
+func WriteFakeSpec(path string, yaml []byte) error { return writeFileAtomic(path, yaml, 0o644) }

@@ -10,6 +10,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/mlplane/mlplane/internal/api"
 )
 
 // The node agent's per pod and GPU series this package reads
@@ -17,12 +19,12 @@ import (
 // namespace, pod, pod_uid, gpu and uuid.
 const (
 	// AgentMemoryUsed is the GPU memory the pod's processes hold, in bytes.
-	AgentMemoryUsed = "mlplane_gpu_pod_memory_used_bytes"
+	AgentMemoryUsed = api.MetricPodMemoryUsed
 	// AgentMemoryBooked is the GPU memory the pod booked, in bytes.
-	AgentMemoryBooked = "mlplane_gpu_pod_memory_booked_bytes"
+	AgentMemoryBooked = api.MetricPodMemoryBooked
 	// AgentUtilization is the share of the GPU's time the pod's kernels
 	// ran, 0..1 (label source: process or memory_share).
-	AgentUtilization = "mlplane_gpu_pod_utilization_ratio"
+	AgentUtilization = api.MetricPodUtilization
 )
 
 // maxBytes bounds a pod's memory sums: 2^60 bytes (1 EiB).
@@ -31,8 +33,8 @@ const maxBytes float64 = 1 << 60
 // Labels of the agent's per-pod series that this server reads; the others
 // (node, namespace, pod, uuid, source) only inform.
 const (
-	labelPodUID = "pod_uid"
-	labelGPU    = "gpu"
+	labelPodUID = api.MetricLabelPodUID
+	labelGPU    = api.MetricLabelGPU
 )
 
 // PodGPU is what one scrape of a node agent says about one pod's GPUs.

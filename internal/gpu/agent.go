@@ -255,8 +255,7 @@ func (a *Agent) Step(ctx context.Context) {
 	defer cancel()
 	inv, devs := a.readInventory()
 	usage := a.podUsage(actx, devs)
-	setOutsideUsed(inv, devs, usage)
-	setOverBooked(inv, usage)
+	setPodMemory(inv, devs, usage)
 	a.checkOverBudget(actx, now, usage)
 	a.metrics.observe(devs, usage)
 	published := a.publish(actx, inv, now)
@@ -530,25 +529,18 @@ func (a *Agent) setLeaseOwner(l *coordinationv1.Lease) {
 	l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
 }
 
-// setOutsideUsed sets each GPU's OutsideUsedMiB: its used memory less what
-// the processes of pods on it hold. A GPU whose processes the backend could
-// not list keeps it unset.
-func setOutsideUsed(inv []api.GPU, devs []Device, usage []podUsage) {
-	inPods := map[string]int64{}
+// setPodMemory sets, from the pods' use of each GPU, its OutsideUsedMiB
+// (its used memory less what the processes of pods on it hold; unset when
+// the backend could not list the processes) and its OverBookedMiB (what its
+// pods use beyond their bookings, a pod that booked nothing counting whole:
+// at once and without a tolerance, since the memory is in use).
+func setPodMemory(inv []api.GPU, devs []Device, usage []podUsage) {
+	inPods, over := map[string]int64{}, map[string]int64{}
 	for _, u := range usage {
 		inPods[u.uuid] += u.usedMiB
-	}
-	setOutside(inv, devs, inPods)
-}
-
-// setOverBooked sets each GPU's OverBookedMiB: what its pods use beyond
-// their bookings (a pod that booked nothing counts whole), at once and
-// without a tolerance, since the memory is in use.
-func setOverBooked(inv []api.GPU, usage []podUsage) {
-	over := map[string]int64{}
-	for _, u := range usage {
 		over[u.uuid] += max(0, u.usedMiB-u.bookedMiB)
 	}
+	setOutside(inv, devs, inPods)
 	for i := range inv {
 		inv[i].OverBookedMiB = over[inv[i].UUID]
 	}

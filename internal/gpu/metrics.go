@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/mlplane/mlplane/internal/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,18 +19,18 @@ var (
 		"Fraction of the last sample period during which a kernel ran on the GPU (NVML utilization.gpu / 100).", []string{"node", "gpu", "uuid", "model"}, nil)
 	descHealthy = prometheus.NewDesc("mlplane_gpu_healthy",
 		"1 when the GPU is healthy, 0 when it is not; reason says why.", []string{"node", "gpu", "uuid", "model", "reason"}, nil)
-	descPodMem = prometheus.NewDesc("mlplane_gpu_pod_memory_used_bytes",
+	descPodMem = prometheus.NewDesc(api.MetricPodMemoryUsed,
 		"GPU memory held by the processes of a pod on a GPU (NVML running processes mapped to pods through /proc/<pid>/cgroup).",
-		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
-	descPodBooked = prometheus.NewDesc("mlplane_gpu_pod_memory_booked_bytes",
+		[]string{"node", "namespace", "pod", api.MetricLabelPodUID, api.MetricLabelGPU, "uuid"}, nil)
+	descPodBooked = prometheus.NewDesc(api.MetricPodMemoryBooked,
 		"GPU memory a pod with processes on a GPU booked there (its mlplane.io/gpu-memory per GPU).",
-		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
-	descPodUtil = prometheus.NewDesc("mlplane_gpu_pod_utilization_ratio",
+		[]string{"node", "namespace", "pod", api.MetricLabelPodUID, api.MetricLabelGPU, "uuid"}, nil)
+	descPodUtil = prometheus.NewDesc(api.MetricPodUtilization,
 		"A pod's share of the GPU's time, 0..1: with source=process, the sum of its processes' NVML per-process utilisation samples (smUtil) over the last poll; with source=memory_share, where the driver gives no per-process samples, the GPU's utilisation times the pod's share of the GPU processes' memory.",
-		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid", "source"}, nil)
+		[]string{"node", "namespace", "pod", api.MetricLabelPodUID, api.MetricLabelGPU, "uuid", "source"}, nil)
 	descPodOver = prometheus.NewDesc("mlplane_gpu_pod_over_budget",
 		"1 while a pod's processes have used more GPU memory on the GPU than it booked, by more than --over-budget-tolerance-mib, for longer than --over-budget-after; else 0.",
-		[]string{"node", "namespace", "pod", "pod_uid", "gpu", "uuid"}, nil)
+		[]string{"node", "namespace", "pod", api.MetricLabelPodUID, api.MetricLabelGPU, "uuid"}, nil)
 	descDevices = prometheus.NewDesc("mlplane_gpu_devices",
 		"Number of GPUs the backend reports.", []string{"node"}, nil)
 )

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -111,11 +110,7 @@ func TestNodeAgent(t *testing.T) {
 					b = fmt.Appendf(b, "- memory: 40Gi\n  healthy: %v\n", i != unhealthy)
 				}
 				b = append([]byte("gpus:\n"), b...)
-				// Write and rename, so the agent never reads half a file.
-				if err := os.WriteFile(spec+".tmp", b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Rename(spec+".tmp", spec); err != nil {
+				if err := cluster.WriteFakeSpec(spec, b); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,10 +75,7 @@ func TestOverBudget(t *testing.T) {
 				if podUID != "" {
 					b = fmt.Appendf(b, "  processes:\n  - pid: 4242\n    podUID: %s\n    used: %dGi\n    utilization: 40\n", podUID, usedGi)
 				}
-				if err := os.WriteFile(spec+".tmp", b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Rename(spec+".tmp", spec); err != nil {
+				if err := cluster.WriteFakeSpec(spec, b); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -48,7 +48,16 @@ func benchExtender(b *testing.B, n int) (*Extender, []string) {
 // BenchmarkFilterPrioritize is one scheduling cycle's extender work as the
 // scheduler sees it: a filter call and a prioritize call over HTTP, JSON
 // included, with every node name.
-func BenchmarkFilterPrioritize(b *testing.B) {
+func BenchmarkFilterPrioritize(b *testing.B) { benchVerbsHTTP(b, PathFilter, PathPrioritize) }
+
+// BenchmarkFilter is the filter call alone over HTTP: one scheduling
+// cycle's extender work with the built-in policy (candidateNodes 1), where
+// the scheduler, left with one feasible node, never calls prioritize.
+func BenchmarkFilter(b *testing.B) { benchVerbsHTTP(b, PathFilter) }
+
+// benchVerbsHTTP calls the verbs at paths over HTTP, per iteration, for a
+// one-GPU 20 GiB pod and every node of 500 and 5,000.
+func benchVerbsHTTP(b *testing.B, paths ...string) {
 	for _, n := range []int{500, 5000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			ext, names := benchExtender(b, n)
@@ -57,35 +66,12 @@ func BenchmarkFilterPrioritize(b *testing.B) {
 			b.ReportAllocs()
 			cpu := startCPU()
 			for b.Loop() {
-				for _, path := range []string{PathFilter, PathPrioritize} {
+				for _, path := range paths {
 					rec := httptest.NewRecorder()
 					h.ServeHTTP(rec, httptestRequest(path, body))
 					if rec.Code != http.StatusOK {
 						b.Fatal(rec.Body.String())
 					}
-				}
-			}
-			cpu.report(b)
-		})
-	}
-}
-
-// BenchmarkFilter is the filter call alone over HTTP: one scheduling
-// cycle's extender work with the built-in policy (candidateNodes 1), where
-// the scheduler, left with one feasible node, never calls prioritize.
-func BenchmarkFilter(b *testing.B) {
-	for _, n := range []int{500, 5000} {
-		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
-			ext, names := benchExtender(b, n)
-			h := ext.Handler()
-			body, _ := json.Marshal(extenderv1.ExtenderArgs{Pod: gpuPod("p", 20, 1), NodeNames: &names})
-			b.ReportAllocs()
-			cpu := startCPU()
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptestRequest(PathFilter, body))
-				if rec.Code != http.StatusOK {
-					b.Fatal(rec.Body.String())
 				}
 			}
 			cpu.report(b)

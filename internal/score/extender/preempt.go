@@ -587,35 +587,28 @@ func (e *Extender) preemptFor(ctx context.Context, uid types.UID, en preemptorEn
 		return
 	}
 	e.forget(uid, now, true)
-	e.pre.noteVictims(pod, bestNode, e.victimRefs(bestNode, best.Keys))
+	victims := e.victimRefs(bestNode, best.Keys)
+	e.pre.noteVictims(pod, bestNode, victims)
 	e.o.Metrics.preemptions.WithLabelValues("extender").Inc()
-	names := e.evict(ctx, pod, bestNode, best.Keys)
+	names := e.evict(ctx, pod, victims)
 	e.event(pod, corev1.EventTypeNormal, ReasonPreempting, "Preempt",
 		"evicting %s on node %s to free %d MiB on GPU %s (the node's total fits, so kube-scheduler finds no victims)",
 		strings.Join(names, ", "), bestNode, mem, strings.Join(best.GPUs, ","))
 }
 
-// evict evicts the victims (by UID, on node) through the Eviction API and
-// returns their names; a victim gone already is skipped, a refused
-// eviction is logged and stops the rest.
-func (e *Extender) evict(ctx context.Context, preemptor *corev1.Pod, node string, uids []string) []string {
+// evict evicts the victims through the Eviction API and returns their
+// names; a victim gone already is skipped, a refused eviction is logged and
+// stops the rest.
+func (e *Extender) evict(ctx context.Context, preemptor *corev1.Pod, victims []victimRef) []string {
 	var names []string
-	byUID := map[string]*corev1.Pod{}
-	for _, p := range e.o.PodsOnNode(node) {
-		byUID[string(p.UID)] = p
-	}
-	for _, uid := range uids {
-		v, ok := byUID[uid]
-		if !ok {
-			continue
-		}
-		names = append(names, v.Namespace+"/"+v.Name)
+	for _, v := range victims {
+		names = append(names, v.namespace+"/"+v.name)
 		ev := &policyv1.Eviction{
-			ObjectMeta:    metav1.ObjectMeta{Namespace: v.Namespace, Name: v.Name},
-			DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &v.UID}},
+			ObjectMeta:    metav1.ObjectMeta{Namespace: v.namespace, Name: v.name},
+			DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &v.uid}},
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := e.o.Client.PolicyV1().Evictions(v.Namespace).Evict(cctx, ev)
+		err := e.o.Client.PolicyV1().Evictions(v.namespace).Evict(cctx, ev)
 		cancel()
 		switch {
 		case err == nil:
@@ -623,8 +616,8 @@ func (e *Extender) evict(ctx context.Context, preemptor *corev1.Pod, node string
 		case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
 			// gone already
 		default:
-			e.o.Logger.Error(err, "evicting a preemption victim failed", "victim", klogRef(v), "preemptor", klogRef(preemptor))
-			e.event(preemptor, corev1.EventTypeWarning, ReasonPreemptionFailed, "Preempt", "evicting %s failed: %v", klogRef(v), err)
+			e.o.Logger.Error(err, "evicting a preemption victim failed", "victim", names[len(names)-1], "preemptor", klogRef(preemptor))
+			e.event(preemptor, corev1.EventTypeWarning, ReasonPreemptionFailed, "Preempt", "evicting %s failed: %v", names[len(names)-1], err)
 			return names
 		}
 	}

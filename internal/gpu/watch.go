@@ -68,8 +68,16 @@ func (n *nodeInformer) Node() (*corev1.Node, bool) {
 }
 
 // podLister finds pods by UID in a list of this node's pods, selected by
-// spec.nodeName. It lists only when asked for a UID it does not know, at
-// most once per interval, so a node without GPU processes never lists.
+// spec.nodeName and served from the API server's watch cache. It lists only
+// when asked for a UID it does not know, so a node without GPU processes
+// never lists:
+//   - a UID not asked for since the last list (a pod started since) lists
+//     again at once, but at most once per relist gap (1 s), so a new pod's
+//     series carry its name and booking from its first or second poll;
+//   - a UID the last list did not have (a pod already deleted whose process
+//     lingers, or one the watch cache did not show yet) is asked again after
+//     interval (the agent's --report-interval), so a stale UID costs one list
+//     per interval, not one per poll.
 type podLister struct {
 	client   API
 	node     string
@@ -77,12 +85,16 @@ type podLister struct {
 	interval time.Duration
 
 	mu       sync.Mutex
-	pods     map[string]PodInfo // by UID
+	pods     map[string]PodInfo   // by UID, from the last list
+	missed   map[string]time.Time // UIDs the list at that time did not have
 	lastList time.Time
 }
 
+// podRelistGap is the shortest time between two lists of the node's pods.
+const podRelistGap = time.Second
+
 func newPodLister(client API, node string, c clock.Clock, interval time.Duration) *podLister {
-	return &podLister{client: client, node: node, clock: c, interval: interval}
+	return &podLister{client: client, node: node, clock: c, interval: interval, missed: map[string]time.Time{}}
 }
 
 func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
@@ -91,22 +103,35 @@ func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 	if n, ok := p.pods[uid]; ok {
 		return n, true
 	}
-	if !p.lastList.IsZero() && p.clock.Since(p.lastList) < p.interval {
+	now := p.clock.Now()
+	if at, ok := p.missed[uid]; ok && now.Sub(at) < p.interval {
 		return PodInfo{}, false
 	}
-	p.lastList = p.clock.Now()
+	if !p.lastList.IsZero() && now.Sub(p.lastList) < podRelistGap {
+		return PodInfo{}, false
+	}
+	p.lastList = now
 	list, err := p.client.ListPods(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("spec.nodeName", p.node).String(),
 		ResourceVersion: "0", // served from the API server's cache
 	})
 	if err != nil {
+		p.missed[uid] = now
 		return PodInfo{}, false
 	}
 	p.pods = make(map[string]PodInfo, len(list.Items))
 	for i := range list.Items {
 		p.pods[string(list.Items[i].UID)] = podInfo(&list.Items[i])
 	}
+	for u, at := range p.missed {
+		if _, found := p.pods[u]; found || now.Sub(at) >= 2*p.interval {
+			delete(p.missed, u) // found, or not asked for lately
+		}
+	}
 	n, ok := p.pods[uid]
+	if !ok {
+		p.missed[uid] = now
+	}
 	return n, ok
 }
 

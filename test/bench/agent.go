@@ -33,6 +33,10 @@ type AgentReport struct {
 	// RSSMiB is VmRSS at the end of the window; MaxRSSMiB the most sampled.
 	RSSMiB    float64 `json:"rss_mib"`
 	MaxRSSMiB float64 `json:"max_rss_mib"`
+	// AnonMiB and FileMiB split RSSMiB: the agent's own memory and the
+	// resident pages of its binary and libraries (ProcUsage).
+	AnonMiB float64 `json:"anon_mib"`
+	FileMiB float64 `json:"file_mib"`
 	// CPUSeconds is utime+stime over the window; CPUPercent of one core.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	CPUPercent float64 `json:"cpu_percent"`
@@ -111,6 +115,7 @@ func AgentFootprint(ctx context.Context, c *cluster.Cluster, o AgentOptions) (*A
 	return &AgentReport{
 		Machine: ThisMachine(), FakeSpec: o.FakeSpec, PollInterval: o.PollInterval.String(), Window: elapsed.Round(time.Second).String(),
 		RSSMiB: float64(last.RSSBytes) / (1 << 20), MaxRSSMiB: float64(maxRSS) / (1 << 20),
+		AnonMiB: float64(last.AnonBytes) / (1 << 20), FileMiB: float64(last.FileBytes) / (1 << 20),
 		CPUSeconds: cpu, CPUPercent: 100 * cpu / elapsed.Seconds(),
 	}, nil
 }
@@ -128,7 +133,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // WriteText writes the footprint as one line.
 func (r *AgentReport) WriteText(w io.Writer) error {
-	_, err := fmt.Fprintf(w, "node agent (fake %s, poll %s): RSS %.1f MiB (max %.1f), CPU %.2f s over %s = %.2f%% of one core\n",
-		r.FakeSpec, r.PollInterval, r.RSSMiB, r.MaxRSSMiB, r.CPUSeconds, r.Window, r.CPUPercent)
+	_, err := fmt.Fprintf(w, "node agent (fake %s, poll %s): RSS %.1f MiB (max %.1f; %.1f anonymous, %.1f file pages), CPU %.2f s over %s = %.2f%% of one core\n",
+		r.FakeSpec, r.PollInterval, r.RSSMiB, r.MaxRSSMiB, r.AnonMiB, r.FileMiB, r.CPUSeconds, r.Window, r.CPUPercent)
 	return err
 }

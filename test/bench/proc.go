@@ -10,11 +10,17 @@ import (
 // ProcUsage is a process's resident memory and the CPU time it has used.
 type ProcUsage struct {
 	RSSBytes int64
-	CPU      time.Duration // utime + stime
+	// AnonBytes and FileBytes split the resident set (RssAnon and RssFile
+	// of /proc/PID/status): the process's own memory (heap, stacks) and the
+	// pages of mapped files, mostly its binary and shared libraries, which
+	// the kernel maps around each touched page (fault-around, large folios).
+	AnonBytes, FileBytes int64
+	CPU                  time.Duration // utime + stime
 }
 
 // ReadProcUsage reads a process's resident set and its user+system CPU time
-// from /proc/PID/stat (Linux), parsed by procfs.
+// from /proc/PID/stat and the split of the resident set from
+// /proc/PID/status (Linux), parsed by procfs.
 func ReadProcUsage(pid int) (ProcUsage, error) {
 	p, err := procfs.NewProc(pid)
 	if err != nil {
@@ -24,9 +30,15 @@ func ReadProcUsage(pid int) (ProcUsage, error) {
 	if err != nil {
 		return ProcUsage{}, fmt.Errorf("process %d: %w", pid, err)
 	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return ProcUsage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
 	return ProcUsage{
-		RSSBytes: int64(s.ResidentMemory()),
-		CPU:      time.Duration(s.CPUTime() * float64(time.Second)),
+		RSSBytes:  int64(s.ResidentMemory()),
+		AnonBytes: int64(st.RssAnon),
+		FileBytes: int64(st.RssFile),
+		CPU:       time.Duration(s.CPUTime() * float64(time.Second)),
 	}, nil
 }
 

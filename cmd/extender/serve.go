@@ -11,11 +11,10 @@ import (
 	"syscall"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/kube"
 	"github.com/mlplane/mlplane/internal/score/extender"
 )
 
@@ -80,7 +79,7 @@ func runServe(args []string, stderr io.Writer) int {
 		}
 		o.TLS = &extender.TLSOptions{CertDir: certDir, ClientNames: names}
 	}
-	cfg, err := restConfig(kubeconfig)
+	cfg, err := kube.RESTConfig(kubeconfig)
 	if err != nil {
 		klog.ErrorS(err, "loading kubeconfig")
 		return 1
@@ -112,13 +111,6 @@ func runServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		return rest.InClusterConfig()
-	}
-	return clientcmd.BuildConfigFromFlags("", kubeconfig)
 }
 
 // flagValue forwards one flag to klog's flag set.

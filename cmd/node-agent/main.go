@@ -21,13 +21,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/gpu"
 	"github.com/mlplane/mlplane/internal/gpu/nvmlgpu"
+	"github.com/mlplane/mlplane/internal/kube"
 )
 
 // options are the command-line flags (docs/CONTRACTS.md).
@@ -157,7 +156,7 @@ func serve(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cfg, err := restConfig(o.kubeconfig)
+	cfg, err := kube.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -211,15 +210,4 @@ func metricsEndpoint(advertise, metricsAddr string) string {
 		return ""
 	}
 	return metricsAddr
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
-	}
-	return cfg, nil
 }

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/mlplane/mlplane/internal/api"
-	"github.com/mlplane/mlplane/internal/webhook"
+	"github.com/mlplane/mlplane/internal/kube"
 )
 
 func main() {
@@ -55,7 +55,7 @@ func main() {
 }
 
 func run(ctx context.Context, host string, port int, certDir, healthAddr, metricsAddr, pprofAddr, kubeconfig string) error {
-	cfg, err := webhook.RestConfig(kubeconfig)
+	cfg, err := kube.RESTConfig(kubeconfig)
 	if err != nil {
 		return err
 	}

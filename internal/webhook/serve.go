@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -21,6 +19,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/kube"
 )
 
 // Path is where the API server sends pod AdmissionReviews.
@@ -78,22 +77,13 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// RestConfig is the API server connection: from kubeconfig, or in-cluster
-// when it is empty.
-func RestConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		return rest.InClusterConfig()
-	}
-	return clientcmd.BuildConfigFromFlags("", kubeconfig)
-}
-
 // Run serves the webhook until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, o Options, log logr.Logger) error {
 	o.setDefaults()
 	if err := validateCertMode(o.Cert.Mode); err != nil {
 		return err
 	}
-	cfg, err := RestConfig(o.Kubeconfig)
+	cfg, err := kube.RESTConfig(o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("connecting to the API server: %w", err)
 	}

@@ -125,18 +125,51 @@ func CACertificate(namespace string) *cmapi.Certificate {
 // CACertificate is the Certificate of s's CA in namespace: self-signed,
 // named s.CA (also its common name and its Secret's name).
 func (s Server) CACertificate(namespace string) *cmapi.Certificate {
+	crt := SelfSignedCACertificate(s.CA)
+	crt.Namespace = namespace
+	return crt
+}
+
+// SelfSignedCACertificate is the Certificate of a self-signed CA named
+// name (also its common name and its Secret's name): ECDSA P-256, 5 years,
+// from the SelfSigned Issuer of config/certmanager. The local test cluster
+// (internal/cluster) issues its Kubernetes CA from one.
+func SelfSignedCACertificate(name string) *cmapi.Certificate {
 	return &cmapi.Certificate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: cmapi.SchemeGroupVersion.String(), Kind: cmapi.CertificateKind},
-		ObjectMeta: metav1.ObjectMeta{Name: s.CA, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: cmapi.CertificateSpec{
 			IsCA:       true,
-			CommonName: s.CA,
-			SecretName: s.CA,
+			CommonName: name,
+			SecretName: name,
 			Duration:   &metav1.Duration{Duration: caDurHrs * time.Hour},
 			PrivateKey: ecdsaKey(),
 			IssuerRef:  cmmeta.IssuerReference{Group: "cert-manager.io", Kind: cmapi.IssuerKind, Name: SelfSignedIssuerName},
 		},
 	}
+}
+
+// HostCertificate is the Certificate named name of a serving certificate
+// (server auth) with common name commonName for hosts, each a DNS name or
+// an IP address: ECDSA P-256, 90 days, from the CA Issuer. The local test
+// cluster's kube-apiserver serves one.
+func HostCertificate(name, commonName string, hosts ...string) *cmapi.Certificate {
+	crt := leafCertificate(name, name, "", commonName, nil, cmapi.UsageServerAuth)
+	AddHosts(crt, hosts...)
+	return crt
+}
+
+// ClientCertificate is the Certificate named name of a client certificate
+// (client auth only) for the Kubernetes user user in groups: the common
+// name is the user name and the organizations are the groups, which is how
+// kube-apiserver's x509 authenticator reads them. ECDSA P-256, 90 days,
+// from the CA Issuer. The local test cluster's kubeconfigs hold one each.
+func ClientCertificate(name, user string, groups ...string) *cmapi.Certificate {
+	crt := leafCertificate(name, name, "", user, nil, cmapi.UsageClientAuth)
+	if len(groups) > 0 {
+		crt.Spec.Subject = &cmapi.X509Subject{Organizations: groups}
+	}
+	return crt
 }
 
 // ServingCertificate is the Certificate of the webhook's serving
@@ -291,6 +324,18 @@ func Issue(crt *cmapi.Certificate, issuer *KeyPair) (*KeyPair, error) {
 	return &KeyPair{Cert: cert, Key: key, CertPEM: bundle.ChainPEM, KeyPEM: keyPEM, CAPEM: bundle.CAPEM}, nil
 }
 
+// WritePair writes kp's certificate and key to certFile and keyFile (the
+// key with mode 0600), key first, each replaced by an atomic rename so that
+// a process watching them never reads half a file. It is for servers and
+// clients that take two file paths (kube-apiserver's --tls-cert-file and
+// --tls-private-key-file) rather than a cert-manager cert dir (WriteFiles).
+func (kp *KeyPair) WritePair(certFile, keyFile string) error {
+	if err := writeAtomic(keyFile, kp.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeAtomic(certFile, kp.CertPEM, 0o644)
+}
+
 // ParseKeyPair reads a certificate and its key (tls.crt and tls.key, or a
 // CA's certificate and key) and checks that they belong together. caPEM may
 // be nil.
@@ -366,21 +411,30 @@ func WriteFiles(dir string, data map[string][]byte) (bool, error) {
 		if name == KeyKey {
 			mode = 0o600
 		}
-		tmp, err := os.CreateTemp(dir, "."+name+".*")
-		if err != nil {
-			return changed, err
-		}
-		_, werr := tmp.Write(b)
-		cerr := tmp.Close()
-		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), mode)); err != nil {
-			os.Remove(tmp.Name())
-			return changed, err
-		}
-		if err := os.Rename(tmp.Name(), path); err != nil {
-			os.Remove(tmp.Name())
+		if err := writeAtomic(path, b, mode); err != nil {
 			return changed, err
 		}
 		changed = true
 	}
 	return changed, nil
+}
+
+// writeAtomic replaces path with b (mode perm) through a temporary file in
+// the same directory and a rename.
+func writeAtomic(path string, b []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(b)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), perm)); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
 }

@@ -40,6 +40,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/certs"
 )
 
 // Component names, for StopComponent, StartComponent and the log files
@@ -111,7 +112,7 @@ type Cluster struct {
 	dir     string
 	ownsDir bool
 
-	ca         *CA
+	ca         *certs.KeyPair
 	restConfig *rest.Config
 	client     kubernetes.Interface
 	ports      map[string]int // named ports, see port()
@@ -369,9 +370,11 @@ func freePort() (int, error) {
 }
 
 // writePKI creates the cluster CA, the API server's serving certificate, the
-// service-account key, and a client certificate and kubeconfig per identity.
+// service-account key, and a client certificate and kubeconfig per identity,
+// all issued by the product's certificate code (internal/certs, cert-manager's
+// PKI), so that every run of the harness exercises it.
 func (c *Cluster) writePKI() error {
-	ca, err := NewCA("mlplane-local-cluster-ca")
+	ca, err := certs.Issue(certs.SelfSignedCACertificate("mlplane-local-cluster-ca"), nil)
 	if err != nil {
 		return err
 	}
@@ -379,29 +382,25 @@ func (c *Cluster) writePKI() error {
 	if err := writeFileAtomic(c.path("pki", "ca.crt"), ca.CertPEM, 0o644); err != nil {
 		return err
 	}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)}
+	hosts := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "127.0.0.1", "10.96.0.1"}
 	if c.real != nil {
-		ips = append(ips, net.ParseIP(RealNodeIP))
+		hosts = append(hosts, RealNodeIP)
 	}
-	serving, err := ca.Issue(CertRequest{
-		CommonName: "kube-apiserver",
-		DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPs:        ips,
-	})
+	serving, err := certs.Issue(certs.HostCertificate("kube-apiserver", "kube-apiserver", hosts...), ca)
 	if err != nil {
 		return err
 	}
-	if err := serving.WriteFiles(c.path("pki", "apiserver.crt"), c.path("pki", "apiserver.key")); err != nil {
+	if err := serving.WritePair(c.path("pki", "apiserver.crt"), c.path("pki", "apiserver.key")); err != nil {
 		return err
 	}
 	// The front-proxy client identity: with --requestheader-client-ca-file
 	// set, the kube components' delegated authentication stops logging
 	// "missing content for CA bundle" every few seconds.
-	proxy, err := ca.Issue(CertRequest{CommonName: "front-proxy-client"})
+	proxy, err := certs.Issue(certs.ClientCertificate("front-proxy-client", "front-proxy-client"), ca)
 	if err != nil {
 		return err
 	}
-	if err := proxy.WriteFiles(c.path("pki", "front-proxy-client.crt"), c.path("pki", "front-proxy-client.key")); err != nil {
+	if err := proxy.WritePair(c.path("pki", "front-proxy-client.crt"), c.path("pki", "front-proxy-client.key")); err != nil {
 		return err
 	}
 	sa, err := newServiceAccountKey()
@@ -424,20 +423,20 @@ func (c *Cluster) writePKI() error {
 			struct{ file, user, group string }{"config/kubelet.kubeconfig", "system:node:" + c.RealNodeName(), "system:nodes"},
 			struct{ file, user, group string }{"config/kube-proxy.kubeconfig", "system:kube-proxy", ""})
 		// the API server's identity towards the kubelet (logs, exec)
-		kc, err := ca.Issue(CertRequest{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}})
+		kc, err := certs.Issue(certs.ClientCertificate("kube-apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"), ca)
 		if err != nil {
 			return err
 		}
-		if err := kc.WriteFiles(c.path("pki", "apiserver-kubelet-client.crt"), c.path("pki", "apiserver-kubelet-client.key")); err != nil {
+		if err := kc.WritePair(c.path("pki", "apiserver-kubelet-client.crt"), c.path("pki", "apiserver-kubelet-client.key")); err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
-		req := CertRequest{CommonName: id.user}
+		var groups []string
 		if id.group != "" {
-			req.Organization = []string{id.group}
+			groups = []string{id.group}
 		}
-		kp, err := ca.Issue(req)
+		kp, err := certs.Issue(certs.ClientCertificate(filepath.Base(id.file), id.user, groups...), ca)
 		if err != nil {
 			return err
 		}
@@ -455,7 +454,7 @@ func (c *Cluster) writePKI() error {
 	return err
 }
 
-func (c *Cluster) writeKubeconfig(path, user string, kp *KeyPair) error {
+func (c *Cluster) writeKubeconfig(path, user string, kp *certs.KeyPair) error {
 	const name = "mlplane-local"
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: "https://" + c.addr(APIServer), CertificateAuthorityData: c.ca.CertPEM}

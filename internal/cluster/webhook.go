@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/certs"
 )
 
 // WebhookConfigurationName is the MutatingWebhookConfiguration the cluster
@@ -42,7 +43,7 @@ type WebhookOptions struct {
 const shippedRegistration = "config/webhook/mutatingwebhookconfiguration.yaml"
 
 type webhookState struct {
-	ca         *CA
+	ca         *certs.KeyPair
 	certDir    string
 	addr       string
 	metricsURL string
@@ -55,17 +56,13 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 	if !c.HasBin("webhook") {
 		return fmt.Errorf("%s not found: run make build", c.Bin("webhook"))
 	}
-	ca, err := NewCA("mlplane-webhook-ca")
+	// The CA an install's cert-manager (or the webhook's self-signed
+	// mode) would issue.
+	ca, err := certs.Issue(certs.CACertificate(api.DefaultNamespace), nil)
 	if err != nil {
 		return err
 	}
 	st := &webhookState{ca: ca, certDir: c.path("webhook-certs")}
-	if err := os.MkdirAll(st.certDir, 0o755); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(st.certDir+"/ca.crt", ca.CertPEM, 0o644); err != nil {
-		return err
-	}
 	c.mu.Lock()
 	c.webhook = st
 	c.mu.Unlock()
@@ -141,11 +138,11 @@ func (c *Cluster) RotateWebhookCert() (*x509.Certificate, error) {
 	if st == nil {
 		return nil, errors.New("webhook not started")
 	}
-	kp, err := st.ca.Issue(CertRequest{CommonName: "mlplane-webhook", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	kp, err := certs.Issue(certs.ServingCertificate(api.DefaultNamespace, certs.ServiceName, "localhost", "127.0.0.1"), st.ca)
 	if err != nil {
 		return nil, err
 	}
-	if err := kp.WriteFiles(st.certDir+"/tls.crt", st.certDir+"/tls.key"); err != nil {
+	if _, err := certs.WriteFiles(st.certDir, kp.SecretData()); err != nil {
 		return nil, err
 	}
 	return kp.Cert, nil

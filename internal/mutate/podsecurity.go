@@ -29,13 +29,33 @@ import (
 
 // podSecurityChecks evaluates pods against the Pod Security levels; built
 // once from the library's default checks, immutable.
-var podSecurityChecks = func() policy.Evaluator {
-	e, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+var podSecurityChecks = newEvaluator(policy.DefaultChecks())
+
+// baselineChecks and restrictedOnlyChecks split the default checks by the
+// level that defines them, so that PodSecurityLevel runs each check once.
+// A restricted check that overrides a baseline one is its stricter form
+// (the library's contract: restricted implies baseline), so a pod passes
+// restricted exactly when it passes all the baseline checks and all the
+// restricted ones.
+var baselineChecks, restrictedOnlyChecks = func() (policy.Evaluator, policy.Evaluator) {
+	var baseline, restricted []policy.Check
+	for _, c := range policy.DefaultChecks() {
+		if c.Level == psaapi.LevelBaseline {
+			baseline = append(baseline, c)
+		} else {
+			restricted = append(restricted, c)
+		}
+	}
+	return newEvaluator(baseline), newEvaluator(restricted)
+}()
+
+func newEvaluator(checks []policy.Check) policy.Evaluator {
+	e, err := policy.NewEvaluator(checks, nil)
 	if err != nil { // the library's own checks are valid
 		panic(err)
 	}
 	return e
-}()
+}
 
 // latest is the Pod Security version the user's pod is judged at.
 var latest = psaapi.LatestVersion()
@@ -44,22 +64,27 @@ var latest = psaapi.LatestVersion()
 // baseline or privileged) that a pod with meta and spec passes at the
 // latest policy version.
 func PodSecurityLevel(meta *metav1.ObjectMeta, spec *corev1.PodSpec) psaapi.Level {
-	for _, l := range [...]psaapi.Level{psaapi.LevelRestricted, psaapi.LevelBaseline} {
-		if passes(psaapi.LevelVersion{Level: l, Version: latest}, meta, spec) {
-			return l
-		}
+	if !allowed(baselineChecks.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelBaseline, Version: latest}, meta, spec)) {
+		return psaapi.LevelPrivileged
 	}
-	return psaapi.LevelPrivileged
+	if !allowed(restrictedOnlyChecks.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: latest}, meta, spec)) {
+		return psaapi.LevelBaseline
+	}
+	return psaapi.LevelRestricted
 }
 
-// passes reports whether the pod passes level lv.
-func passes(lv psaapi.LevelVersion, meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
-	for _, r := range podSecurityChecks.EvaluatePod(lv, meta, spec) {
+func allowed(results []policy.CheckResult) bool {
+	for _, r := range results {
 		if !r.Allowed {
 			return false
 		}
 	}
 	return true
+}
+
+// passes reports whether the pod passes level lv.
+func passes(lv psaapi.LevelVersion, meta *metav1.ObjectMeta, spec *corev1.PodSpec) bool {
+	return allowed(podSecurityChecks.EvaluatePod(lv, meta, spec))
 }
 
 // isWindows reports whether the pod says it runs on Windows (spec.os.name).
@@ -143,12 +168,15 @@ func (b *builder) podSecurity(inits, containers []*corev1.Container, vols []*cor
 			c.SecurityContext = restrictedContext(spec, c.SecurityContext)
 		}
 	}
-	mutated := *spec
-	mutated.InitContainers = slices.Concat(deref(inits), spec.InitContainers)
-	mutated.Containers = slices.Concat(spec.Containers, deref(containers))
-	mutated.Volumes = slices.Concat(spec.Volumes, deref(vols))
+	// The checks are conjunctions over the pod's own fields and over each
+	// container and volume, so when the pod passes a level, the mutated pod
+	// passes it exactly when a pod of the same pod-level fields with only
+	// what mlplane adds does; that pod is what is judged (fewer containers
+	// to check, and a message that names only what mlplane adds).
+	added := *spec
+	added.InitContainers, added.Containers, added.Volumes = deref(inits), deref(containers), deref(vols)
 	lv := psaapi.LevelVersion{Level: level, Version: latest}
-	res := policy.AggregateCheckResults(podSecurityChecks.EvaluatePod(lv, meta, &mutated))
+	res := policy.AggregateCheckResults(podSecurityChecks.EvaluatePod(lv, meta, &added))
 	if res.Allowed {
 		return nil
 	}
@@ -157,7 +185,7 @@ func (b *builder) podSecurity(inits, containers []*corev1.Container, vols []*cor
 		Enforce: psaapi.LevelVersion{Level: psaapi.LevelPrivileged, Version: latest},
 	})
 	if e := p.Enforce; e.Level != psaapi.LevelPrivileged && passes(e, meta, spec) {
-		if enf := policy.AggregateCheckResults(podSecurityChecks.EvaluatePod(e, meta, &mutated)); !enf.Allowed {
+		if enf := policy.AggregateCheckResults(podSecurityChecks.EvaluatePod(e, meta, &added)); !enf.Allowed {
 			return fmt.Errorf("namespace %s enforces Pod Security %q, which the pod passes but the containers and volumes mlplane adds do not: %s; "+
 				"the InjectionConfig (its templates, loader.securityContext, loader.cache) decides what they ask for",
 				ns.Name, e.String(), enf.ForbiddenDetail())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	psaapi "k8s.io/pod-security-admission/api"
 
 	"github.com/mlplane/mlplane/internal/api"
@@ -32,6 +33,13 @@ func TestPodSecurityKept(t *testing.T) {
 			}
 			for i := range before {
 				want := PodSecurityLevel(&before[i].ObjectMeta, &before[i].Spec)
+				// Split by level, each check runs once; the level is the one
+				// the whole evaluator gives.
+				for _, p := range []*corev1.Pod{before[i], after[i]} {
+					if got, ref := PodSecurityLevel(&p.ObjectMeta, &p.Spec), levelByWholeEvaluator(&p.ObjectMeta, &p.Spec); got != ref {
+						t.Errorf("pod %d (%s): PodSecurityLevel %s, the whole evaluator %s", i, p.Name, got, ref)
+					}
+				}
 				levels[want]++
 				lv := psaapi.LevelVersion{Level: want, Version: latest}
 				if passes(lv, &after[i].ObjectMeta, &after[i].Spec) {
@@ -51,6 +59,17 @@ func TestPodSecurityKept(t *testing.T) {
 			t.Errorf("no golden input at level %s", l)
 		}
 	}
+}
+
+// levelByWholeEvaluator is the strictest level a pod passes, by the
+// library's evaluator of all checks, restricted first.
+func levelByWholeEvaluator(meta *metav1.ObjectMeta, spec *corev1.PodSpec) psaapi.Level {
+	for _, l := range []psaapi.Level{psaapi.LevelRestricted, psaapi.LevelBaseline} {
+		if passes(psaapi.LevelVersion{Level: l, Version: latest}, meta, spec) {
+			return l
+		}
+	}
+	return psaapi.LevelPrivileged
 }
 
 // psaConfig is testdata/config.yaml with two more templates that no

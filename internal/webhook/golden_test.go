@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -87,7 +88,13 @@ func TestGoldenServedAsOffline(t *testing.T) {
 				offlineErr := m.Inject(bytes.NewReader(doc), &out, func(ns string) map[string]string { return goldenNamespaces[ns] },
 					func(w string) { offlineWarnings = append(offlineWarnings, w) })
 
-				_, body := post(t, srv.URL+Path, review(t, pod, admissionv1.Create))
+				// The review is read in one pass; the pod is the one the
+				// two-pass read (decodePod on the raw object) gives.
+				rv := review(t, pod, admissionv1.Create)
+				if err := samePodBothReads(rv); err != nil {
+					t.Fatalf("document %d: %v", i+1, err)
+				}
+				_, body := post(t, srv.URL+Path, rv)
 				resp := decodeReview(t, body)
 				if !resp.Allowed {
 					if offlineErr == nil || !strings.HasSuffix(offlineErr.Error(), ": "+resp.Result.Message) {
@@ -126,6 +133,35 @@ func TestGoldenServedAsOffline(t *testing.T) {
 	if cases < 30 {
 		t.Fatalf("only %d golden cases", cases)
 	}
+}
+
+// samePodBothReads checks that readReview reads review (as the API server
+// writes it) in one pass, and that the pod is the one decodePod gives for
+// the review's raw object.
+func samePodBothReads(review []byte) error {
+	one, err := readReview(review)
+	if err != nil {
+		return err
+	}
+	if one.Request == nil || one.Request.pod == nil || one.Request.Object != nil {
+		return errors.New("readReview did not read the review in one pass")
+	}
+	var raw struct {
+		Request struct {
+			Object json.RawMessage `json:"object"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(review, &raw); err != nil {
+		return err
+	}
+	two, err := decodePod(raw.Request.Object)
+	if err != nil {
+		return err
+	}
+	if d := cmp.Diff(two, one.Request.pod); d != "" {
+		return fmt.Errorf("one-pass and two-pass reads differ (-two +one):\n%s", d)
+	}
+	return nil
 }
 
 // loadMutator is the Mutator of an InjectionConfig file.

@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/mlplane/mlplane/internal/mutate"
 )
@@ -164,9 +165,7 @@ func tooLarge(limit int64) error {
 
 // reviewIn is the part of an AdmissionReview (v1, or the identical v1beta1)
 // the handler reads: decoding userInfo, oldObject and options would only
-// cost time. encoding/json reads it (keys in any case, as it always has):
-// the API server writes the review; what a user wrote is only in the
-// object, which decodePod reads case-sensitively, as the API server does.
+// cost time.
 type reviewIn struct {
 	metav1.TypeMeta `json:",inline"`
 	Request         *requestIn `json:"request"`
@@ -178,11 +177,42 @@ type requestIn struct {
 	SubResource string                  `json:"subResource"`
 	Namespace   string                  `json:"namespace"`
 	Operation   admissionv1.Operation   `json:"operation"`
-	Object      json.RawMessage         `json:"object"`
+	// Object is the object as JSON, for decodePod; pod is set instead
+	// where readReview decoded it with the review.
+	Object json.RawMessage `json:"object"`
+	pod    *corev1.Pod
 }
 
-// readReview reads an AdmissionReview, the object kept as JSON for admit.
+// reviewOnePass is the review and its object decoded together by
+// sigs.k8s.io/json, as the API server writes them.
+type reviewOnePass struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		UID         types.UID               `json:"uid"`
+		Kind        metav1.GroupVersionKind `json:"kind"`
+		SubResource string                  `json:"subResource"`
+		Namespace   string                  `json:"namespace"`
+		Operation   admissionv1.Operation   `json:"operation"`
+		Object      *podIn                  `json:"object"`
+	} `json:"request"`
+}
+
+// readReview reads an AdmissionReview. Every review the API server sends is
+// read in one pass with sigs.k8s.io/json, the object straight into podIn
+// (decodePod's fields, case-sensitively, as the API server reads a pod).
+// Anything else (a syntax or type error anywhere, no request, a null or
+// missing object, keys in another case) is read again the older way:
+// encoding/json for the review, keys in any case, the object kept as JSON
+// for admit to decode only when it is a pod; so every such review gets the
+// answer and the error message it always had. The one-pass read costs
+// about a third less CPU than the two (BENCHMARKS.md, issue 14).
 func readReview(data []byte) (*reviewIn, error) {
+	var one reviewOnePass
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &one); err == nil && one.Request != nil && one.Request.Object != nil {
+		r := one.Request
+		return &reviewIn{TypeMeta: one.TypeMeta, Request: &requestIn{UID: r.UID, Kind: r.Kind, SubResource: r.SubResource,
+			Namespace: r.Namespace, Operation: r.Operation, pod: r.Object.pod()}}, nil
+	}
 	var review reviewIn
 	if err := json.Unmarshal(data, &review); err != nil {
 		msg := "malformed AdmissionReview: " + err.Error()
@@ -205,7 +235,10 @@ func (h *Handler) admit(r *http.Request, req *requestIn, resp *admissionv1.Admis
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || !ephemeral && (req.SubResource != "" || req.Operation != admissionv1.Create) {
 		return ResultSkipped, nil
 	}
-	pod, err := decodePod(req.Object)
+	pod, err := req.pod, error(nil)
+	if pod == nil {
+		pod, err = decodePod(req.Object)
+	}
 	if err != nil {
 		return "", &httpError{http.StatusBadRequest, fmt.Sprintf("malformed AdmissionReview: request.object is not a Pod: %v", err)}
 	}

@@ -452,3 +452,33 @@ func TestHandlerEphemeralContainers(t *testing.T) {
 		}
 	}
 }
+
+// TestReadReviewPaths: readReview reads what the API server sends in one
+// pass, and anything else the older way, so that each keeps the answer it
+// had: keys in another case, a null object, an object that is not a pod.
+func TestReadReviewPaths(t *testing.T) {
+	capitalised := bytes.Replace(review(t, vllmPod(), admissionv1.Create), []byte(`"request"`), []byte(`"Request"`), 1)
+	for _, tc := range []struct {
+		name    string
+		body    []byte
+		onePass bool
+	}{
+		{"as the API server sends it", review(t, vllmPod(), admissionv1.Create), true},
+		{"capitalised keys", capitalised, false},
+		{"null object", []byte(`{"request":{"uid":"1","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"ml","object":null}}`), false},
+		{"not a pod", []byte(`{"request":{"uid":"1","kind":{"group":"apps","version":"v1","kind":"Deployment"},"operation":"CREATE","object":{"spec":{"containers":"nope"}}}}`), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := readReview(tc.body)
+			if err != nil || r.Request == nil {
+				t.Fatalf("readReview = %+v, %v", r, err)
+			}
+			if got := r.Request.pod != nil; got != tc.onePass {
+				t.Errorf("read in one pass: %v, want %v", got, tc.onePass)
+			}
+			if r.Request.UID != "1" && r.Request.UID != "0f6d5e2c-1111-4c3a-9a57-5d1f1b8c0b11" {
+				t.Errorf("uid %q", r.Request.UID)
+			}
+		})
+	}
+}

@@ -75,6 +75,11 @@ func decodePod(data []byte) (*corev1.Pod, error) {
 		}
 		return nil, err
 	}
+	return in.pod(), nil
+}
+
+// pod is the corev1.Pod of the decoded fields.
+func (in *podIn) pod() *corev1.Pod {
 	m, s := &in.Metadata, &in.Spec
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: m.Name, GenerateName: m.GenerateName, Namespace: m.Namespace, Labels: m.Labels, Annotations: m.Annotations},
@@ -91,7 +96,7 @@ func decodePod(data []byte) (*corev1.Pod, error) {
 			p.Spec.EphemeralContainers[i].Name, p.Spec.EphemeralContainers[i].Env = c.Name, c.Env
 		}
 	}
-	return p, nil
+	return p
 }
 
 // containers converts a decoded list, nil to nil and empty to empty, as the

@@ -4,8 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/prometheus/procfs"
 )
 
+// TestPodUIDFromCgroup: each /proc/<pid>/cgroup, written to a proc tree and
+// read through ProcPodUIDs (procfs parses it), names the pod or none.
 func TestPodUIDFromCgroup(t *testing.T) {
 	const uid = "0b6c1c9a-1111-2222-3333-444455556666"
 	for _, tc := range []struct {
@@ -39,9 +43,16 @@ func TestPodUIDFromCgroup(t *testing.T) {
 		{"garbage", "not a cgroup file", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := PodUIDFromCgroup(tc.content)
+			root := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(root, "7"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, "7", "cgroup"), []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := ProcPodUIDs{Root: root}.PodUID(7)
 			if got != tc.want || ok != (tc.want != "") {
-				t.Errorf("PodUIDFromCgroup() = %q, %v; want %q, %v", got, ok, tc.want, tc.want != "")
+				t.Errorf("PodUID() = %q, %v; want %q, %v", got, ok, tc.want, tc.want != "")
 			}
 		})
 	}
@@ -65,13 +76,13 @@ func TestProcPodUIDs(t *testing.T) {
 	}
 }
 
-func FuzzPodUIDFromCgroup(f *testing.F) {
-	f.Add("0::/kubepods/burstable/pod0b6c1c9a-1111-2222-3333-444455556666/4f1e\n")
-	f.Add("12:memory:/kubepods.slice/kubepods-pod0b6c1c9a_1111_2222_3333_444455556666.slice/x\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		uid, ok := PodUIDFromCgroup(s)
+func FuzzPodUIDFromCgroups(f *testing.F) {
+	f.Add("/kubepods/burstable/pod0b6c1c9a-1111-2222-3333-444455556666/4f1e")
+	f.Add("/kubepods.slice/kubepods-pod0b6c1c9a_1111_2222_3333_444455556666.slice/x")
+	f.Fuzz(func(t *testing.T, path string) {
+		uid, ok := PodUIDFromCgroups([]procfs.Cgroup{{Path: path}})
 		if ok != (uid != "") || (ok && len(uid) != 36) {
-			t.Errorf("PodUIDFromCgroup(%q) = %q, %v", s, uid, ok)
+			t.Errorf("PodUIDFromCgroups(%q) = %q, %v", path, uid, ok)
 		}
 	})
 }

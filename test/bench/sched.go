@@ -29,6 +29,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/prometheus/procfs"
 )
 
 // Scheduling modes.
@@ -686,22 +687,20 @@ func componentCPU(dir string) map[string]float64 {
 	if dir == "" {
 		return out
 	}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid := 0
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		if p.PID == os.Getpid() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(b), dir) {
+		args, err := p.CmdLine()
+		if err != nil || len(args) == 0 || !strings.Contains(strings.Join(args, " "), dir) {
 			continue
 		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		name := filepath.Base(args[0])
-		if name == "kube-scheduler" && strings.Contains(string(b), cluster.MlplaneScheduler) {
+		if name == "kube-scheduler" && strings.Contains(strings.Join(args, " "), cluster.MlplaneScheduler) {
 			name = cluster.MlplaneScheduler
 		}
-		if u, err := ReadProcUsage(pid); err == nil {
+		if u, err := ReadProcUsage(p.PID); err == nil {
 			out[name] += u.CPU.Seconds()
 		}
 	}

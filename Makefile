@@ -31,11 +31,11 @@ tools:
 ## test: lint, unit tests, then the end-to-end suite on a real local control plane
 test: lint unit e2e
 
-## unit: every package's tests (race detector on); Azurite (hack/azurite.sh, npm) serves the azblob source's tests;
+## unit: every package's tests (race detector on; test/bench's tests are its parsers and /proc readers); Azurite (hack/azurite.sh, npm) serves the azblob source's tests;
 ## then test/validation, a module of its own that checks the webhook with the API server's defaulting and validation code
 ## (k8s.io/kubernetes; no race detector: it runs one goroutine, and instrumenting that code costs minutes)
 unit:
-	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/... ./examples/... ./hack/images/... ./hack/bench-loader/...
+	MLPLANE_AZURITE=$$(hack/azurite.sh) $(GO) test -race -count=1 ./internal/... ./cmd/... ./examples/... ./hack/images/... ./hack/bench-loader/... ./test/bench/...
 	cd test/validation && $(GO) test -count=1 ./...
 
 ## e2e: the end-to-end suite against etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK built from Go modules,

@@ -16,13 +16,11 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,7 +31,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,6 +38,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/certs"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // Component names, for StopComponent, StartComponent and the log files
@@ -133,7 +131,7 @@ type Cluster struct {
 
 // component is a process plus how to tell that it is ready.
 type component struct {
-	*process
+	*runner.Process
 	ready func(ctx context.Context) error
 	// after runs once the component is ready, on every start.
 	after func(ctx context.Context) error
@@ -330,7 +328,7 @@ func (c *Cluster) port(name string) (int, error) {
 	// The kernel may hand out a port again once its probe listener closed;
 	// never give two names the same port.
 	for {
-		p, err := freePort()
+		p, err := runner.FreePort()
 		if err != nil {
 			return 0, err
 		}
@@ -355,18 +353,6 @@ func (c *Cluster) addr(name string) string {
 		host = RealNodeIP
 	}
 	return fmt.Sprintf("%s:%d", host, c.ports[name])
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before the component binds it; on loopback in a test run that is
-// rare, and the component's start then fails loudly.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // writePKI creates the cluster CA, the API server's serving certificate, the
@@ -469,12 +455,12 @@ func (c *Cluster) writeKubeconfig(path, user string, kp *certs.KeyPair) error {
 }
 
 func (c *Cluster) newComponent(name, bin string, args ...string) *component {
-	return &component{process: &process{
-		name:    name,
-		path:    c.Bin(bin),
-		args:    args,
-		logPath: c.path("logs", name+".log"),
-		detach:  c.opts.Detach,
+	return &component{Process: &runner.Process{
+		Name:    name,
+		Path:    c.Bin(bin),
+		Args:    args,
+		LogPath: c.path("logs", name+".log"),
+		Detach:  c.opts.Detach,
 	}}
 }
 
@@ -491,7 +477,7 @@ func (c *Cluster) etcd() (*component, error) {
 		"--log-level=warn",
 		"--quota-backend-bytes=8589934592",
 	)
-	comp.ready = httpProbe("http://"+client+"/health", false)
+	comp.ready = runner.HTTPProbe("http://"+client+"/health", false)
 	return comp, nil
 }
 
@@ -565,7 +551,7 @@ func (c *Cluster) controllerManager() (*component, error) {
 		fmt.Sprintf("--kube-api-burst=%d", controlPlaneBurst),
 		"--horizontal-pod-autoscaler-sync-period="+HPASyncPeriod.String(),
 	)
-	comp.ready = httpProbe("https://"+c.addr(ControllerManager)+"/healthz", true)
+	comp.ready = runner.HTTPProbe("https://"+c.addr(ControllerManager)+"/healthz", true)
 	return comp, nil
 }
 
@@ -590,7 +576,7 @@ func (c *Cluster) schedulerComponent(name, cfgPath, addr string) *component {
 		"--bind-address=127.0.0.1",
 		"--secure-port="+portOf(addr),
 	)
-	comp.ready = httpProbe("https://"+addr+"/readyz", true)
+	comp.ready = runner.HTTPProbe("https://"+addr+"/readyz", true)
 	return comp
 }
 
@@ -626,7 +612,7 @@ func (c *Cluster) kwok() (*component, error) {
 		"--server-address="+addr,
 		"--cidr="+KWOKPodCIDR,
 	)
-	comp.ready = httpProbe("http://"+addr+"/healthz", false)
+	comp.ready = runner.HTTPProbe("http://"+addr+"/healthz", false)
 	return comp, nil
 }
 
@@ -638,10 +624,10 @@ func portOf(addr string) string {
 // run registers comp, starts it and waits until it is ready.
 func (c *Cluster) run(ctx context.Context, comp *component) error {
 	c.mu.Lock()
-	if _, ok := c.components[comp.name]; !ok {
-		c.order = append(c.order, comp.name)
+	if _, ok := c.components[comp.Name]; !ok {
+		c.order = append(c.order, comp.Name)
 	}
-	c.components[comp.name] = comp
+	c.components[comp.Name] = comp
 	c.mu.Unlock()
 	return c.startAndWait(ctx, comp)
 }
@@ -662,62 +648,19 @@ func (c *Cluster) runAll(ctx context.Context, comps ...*component) error {
 
 func (c *Cluster) startAndWait(ctx context.Context, comp *component) error {
 	start := time.Now()
-	if err := comp.start(); err != nil {
+	if err := comp.Start(); err != nil {
 		return err
 	}
-	if err := c.waitReady(ctx, comp); err != nil {
+	if err := comp.WaitReady(ctx, c.opts.StartTimeout, comp.ready); err != nil {
 		return err
 	}
 	if comp.after != nil {
 		if err := comp.after(ctx); err != nil {
-			return fmt.Errorf("%s: %w", comp.name, err)
+			return fmt.Errorf("%s: %w", comp.Name, err)
 		}
 	}
-	c.opts.Logf("cluster: %s ready in %s (pid %d, log %s)", comp.name, time.Since(start).Round(time.Millisecond), comp.pid(), comp.logPath)
+	c.opts.Logf("cluster: %s ready in %s (pid %d, log %s)", comp.Name, time.Since(start).Round(time.Millisecond), comp.PID(), comp.LogPath)
 	return nil
-}
-
-func (c *Cluster) waitReady(ctx context.Context, comp *component) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, c.opts.StartTimeout, true, func(ctx context.Context) (bool, error) {
-		if done, why := comp.exited(); done {
-			return false, fmt.Errorf("exited: %v", why)
-		}
-		last = comp.ready(ctx)
-		return last == nil, nil
-	})
-	if err != nil {
-		if last != nil {
-			err = fmt.Errorf("%w (last probe: %v)", err, last)
-		}
-		return fmt.Errorf("%s did not become ready: %w\n--- last lines of %s:\n%s", comp.name, err, comp.logPath, comp.tail(30))
-	}
-	return nil
-}
-
-// httpProbe succeeds when GET url answers 200. insecure skips verification
-// of the self-signed serving certificates the kube components make for their
-// health ports; it is only ever used against 127.0.0.1.
-func httpProbe(url string, insecure bool) func(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: insecure}, //nolint:gosec // loopback health probe
-	}}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-		}
-		return nil
-	}
 }
 
 // StopComponent stops one component (SIGTERM to its process group, SIGKILL
@@ -727,7 +670,7 @@ func (c *Cluster) StopComponent(name string) error {
 	if err != nil {
 		return err
 	}
-	comp.stop(10 * time.Second)
+	comp.Stop(10 * time.Second)
 	c.opts.Logf("cluster: %s stopped", name)
 	return nil
 }
@@ -753,7 +696,7 @@ func (c *Cluster) RestartComponent(ctx context.Context, name string) error {
 // Running reports whether a component's process is running.
 func (c *Cluster) Running(name string) bool {
 	comp, err := c.component(name)
-	return err == nil && comp.pid() != 0
+	return err == nil && comp.PID() != 0
 }
 
 // PID is the process id of a running component, 0 when it is not running
@@ -763,7 +706,7 @@ func (c *Cluster) PID(name string) int {
 	if err != nil {
 		return 0
 	}
-	return comp.pid()
+	return comp.PID()
 }
 
 // Components lists the components in start order.
@@ -792,7 +735,7 @@ func (c *Cluster) component(name string) (*component, error) {
 // failed test or demo.
 func (c *Cluster) DumpLogs(w io.Writer, lines int) {
 	for _, name := range c.Components() {
-		fmt.Fprintf(w, "\n===== %s (last %d lines of %s) =====\n%s\n", name, lines, c.LogPath(name), tailFile(c.LogPath(name), lines))
+		fmt.Fprintf(w, "\n===== %s (last %d lines of %s) =====\n%s\n", name, lines, c.LogPath(name), runner.TailFile(c.LogPath(name), lines))
 	}
 }
 
@@ -811,7 +754,7 @@ func (c *Cluster) Stop() error {
 	for i := len(order) - 1; i >= 0; i-- {
 		comp, err := c.component(order[i])
 		if err == nil {
-			comp.stop(10 * time.Second)
+			comp.Stop(10 * time.Second)
 		}
 	}
 	var errs []error
@@ -850,8 +793,8 @@ func (c *Cluster) SaveState(extra ...StateProcess) error {
 	st := State{Kubeconfig: c.Kubeconfig()}
 	for _, name := range c.Components() {
 		comp, _ := c.component(name)
-		if pid := comp.pid(); pid != 0 {
-			st.Processes = append(st.Processes, StateProcess{Name: name, PID: pid, Binary: comp.path})
+		if pid := comp.PID(); pid != 0 {
+			st.Processes = append(st.Processes, StateProcess{Name: name, PID: pid, Binary: comp.Path})
 		}
 	}
 	st.Processes = append(st.Processes, extra...)
@@ -880,7 +823,7 @@ func Down(dir string) ([]string, error) {
 	var stopped []string
 	for i := len(st.Processes) - 1; i >= 0; i-- {
 		p := st.Processes[i]
-		if killGroup(p.PID, p.Binary, 10*time.Second) {
+		if runner.KillGroup(p.PID, p.Binary, 10*time.Second) {
 			stopped = append(stopped, p.Name)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // ExtenderOptions configures StartExtender and StartMlplaneScheduler.
@@ -174,6 +175,6 @@ func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElec
 		"--namespace=" + api.DefaultNamespace,
 		fmt.Sprintf("--leader-elect=%t", leaderElect),
 	}, extra...)...)
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	comp.ready = runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
 	return comp, port, health, nil
 }

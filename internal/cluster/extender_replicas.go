@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"syscall"
 )
 
 // KillComponent ends a component at once with SIGKILL to its process group,
@@ -14,15 +13,9 @@ func (c *Cluster) KillComponent(name string) error {
 	if err != nil {
 		return err
 	}
-	comp.mu.Lock()
-	cmd, done := comp.cmd, comp.done
-	comp.mu.Unlock()
-	if cmd == nil || isClosed(done) {
-		return nil
+	if comp.Kill() {
+		c.opts.Logf("cluster: %s killed", name)
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
-	c.opts.Logf("cluster: %s killed", name)
 	return nil
 }
 
@@ -52,7 +45,7 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	if err != nil {
 		return nil, err
 	}
-	comp.env = []string{"POD_NAME=" + name}
+	comp.Env = []string{"POD_NAME=" + name}
 	if err := c.run(ctx, comp); err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/certs"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // MetricsAPIServer is the component name of the custom metrics API server
@@ -112,7 +113,7 @@ func (c *Cluster) StartMetricsAPIServer(ctx context.Context, opts MetricsAPIServ
 	// Its own /readyz first (the health paths need no credentials; the
 	// probe skips verification, on loopback): the APIServices' condition
 	// may still tell of an earlier instance.
-	readyz := httpProbe(fmt.Sprintf("https://127.0.0.1:%d/readyz", port), true)
+	readyz := runner.HTTPProbe(fmt.Sprintf("https://127.0.0.1:%d/readyz", port), true)
 	comp.ready = func(ctx context.Context) error {
 		if err := readyz(ctx); err != nil {
 			return err

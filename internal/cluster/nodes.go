@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // Publisher says who publishes a fake node's GPU inventory, capacity and
@@ -206,8 +207,8 @@ func (c *Cluster) nodeAgent(node, fakeSpec string, extra ...string) (*component,
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
 	}, extra...)...)
-	comp.env = []string{"NODE_NAME=" + node}
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
+	comp.Env = []string{"NODE_NAME=" + node}
+	comp.ready = runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
 	return comp, nil
 }
 

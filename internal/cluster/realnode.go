@@ -27,6 +27,7 @@ import (
 	"github.com/mlplane/mlplane/hack/images/imagebuild"
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster/hoststate"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // The real node's components (StopComponent, LogPath).
@@ -552,7 +553,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	}
 	comp := c.newComponent(Containerd, "containerd", "--config="+cfgPath)
 	// the shim from BinDir; nft (portmap's backend) and runc from Debian
-	comp.env = []string{"PATH=" + c.opts.BinDir + ":/usr/sbin:/sbin:" + os.Getenv("PATH")}
+	comp.Env = []string{"PATH=" + c.opts.BinDir + ":/usr/sbin:/sbin:" + os.Getenv("PATH")}
 	comp.ready = func(ctx context.Context) error {
 		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		if err != nil {
@@ -727,8 +728,8 @@ func (c *Cluster) kubeProxy() (*component, error) {
 		return nil, err
 	}
 	comp := c.newComponent(KubeProxy, "kube-proxy", "--config="+cfgPath)
-	comp.env = []string{"PATH=/usr/sbin:/sbin:" + os.Getenv("PATH")}
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz), false)
+	comp.Env = []string{"PATH=/usr/sbin:/sbin:" + os.Getenv("PATH")}
+	comp.ready = runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz), false)
 	return comp, nil
 }
 

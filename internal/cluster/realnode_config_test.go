@@ -112,7 +112,7 @@ func TestRealNodeKubeletConfig(t *testing.T) {
 	if len(cfg.RegisterWithTaints) != 1 || cfg.RegisterWithTaints[0].Key != RealNodeLabel {
 		t.Errorf("taints %+v, want %s NoSchedule", cfg.RegisterWithTaints, RealNodeLabel)
 	}
-	args := strings.Join(comp.args, " ")
+	args := strings.Join(comp.Args, " ")
 	for _, want := range []string{"--root-dir=" + c.real.path("kubelet", "root"), "--node-ip=" + RealNodeIP, "--node-labels=" + RealNodeLabel + "=true"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("kubelet args lack %s: %s", want, args)

@@ -47,10 +47,10 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 	var progs []progPIDs
 	for _, name := range []string{Kubelet, Containerd, KubeProxy} {
 		comp, err := c.component(name)
-		if err != nil || comp.pid() == 0 {
+		if err != nil || comp.PID() == 0 {
 			return nil, nil, fmt.Errorf("%s is not running", name)
 		}
-		progs = append(progs, progPIDs{name, []int{comp.pid()}})
+		progs = append(progs, progPIDs{name, []int{comp.PID()}})
 	}
 	shims, err := pidsByComm("containerd-shim")
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/mlplane/mlplane/hack/images/imagebuild"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // startRegistry starts the registry the node's containerd pulls from:
@@ -44,9 +45,9 @@ func (c *Cluster) startRegistry(ctx context.Context) error {
 	}
 	r.regAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	comp := c.newComponent(Registry, "", append(r.opts.RegistryCommand[1:], "--addr="+r.regAddr)...)
-	comp.path = r.opts.RegistryCommand[0]
-	comp.files = []*os.File{r.lock.File()}
-	comp.ready = httpProbe("http://"+r.regAddr+"/v2/", false)
+	comp.Path = r.opts.RegistryCommand[0]
+	comp.Files = []*os.File{r.lock.File()}
+	comp.ready = runner.HTTPProbe("http://"+r.regAddr+"/v2/", false)
 	return c.run(ctx, comp)
 }
 

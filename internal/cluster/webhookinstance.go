@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/mlplane/mlplane/internal/api"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // WebhookInstance is an extra bin/webhook process started by
@@ -64,6 +65,6 @@ func (c *Cluster) webhookComponent(name string, extra []string) (comp *component
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metrics),
 		"--kubeconfig=" + c.Kubeconfig(),
 	}, extra...)...)
-	comp.ready = httpProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false)
+	comp.ready = runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false)
 	return comp, port, metrics, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // AgentOptions configure AgentFootprint.
@@ -70,31 +71,36 @@ func AgentFootprint(ctx context.Context, c *cluster.Cluster, o AgentOptions) (*A
 	}
 	var ports [2]int
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = runner.FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	agent, err := startChild("node-agent", filepath.Join(c.Dir(), "logs", "bench-node-agent.log"), c.Bin("node-agent"), "run",
-		"--node-name="+nodes[0],
-		"--kubeconfig="+c.Kubeconfig(),
-		"--backend=fake",
-		"--fake-spec="+o.FakeSpec,
-		"--poll-interval="+o.PollInterval.String(),
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", ports[0]),
-		fmt.Sprintf("--health-addr=127.0.0.1:%d", ports[1]),
-	)
-	if err != nil {
+	agent := &runner.Process{
+		Name:    "node-agent",
+		Path:    c.Bin("node-agent"),
+		LogPath: filepath.Join(c.Dir(), "logs", "bench-node-agent.log"),
+		Args: []string{"run",
+			"--node-name=" + nodes[0],
+			"--kubeconfig=" + c.Kubeconfig(),
+			"--backend=fake",
+			"--fake-spec=" + o.FakeSpec,
+			"--poll-interval=" + o.PollInterval.String(),
+			fmt.Sprintf("--metrics-addr=127.0.0.1:%d", ports[0]),
+			fmt.Sprintf("--health-addr=127.0.0.1:%d", ports[1]),
+		},
+	}
+	if err := agent.Start(); err != nil {
 		return nil, err
 	}
-	defer agent.stop()
-	if err := agent.waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[1]), time.Minute); err != nil {
+	defer agent.Stop(stopGrace)
+	if err := agent.WaitReady(ctx, time.Minute, runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[1]), false)); err != nil {
 		return nil, err
 	}
 	o.Logf("node agent on %s: warm-up %v, then %v measured", nodes[0], o.Warmup, o.Window)
 	if err := sleepCtx(ctx, o.Warmup); err != nil {
 		return nil, err
 	}
-	before, err := ReadProcUsage(agent.pid())
+	before, err := ReadProcUsage(agent.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +111,8 @@ func AgentFootprint(ctx context.Context, c *cluster.Cluster, o AgentOptions) (*A
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return nil, err
 		}
-		if last, err = ReadProcUsage(agent.pid()); err != nil {
-			return nil, fmt.Errorf("node agent: %w; log:\n%s", err, tail(agent.log, 20))
+		if last, err = ReadProcUsage(agent.PID()); err != nil {
+			return nil, fmt.Errorf("node agent: %w; log:\n%s", err, agent.Tail(20))
 		}
 		maxRSS = max(maxRSS, last.RSSBytes)
 	}

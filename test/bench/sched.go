@@ -29,6 +29,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 	"github.com/prometheus/procfs"
 )
 
@@ -235,7 +236,7 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	if _, err := c.AddGPUNodes(ctx, fmt.Sprintf("%dx%s", o.Nodes, o.GPUs), cluster.NodeOptions{Publisher: cluster.PublishInProcess, Concurrency: 64}); err != nil {
 		return nil, err
 	}
-	metricsPort, err := freePort()
+	metricsPort, err := runner.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // Targets of the webhook benchmark.
@@ -141,9 +142,13 @@ func (o *WebhookBenchOptions) setDefaults() error {
 	return nil
 }
 
+// stopGrace is how long a server under test gets to exit after SIGTERM
+// before SIGKILL.
+const stopGrace = 10 * time.Second
+
 // webhookServer is a running webhook under test.
 type webhookServer struct {
-	*child
+	*runner.Process
 	url string
 	// pprof is the base URL of its /debug/pprof/ handlers, when started
 	// with them.
@@ -213,7 +218,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		}
 		s, err := startWebhookServer(ctx, t.name, t.bin, kubeconfig, certDir, o.Dir, o.ProfileDir != "", extra...)
 		if s != nil {
-			defer s.stop()
+			defer s.Stop(stopGrace)
 		}
 		if err != nil {
 			return nil, err
@@ -258,7 +263,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		if err != nil {
 			return WebhookRun{}, err
 		}
-		before, err := takeUsage(s.pid())
+		before, err := takeUsage(s.PID())
 		if err != nil {
 			return WebhookRun{}, err
 		}
@@ -269,7 +274,7 @@ func WebhookBench(ctx context.Context, o WebhookBenchOptions) (*WebhookReport, e
 		if err != nil {
 			return WebhookRun{}, err
 		}
-		after, err := takeUsage(s.pid())
+		after, err := takeUsage(s.PID())
 		if err != nil {
 			return WebhookRun{}, err
 		}
@@ -376,7 +381,7 @@ func medianRun(rs []WebhookRun) WebhookRun {
 func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir string, pprof bool, extra ...string) (*webhookServer, error) {
 	var ports [4]int
 	for i := range ports {
-		p, err := freePort()
+		p, err := runner.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -398,15 +403,15 @@ func startWebhookServer(ctx context.Context, name, bin, kubeconfig, certDir, dir
 	if name == TargetMlplane {
 		args = append([]string{"serve"}, args...)
 	}
-	c, err := startChild(name, filepath.Join(dir, name+".log"), bin, args...)
-	if err != nil {
+	p := &runner.Process{Name: name, Path: bin, Args: args, LogPath: filepath.Join(dir, name+".log")}
+	if err := p.Start(); err != nil {
 		return nil, err
 	}
-	s := &webhookServer{child: c, url: fmt.Sprintf("https://127.0.0.1:%d%s", ports[0], api.WebhookPath)}
+	s := &webhookServer{Process: p, url: fmt.Sprintf("https://127.0.0.1:%d%s", ports[0], api.WebhookPath)}
 	if pprof {
 		s.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", ports[3])
 	}
-	return s, c.waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), time.Minute)
+	return s, p.WaitReady(ctx, time.Minute, runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[1]), false))
 }
 
 // ensureBenchNamespace creates BenchNamespace opted in to injection.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -445,7 +446,7 @@ func killAll(base *Snapshot, logf func(string, ...any)) error {
 			pids = append(pids, cgroupPids(d)...)
 		}
 		pids = slices.Compact(slices.Sorted(slices.Values(pids)))
-		pids = slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() || !alive(p) })
+		pids = slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() || !runner.Alive(p) })
 		if len(pids) == 0 {
 			return nil
 		}
@@ -480,18 +481,6 @@ func cgroupPids(dir string) []int {
 		return nil
 	})
 	return pids
-}
-
-// alive: the process exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
-		return b[i+2] != 'Z'
-	}
-	return true
 }
 
 func comm(pid int) string {

@@ -25,6 +25,22 @@ import (
 	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
+// MirroredRegistries are the registries the real node's containerd
+// resolves through the cluster's in-process registry, with no fallback to
+// the internet: mlplane's images (ghcr.io/mlplane/*) and the upstream
+// kube-scheduler config/mlplane-scheduler runs (registry.k8s.io). Every other
+// registry resolves to a closed local port.
+var MirroredRegistries = []string{"ghcr.io", "registry.k8s.io"}
+
+// Images the real node serves from the in-process registry.
+const (
+	ImageRepoPrefix = "ghcr.io/mlplane/"
+	// PauseImage is the pod sandbox image (podbin without flags).
+	PauseImage = ImageRepoPrefix + "pause:local"
+	// PodbinImage runs podbin; with args -http=:8080 it answers HTTP.
+	PodbinImage = ImageRepoPrefix + "podbin:local"
+)
+
 // startRegistry starts the registry the node's containerd pulls from:
 // imagebuild's (go-containerregistry) in this process, or, with
 // RealNodeOptions.RegistryCommand, as a component that outlives it and

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"io"
 	"os"
@@ -10,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/kube"
@@ -39,9 +38,9 @@ func runServe(args []string, stderr io.Writer) int {
 	fs.StringVar(&certDir, "cert-dir", "", "directory with tls.crt and tls.key (the verbs' serving certificate) and ca.crt (the CAs the scheduler's client certificate must chain to), re-read when they change; required unless --insecure-serving")
 	fs.StringVar(&clientNames, "client-names", api.ExtenderClientName, "comma-separated common names a client certificate may carry")
 	fs.BoolVar(&insecure, "insecure-serving", false, "serve the verbs over plain HTTP to anyone who can connect (tests and development only)")
-	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz")
-	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics")
-	fs.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof handlers under /debug/pprof/ on the metrics address")
+	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz (0 disables)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of /metrics and /leaderz (0 disables)")
+	fs.StringVar(&o.PprofAddr, "pprof-addr", "0", "address of Go's /debug/pprof/ handlers (0 disables)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (in-cluster config when empty)")
 	fs.StringVar(&o.PolicyPath, "policy", "", "PlacementPolicy YAML file, reloaded on change (built-in policy when empty)")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas; only the leader answers the verbs and binds (in a pod, with POD_NAME and POD_NAMESPACE set, it labels its pod mlplane.io/extender-leader=true)")
@@ -89,25 +88,20 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	cfg.UserAgent = "mlplane-extender"
-	o.Client, err = kubernetes.NewForConfig(cfg)
-	if err != nil {
-		klog.ErrorS(err, "building client")
-		return 1
-	}
+	o.Config = cfg
 	if id := os.Getenv("POD_NAME"); id != "" {
 		o.Identity = id
 	}
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	o.Logger = klog.Background()
+	crlog.SetLogger(o.Logger)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A lost leadership ends Serve with an error too: the process exits
+	// and restarts as a follower with a clean state.
 	if err := extender.Serve(ctx, o); err != nil {
-		if errors.Is(err, extender.ErrLostLeadership) {
-			klog.InfoS("exiting after losing leadership")
-		} else {
-			klog.ErrorS(err, "extender stopped")
-		}
+		klog.ErrorS(err, "extender stopped")
 		return 1
 	}
 	return 0

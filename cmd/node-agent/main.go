@@ -74,8 +74,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&o.pollInterval, "poll-interval", time.Second, "how often to read the GPUs")
 		fs.DurationVar(&o.reportInterval, "report-interval", 30*time.Second, "least time between annotation writes caused by used memory alone")
 		fs.Int64Var(&o.usedThreshold, "used-threshold-mib", 1024, "how far used memory must move (MiB) before it is worth a write")
-		fs.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics (empty: off)")
-		fs.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (empty: off)")
+		fs.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics (0 disables)")
+		fs.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (0 disables)")
 		fs.StringVar(&o.advertiseAddress, "advertise-address", os.Getenv("POD_IP"), "address at which others reach the metrics address, published on the Node as "+api.NodeAnnotationAgentMetrics+" with the metrics port (default $POD_IP; else the metrics address's own host, if it names one)")
 		fs.Int64Var(&o.overTolerance, "over-budget-tolerance-mib", 512, "how far (MiB) a pod's GPU processes may use more than it booked on a GPU before it counts as over budget")
 		fs.DurationVar(&o.overAfter, "over-budget-after", 30*time.Second, "how long a pod must stay over budget before its Warning event, and between eviction attempts")
@@ -96,7 +96,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cmd == "inventory" {
 		return inventory(o, stdout, stderr)
 	}
+	o.metricsAddr, o.healthAddr = address(o.metricsAddr), address(o.healthAddr)
 	return serve(o)
+}
+
+// address is an --*-addr flag as gpu.Serve takes it: "0" turns the server
+// off, as for the webhook and the extender (controller-runtime's
+// convention), and so does "", the agent's older spelling.
+func address(flag string) string {
+	if flag == "0" {
+		return ""
+	}
+	return flag
 }
 
 // inventory prints the node's GPUs as JSON (the annotation's format) once.

@@ -49,3 +49,16 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestAddressOff: "0" turns the metrics or health server off, as for the
+// webhook and the extender; then no metrics endpoint is published either.
+func TestAddressOff(t *testing.T) {
+	for flag, want := range map[string]string{"0": "", "": "", ":8080": ":8080", "127.0.0.1:9090": "127.0.0.1:9090"} {
+		if got := address(flag); got != want {
+			t.Errorf("address(%q) = %q, want %q", flag, got, want)
+		}
+	}
+	if got := metricsEndpoint("10.0.0.7", address("0")); got != "" {
+		t.Errorf("metrics off: endpoint %q published", got)
+	}
+}

@@ -146,8 +146,8 @@ const ExtenderServiceAccount = "mlplane-extender"
 // extenderComponent is bin/extender serving as component name on ports of
 // its own, as the extender's ServiceAccount, with extra flags after the
 // common ones; ready once /healthz answers. It returns the ports of the
-// verbs and of /healthz.
-func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElect bool, extra []string) (comp *component, port, health int, err error) {
+// verbs and of /metrics and /leaderz.
+func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElect bool, extra []string) (comp *component, port, metrics int, err error) {
 	kubeconfig, err := c.extenderKubeconfig(ctx)
 	if err != nil {
 		return nil, 0, 0, err
@@ -159,11 +159,11 @@ func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElec
 	if port, err = c.port(name); err != nil {
 		return nil, 0, 0, err
 	}
-	if health, err = c.port(name + "-health"); err != nil {
+	health, err := c.port(name + "-health")
+	if err != nil {
 		return nil, 0, 0, err
 	}
-	metrics, err := c.port(name + "-metrics")
-	if err != nil {
+	if metrics, err = c.port(name + "-metrics"); err != nil {
 		return nil, 0, 0, err
 	}
 	comp = c.newComponent(name, "extender", append([]string{"serve",
@@ -176,5 +176,5 @@ func (c *Cluster) extenderComponent(ctx context.Context, name string, leaderElec
 		fmt.Sprintf("--leader-elect=%t", leaderElect),
 	}, extra...)...)
 	comp.ready = runner.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/healthz", health), false)
-	return comp, port, health, nil
+	return comp, port, metrics, nil
 }

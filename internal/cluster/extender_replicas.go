@@ -41,7 +41,7 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	if !c.HasBin("extender") {
 		return nil, fmt.Errorf("%s not found: run make build", c.Bin("extender"))
 	}
-	comp, port, health, err := c.extenderComponent(ctx, name, true, args)
+	comp, port, metrics, err := c.extenderComponent(ctx, name, true, args)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +52,6 @@ func (c *Cluster) StartExtenderReplica(ctx context.Context, name string, args ..
 	return &ExtenderReplica{
 		Name:      name,
 		URL:       fmt.Sprintf("https://127.0.0.1:%d", port),
-		LeaderURL: fmt.Sprintf("http://127.0.0.1:%d/leaderz", health),
+		LeaderURL: fmt.Sprintf("http://127.0.0.1:%d/leaderz", metrics),
 	}, nil
 }

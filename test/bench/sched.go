@@ -240,10 +240,15 @@ func SchedBench(ctx context.Context, o SchedBenchOptions) (*SchedReport, error) 
 	if err != nil {
 		return nil, err
 	}
+	pprofPort, err := runner.FreePort()
+	if err != nil {
+		return nil, err
+	}
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	// The last --metrics-addr wins: the cluster does not say which port it
 	// gave the extender's metrics.
-	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: append([]string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), "--profiling"}, o.ExtenderArgs...)}
+	eo := cluster.ExtenderOptions{PolicyFile: o.PolicyFile, Args: append([]string{fmt.Sprintf("--metrics-addr=127.0.0.1:%d", metricsPort), fmt.Sprintf("--pprof-addr=127.0.0.1:%d", pprofPort)}, o.ExtenderArgs...)}
+	o.Logf("extender profiles at http://127.0.0.1:%d/debug/pprof/", pprofPort)
 	if o.PercentageOfNodesToScore != nil {
 		if eo.SchedulerConfig, err = schedConfigWithPercentage(c.Dir(), *o.PercentageOfNodesToScore); err != nil {
 			return nil, err

@@ -62,10 +62,15 @@ func counterVec(name, help, label string) *prometheus.CounterVec {
 
 // Register adds every metric to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads, m.preemptions, m.preemptionVictims, m.clientsRefused} {
+	for _, c := range m.collectors() {
 		if err := r.Register(c); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// collectors are the metrics Register adds.
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.latency, m.filterFailures, m.binds, m.filterHolds, m.bindPodSource, m.filterWaits, m.badRequests, m.PolicyReloads, m.preemptions, m.preemptionVictims, m.clientsRefused}
 }

@@ -2,11 +2,11 @@ package extender
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -14,18 +14,17 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	eventsv1 "k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score/state"
@@ -36,13 +35,21 @@ type ServerOptions struct {
 	// Addr serves the verbs (default :8888).
 	Addr string
 	// TLS serves the verbs over TLS and requires the scheduler's client
-	// certificate (nil: plain HTTP, for tests). /healthz, /readyz and
-	// /metrics stay plain HTTP on their own addresses.
+	// certificate (nil: plain HTTP, for tests). Health, metrics and pprof
+	// stay plain HTTP on their own addresses.
 	TLS *TLSOptions
-	// HealthAddr serves /healthz and /readyz (default :8081).
+	// HealthAddr serves /healthz and /readyz: the manager's health probe
+	// server (default :8081; "0" disables).
 	HealthAddr string
-	// MetricsAddr serves /metrics (default :8080).
+	// MetricsAddr serves /metrics (controller-runtime's metrics.Registry:
+	// the extender's metrics beside the Go, process, client and leader
+	// election ones) and /leaderz: the manager's metrics server (default
+	// :8080; "0" disables).
 	MetricsAddr string
+	// PprofAddr serves Go's pprof handlers under /debug/pprof/, the
+	// manager's PprofBindAddress (default "" or "0": off; they reveal
+	// internals and cost CPU when used, as kube-scheduler's --profiling).
+	PprofAddr string
 	// PolicyPath is the PlacementPolicy file, reloaded on change (default:
 	// built-in policy).
 	PolicyPath string
@@ -60,8 +67,20 @@ type ServerOptions struct {
 	// Identity is this replica's leader election identity (default: the
 	// host name plus a random suffix).
 	Identity string
-	// Client talks to the API server (required).
+	// Config is the API server connection the manager is built on
+	// (required unless Client is set). Client defaults to a clientset of it.
+	Config *rest.Config
+	// Client talks to the API server: informers, binds, evictions, events
+	// and the leader election Lease all go through it. Tests set a fake one
+	// and leave Config nil; the manager then gets a configuration that
+	// reaches nothing, and makes no calls of its own (its cache and client
+	// are not used).
 	Client kubernetes.Interface
+	// Registry receives the extender's metrics while Serve runs (default
+	// controller-runtime's metrics.Registry, which MetricsAddr serves);
+	// Serve unregisters them when it returns. Two Serve at once in one
+	// process (tests) need a registry each.
+	Registry prometheus.Registerer
 	// Logger (default: discard).
 	Logger logr.Logger
 	// MaxConcurrentBinds, BindQueueTimeout and FilterWaitTimeout as in
@@ -69,20 +88,14 @@ type ServerOptions struct {
 	MaxConcurrentBinds int
 	BindQueueTimeout   time.Duration
 	FilterWaitTimeout  time.Duration
-	// Profiling serves Go's pprof handlers under /debug/pprof/ beside
-	// /metrics (default false: they reveal internals and cost CPU when
-	// used, as kube-scheduler's --profiling).
-	Profiling bool
 	// PolicyPollInterval (default 2s).
 	PolicyPollInterval time.Duration
-	// ShutdownTimeout bounds the graceful shutdown (default 10s).
+	// ShutdownTimeout bounds the graceful shutdown, the manager's
+	// GracefulShutdownTimeout (default 10s). A lost leadership skips it.
 	ShutdownTimeout time.Duration
-	// Listening, when set, receives the bound address of each listener
-	// ("addr", "health", "metrics"); tests use ":0" and read it back.
-	Listening func(name, addr string)
 }
 
-func (o *ServerOptions) defaults() {
+func (o *ServerOptions) defaults() error {
 	if o.Addr == "" {
 		o.Addr = ":8888"
 	}
@@ -105,43 +118,79 @@ func (o *ServerOptions) defaults() {
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = 10 * time.Second
 	}
+	if o.Registry == nil {
+		o.Registry = crmetrics.Registry
+	}
+	switch {
+	case o.Client != nil && o.Config == nil:
+		o.Config = &rest.Config{}
+	case o.Client == nil && o.Config == nil:
+		return errors.New("extender: neither a Client nor a Config to build one")
+	case o.Client == nil:
+		var err error
+		if o.Client, err = kubernetes.NewForConfig(o.Config); err != nil {
+			return fmt.Errorf("extender: building the client: %w", err)
+		}
+	}
+	return nil
 }
 
-// ErrLostLeadership ends Serve when this replica stops being the leader;
-// the process exits and restarts as a follower with a clean state.
-var ErrLostLeadership = errors.New("lost leadership")
-
-// Serve runs the extender until ctx ends: informers, policy reloads, leader
-// election if asked, and the three HTTP servers. It is ready only once the
-// caches have synced and the state has been seeded from a consistent list,
-// and, with leader election, only while it leads.
+// Serve runs the extender until ctx ends, on a controller-runtime manager
+// as the webhook does: the manager serves health, metrics and pprof, runs
+// the leader election and shuts down gracefully; Serve adds the verbs'
+// server, the informers, policy and certificate reloads, preemption and,
+// with leader election, what the leader does (leader.go). It is ready
+// (/readyz) once the caches have synced, and answers the verbs only once
+// the state has been seeded from a consistent list and, with leader
+// election, while it leads. A lost leadership ends Serve with the
+// manager's error ("leader election lost"): the process exits and restarts
+// as a follower with a clean state.
 func Serve(ctx context.Context, o ServerOptions) error {
-	o.defaults()
-	log := o.Logger
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := NewMetrics()
-	if err := m.Register(reg); err != nil {
+	if err := o.defaults(); err != nil {
 		return err
 	}
+	log := o.Logger
+	m := NewMetrics()
 	policy, err := LoadPolicyFile(o.PolicyPath, m, log)
 	if err != nil {
 		return err
 	}
-	st := state.New(state.Options{Logger: log.WithName("state")})
-	reservations := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "mlplane", Subsystem: "extender", Name: "reservations",
-		Help: "GPU reservations of bound pods the informer has not confirmed yet.",
-	}, func() float64 { return float64(st.Reservations()) })
-	reg.MustRegister(reservations)
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: "mlplane", Subsystem: "extender", Name: "booking_edits_total",
-		Help: "Edits of a bound pod's GPU annotations that the extender ignored, keeping the booking fixed at bind (each distinct edit once).",
-	}, func() float64 { return float64(st.BookingEdits()) }))
 	var files *tlsFiles
 	if o.TLS != nil {
 		if files, err = newTLSFiles(*o.TLS, func(reason string) { m.clientsRefused.WithLabelValues(reason).Inc() }, log.WithName("tls")); err != nil {
 			return err
+		}
+	}
+	st := state.New(state.Options{Logger: log.WithName("state")})
+	metrics := append(m.collectors(),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "mlplane", Subsystem: "extender", Name: "reservations",
+			Help: "GPU reservations of bound pods the informer has not confirmed yet.",
+		}, func() float64 { return float64(st.Reservations()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "mlplane", Subsystem: "extender", Name: "booking_edits_total",
+			Help: "Edits of a bound pod's GPU annotations that the extender ignored, keeping the booking fixed at bind (each distinct edit once).",
+		}, func() float64 { return float64(st.BookingEdits()) }))
+	var owned []prometheus.Collector
+	defer func() {
+		for _, c := range owned {
+			o.Registry.Unregister(c)
+		}
+	}()
+	for _, c := range metrics {
+		if err := o.Registry.Register(c); err != nil {
+			return fmt.Errorf("extender metrics: %w", err)
+		}
+		owned = append(owned, c)
+	}
+	// The Go and process metrics, unless the registry has them already
+	// (controller-runtime registers them where its controllers are linked
+	// in; the extender has none).
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := o.Registry.Register(c); err == nil {
+			owned = append(owned, c)
+		} else if !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+			return fmt.Errorf("extender metrics: %w", err)
 		}
 	}
 
@@ -163,187 +212,140 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		Events: events.NewRecorder(scheme.Scheme, "mlplane-extender"),
 	})
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	g, gctx := errgroup.WithContext(ctx)
-
-	health := http.NewServeMux()
-	health.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	// Every synced replica is ready, so that a Deployment's rolling update
-	// can finish; the Service reaches the leader by its label.
-	health.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !synced.Load() {
-			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	health.HandleFunc("GET /leaderz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not the leader", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "leader")
-	})
-	metrics := http.NewServeMux()
-	metrics.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if o.Profiling {
-		metrics.HandleFunc("/debug/pprof/", pprof.Index)
-		metrics.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		metrics.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		metrics.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		metrics.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mopts := manager.Options{
+		Logger: log,
+		Metrics: metricsserver.Options{BindAddress: o.MetricsAddr, ExtraHandlers: map[string]http.Handler{
+			"/leaderz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if !ready() {
+					http.Error(w, "not the leader", http.StatusServiceUnavailable)
+					return
+				}
+				fmt.Fprintln(w, "leader")
+			}),
+		}},
+		HealthProbeBindAddress:  o.HealthAddr,
+		PprofBindAddress:        o.PprofAddr,
+		GracefulShutdownTimeout: &o.ShutdownTimeout,
 	}
-
-	for _, s := range []struct {
-		name, addr string
-		h          http.Handler
-	}{{"addr", o.Addr, ext.Handler()}, {"health", o.HealthAddr, health}, {"metrics", o.MetricsAddr, metrics}} {
-		ln, err := net.Listen("tcp", s.addr)
-		if err != nil {
-			return fmt.Errorf("listening on %s: %w", s.addr, err)
-		}
-		if o.Listening != nil {
-			o.Listening(s.name, ln.Addr().String())
-		}
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
-		serve := srv.Serve
-		if s.name == "addr" && files != nil {
-			srv.TLSConfig, srv.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
-			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
-		}
-		g.Go(func() error {
-			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("%s server: %w", s.name, err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, done := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-			defer done()
-			return srv.Shutdown(sctx)
-		})
-	}
-
-	g.Go(func() error {
-		if err := st.Start(gctx, o.Client); err != nil {
+	if o.LeaderElect {
+		if err := leaderElection(&mopts, o); err != nil {
 			return err
 		}
-		pdbInformers.Start(gctx.Done())
-		events.StartRecordingToSink(gctx.Done())
-		for typ, ok := range pdbInformers.WaitForCacheSync(gctx.Done()) {
-			if !ok {
-				return fmt.Errorf("%v informer did not sync: %w", typ, context.Cause(gctx))
-			}
+	}
+	mgr, err := manager.New(o.Config, mopts)
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Every synced replica is ready, so that a Deployment's rolling update
+	// can finish; the Service reaches the leader by its label.
+	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
+		if !synced.Load() {
+			return errors.New("caches not synced")
 		}
-		// The informers' first list may come from the API server's watch
-		// cache; a quorum list makes sure nothing a predecessor booked
-		// is missed.
-		if !o.LeaderElect {
-			n, err := st.SeedFromAPI(gctx, o.Client)
-			if err != nil {
-				return err
-			}
-			log.Info("state rebuilt from the API server", "seeded", n)
-		}
-		synced.Store(true)
-		log.Info("caches synced")
 		return nil
-	})
-	g.Go(func() error {
-		policy.Watch(gctx, o.PolicyPollInterval)
-		return nil
-	})
+	}); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", o.Addr, err)
+	}
+	verbs := &http.Server{Handler: ext.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if files != nil {
-		g.Go(func() error {
-			files.watch(gctx)
-			return nil
-		})
+		verbs.TLSConfig, verbs.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
+		ln = tls.NewListener(ln, verbs.TLSConfig)
 	}
-	g.Go(func() error {
-		ext.RunPreemption(gctx, PreemptionInterval)
-		return nil
-	})
-	g.Go(func() error {
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-				st.Sweep()
+	// Every replica serves the verbs: a follower answers that it is not
+	// ready, as the scheduler expects of an extender that is starting.
+	if err := mgr.Add(&manager.Server{Name: "verbs", Server: verbs, Listener: ln, ShutdownTimeout: &o.ShutdownTimeout}); err != nil {
+		ln.Close()
+		return err
+	}
+
+	syncedCh := make(chan struct{})
+	everyReplica := []func(context.Context) error{
+		func(ctx context.Context) error {
+			if err := st.Start(ctx, o.Client); err != nil {
+				return err
 			}
+			pdbInformers.Start(ctx.Done())
+			events.StartRecordingToSink(ctx.Done())
+			for typ, ok := range pdbInformers.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return fmt.Errorf("%v informer did not sync: %w", typ, context.Cause(ctx))
+				}
+			}
+			// The informers' first list may come from the API server's
+			// watch cache; a quorum list makes sure nothing a predecessor
+			// booked is missed (the leader does it when it is elected).
+			if !o.LeaderElect {
+				n, err := st.SeedFromAPI(ctx, o.Client)
+				if err != nil {
+					return err
+				}
+				log.Info("state rebuilt from the API server", "seeded", n)
+			}
+			synced.Store(true)
+			close(syncedCh)
+			log.Info("caches synced")
+			return nil
+		},
+		func(ctx context.Context) error { policy.Watch(ctx, o.PolicyPollInterval); return nil },
+		func(ctx context.Context) error { ext.RunPreemption(ctx, PreemptionInterval); return nil },
+		func(ctx context.Context) error {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					st.Sweep()
+				}
+			}
+		},
+	}
+	if files != nil {
+		everyReplica = append(everyReplica, func(ctx context.Context) error { files.watch(ctx); return nil })
+	}
+	for _, f := range everyReplica {
+		if err := mgr.Add(unelected(f)); err != nil {
+			return err
 		}
-	})
-	if o.LeaderElect {
-		g.Go(func() error {
-			// A restarted container of a former leader must not keep
-			// receiving the scheduler's calls.
-			if err := labelLeader(gctx, o, false); err != nil {
-				return err
-			}
-			err := RunLeaderElection(gctx, LeaderOptions{
-				Client: o.Client, Namespace: o.Namespace, Identity: o.Identity, Logger: log.WithName("leader"),
-				OnStarted: func(ctx context.Context) error {
-					// Wait for the caches, then read what the old leader
-					// booked last, before binding anything.
-					for !synced.Load() {
-						select {
-						case <-ctx.Done():
-							return ctx.Err()
-						case <-time.After(50 * time.Millisecond):
-						}
-					}
-					n, err := st.SeedFromAPI(ctx, o.Client)
-					log.Info("state seeded for leadership", "seeded", n)
-					if err != nil {
-						return err
-					}
-					return labelLeader(ctx, o, true)
-				},
-				OnStopped: func() {
-					// Best effort: the replica exits, and its restart
-					// removes the label in any case.
-					lctx, done := context.WithTimeout(context.Background(), 2*time.Second)
-					defer done()
-					_ = labelLeader(lctx, o, false)
-					cancel(ErrLostLeadership)
-				},
-			}, leader.Store)
-			if err != nil {
-				return err
-			}
-			if cause := context.Cause(ctx); errors.Is(cause, ErrLostLeadership) {
-				return ErrLostLeadership
-			}
-			return nil
-		})
 	}
-	err = g.Wait()
-	if cause := context.Cause(ctx); err == nil && errors.Is(cause, ErrLostLeadership) {
-		return ErrLostLeadership
+	var led atomic.Bool
+	if o.LeaderElect {
+		// A restarted container of a former leader must not keep receiving
+		// the scheduler's calls.
+		if err := labelLeader(ctx, o, false); err != nil {
+			return err
+		}
+		if err := mgr.Add(leading(o, st, syncedCh, &leader, &led, log.WithName("leader"))); err != nil {
+			return err
+		}
+	}
+	log.Info("Starting mlplane extender", "addr", o.Addr, "tls", files != nil, "leaderElect", o.LeaderElect, "identity", o.Identity)
+	err = mgr.Start(ctx)
+	if led.Load() {
+		// Whether it stepped down or lost the Lease: the replica exits,
+		// and a restart would remove the label in any case.
+		lctx, done := context.WithTimeout(context.Background(), 2*time.Second)
+		defer done()
+		_ = labelLeader(lctx, o, false)
 	}
 	return err
 }
 
-// labelLeader sets (on) or removes api.LabelExtenderLeader on the replica's
-// own pod, when it runs in one. The removal of an absent label and a pod
-// that no longer exists are not errors.
-func labelLeader(ctx context.Context, o ServerOptions, on bool) error {
-	if o.PodName == "" || o.PodNamespace == "" {
-		return nil
-	}
-	value := "null"
-	if on {
-		value = `"true"`
-	}
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, api.LabelExtenderLeader, value)
-	_, err := o.Client.CoreV1().Pods(o.PodNamespace).Patch(ctx, o.PodName, types.MergePatchType, []byte(patch),
-		metav1.PatchOptions{FieldManager: api.FieldManager})
-	if err != nil && !(apierrors.IsNotFound(err) && !on) {
-		return fmt.Errorf("label pod %s/%s %s=%t: %w", o.PodNamespace, o.PodName, api.LabelExtenderLeader, on, err)
-	}
-	return nil
-}
+// unelected is a manager runnable that runs on every replica, leader or not.
+type unelected func(context.Context) error
+
+func (f unelected) Start(ctx context.Context) error { return f(ctx) }
+
+// NeedLeaderElection is false: see unelected.
+func (unelected) NeedLeaderElection() bool { return false }
+
+var _ manager.LeaderElectionRunnable = unelected(nil)

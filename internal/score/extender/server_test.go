@@ -2,8 +2,8 @@ package extender
 
 import (
 	"context"
-	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -31,28 +32,36 @@ type server struct {
 	err    error
 }
 
+// freeAddr is a loopback address with a port free a moment ago: the
+// manager opens the health and metrics listeners itself, from an address.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startServer runs Serve on free loopback ports, once its health address
+// answers.
 func startServer(t *testing.T, o ServerOptions) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{addrs: map[string]string{}, cancel: cancel, done: make(chan error, 1)}
-	var mu sync.Mutex
-	listening := make(chan struct{}, 3)
-	o.Addr, o.HealthAddr, o.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	o.Listening = func(name, addr string) {
-		mu.Lock()
-		s.addrs[name] = addr
-		mu.Unlock()
-		listening <- struct{}{}
-	}
+	o.Addr, o.HealthAddr, o.MetricsAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+	s := &server{addrs: map[string]string{"addr": o.Addr, "health": o.HealthAddr, "metrics": o.MetricsAddr, "pprof": o.PprofAddr}, cancel: cancel, done: make(chan error, 1)}
 	o.Logger = logr.Discard()
 	go func() { s.done <- Serve(ctx, o) }()
-	for range 3 {
+	waitFor(t, "the health address", func() bool {
 		select {
-		case <-listening:
 		case err := <-s.done:
 			t.Fatalf("Serve ended: %v", err)
+		default:
 		}
-	}
+		code, _ := s.get("/healthz")
+		return code == http.StatusOK
+	})
 	t.Cleanup(func() { s.stop() })
 	return s
 }
@@ -67,8 +76,14 @@ func (s *server) stop() error {
 
 func (s *server) get(path string) (int, string) {
 	addr := s.addrs["health"]
-	if path == "/metrics" || strings.HasPrefix(path, "/debug/pprof/") {
+	switch {
+	case path == "/metrics" || path == "/leaderz":
 		addr = s.addrs["metrics"]
+	case strings.HasPrefix(path, "/debug/pprof/"):
+		// Off: asked of the metrics address, which does not serve it.
+		if addr = s.addrs["pprof"]; addr == "" {
+			addr = s.addrs["metrics"]
+		}
 	}
 	resp, err := http.Get("http://" + addr + path)
 	if err != nil {
@@ -111,7 +126,8 @@ func TestServeHealthMetricsAndReload(t *testing.T) {
 		t.Fatalf("malformed filter: %d", resp.StatusCode)
 	}
 	_, metrics := s.get("/metrics")
-	for _, m := range []string{`mlplane_extender_request_duration_seconds_count{verb="filter"} 1`, `mlplane_extender_bad_requests_total{verb="filter"} 1`, `mlplane_extender_policy_reloads_total{result="ok"} 1`} {
+	// The Go and process metrics are served beside the extender's.
+	for _, m := range []string{`mlplane_extender_request_duration_seconds_count{verb="filter"} 1`, `mlplane_extender_bad_requests_total{verb="filter"} 1`, `mlplane_extender_policy_reloads_total{result="ok"} 1`, "go_goroutines ", "process_resident_memory_bytes "} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("metrics lack %s", m)
 		}
@@ -137,10 +153,14 @@ func TestServeHealthMetricsAndReload(t *testing.T) {
 	}
 }
 
-// TestProfiling: pprof is served on the metrics address only when asked.
+// TestProfiling: pprof is served (on its own address) only when asked.
 func TestProfiling(t *testing.T) {
 	for _, on := range []bool{false, true} {
-		s := startServer(t, ServerOptions{Client: fake.NewClientset(), Profiling: on})
+		o := ServerOptions{Client: fake.NewClientset()}
+		if on {
+			o.PprofAddr = freeAddr(t)
+		}
+		s := startServer(t, o)
 		code, body := s.get("/debug/pprof/cmdline")
 		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; code != want {
 			t.Errorf("profiling %v: /debug/pprof/cmdline answered %d, want %d", on, code, want)
@@ -183,8 +203,9 @@ func TestLeaderElection(t *testing.T) {
 			Labels: map[string]string{"app": "x", api.LabelExtenderLeader: "true"}}}
 	}
 	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()), pod("pod-a"), pod("pod-b"))
-	a := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a", PodNamespace: api.DefaultNamespace, PodName: "pod-a"})
-	b := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "b", PodNamespace: api.DefaultNamespace, PodName: "pod-b"})
+	// Two replicas in one process: a metrics registry each.
+	a := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a", PodNamespace: api.DefaultNamespace, PodName: "pod-a", Registry: prometheus.NewRegistry()})
+	b := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "b", PodNamespace: api.DefaultNamespace, PodName: "pod-b", Registry: prometheus.NewRegistry()})
 	leads := func(s *server) bool { code, _ := s.get("/leaderz"); return code == http.StatusOK }
 	labelled := func(name string) bool {
 		p, err := client.CoreV1().Pods(api.DefaultNamespace).Get(context.Background(), name, metav1.GetOptions{})
@@ -211,7 +232,7 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatalf("the follower's other labels were touched: %v", p.Labels)
 	}
 	// The leader steps down (graceful: it releases the Lease and its label).
-	if err := leader.stop(); err != nil && !errors.Is(err, ErrLostLeadership) {
+	if err := leader.stop(); err != nil {
 		t.Fatalf("leader stop: %v", err)
 	}
 	waitFor(t, "failover", func() bool { return leads(follower) })

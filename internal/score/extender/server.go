@@ -232,8 +232,18 @@ func Serve(ctx context.Context, o ServerOptions) error {
 			return err
 		}
 	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", o.Addr, err)
+	}
+	verbs := &http.Server{Handler: ext.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if files != nil {
+		verbs.TLSConfig, verbs.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
+		ln = tls.NewListener(ln, verbs.TLSConfig)
+	}
 	mgr, err := manager.New(o.Config, mopts)
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -250,19 +260,9 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", o.Addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", o.Addr, err)
-	}
-	verbs := &http.Server{Handler: ext.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	if files != nil {
-		verbs.TLSConfig, verbs.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
-		ln = tls.NewListener(ln, verbs.TLSConfig)
-	}
 	// Every replica serves the verbs: a follower answers that it is not
 	// ready, as the scheduler expects of an extender that is starting.
 	if err := mgr.Add(&manager.Server{Name: "verbs", Server: verbs, Listener: ln, ShutdownTimeout: &o.ShutdownTimeout}); err != nil {
-		ln.Close()
 		return err
 	}
 

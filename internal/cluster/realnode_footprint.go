@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 )
@@ -26,13 +27,9 @@ type Usage struct {
 	RSS int64
 }
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's utime and stime: 100
-// on every Linux architecture Go runs on.
-const clockTicks = 100
-
 // RealNodeFootprint measures the real node over window: its own programs
 // (kubelet, containerd, the containerd shims summed, kube-proxy) from
-// /proc, and each pod on it from its cgroup (cgroup v1 cpuacct and memory
+// /proc (read by procfs), and each pod on it from its cgroup (cgroup v1 cpuacct and memory
 // controllers, under the kubelet's cgroupRoot). Pods are named from the
 // API server. A shim or pod that goes during the window is left out. It
 // errs without a real node or when one of its programs is not running.
@@ -136,56 +133,51 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 	return programs, pods, nil
 }
 
-// pidsByComm lists the processes whose /proc/PID/comm starts with prefix.
+// pidsByComm lists the processes whose comm (proc(5)) starts with prefix.
 func pidsByComm(prefix string) ([]int, error) {
-	ents, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err == nil && strings.HasPrefix(string(comm), prefix) {
-			out = append(out, pid)
+	for _, p := range procs {
+		if comm, err := p.Comm(); err == nil && strings.HasPrefix(comm, prefix) {
+			out = append(out, p.PID)
 		}
 	}
 	return out, nil
 }
 
-// procCPUSeconds is utime+stime of pid, in seconds (proc(5)).
+// procCPUSeconds is utime+stime of pid, in seconds, from /proc/PID/stat
+// (parsed by procfs).
 func procCPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, err
 	}
-	// comm, field 2, may hold spaces: the fields after it start after ')'.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	st, err := p.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("process %d: %w", pid, err)
 	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
-	}
-	return float64(utime+stime) / clockTicks, nil
+	return st.CPUTime(), nil
 }
 
-// procRSS is pid's VmRSS in bytes.
+// procRSS is pid's VmRSS in bytes, from /proc/PID/status (parsed by
+// procfs).
 func procRSS(pid int) (int64, error) {
-	return memoryStatLine(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:", 1024)
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return int64(st.VmRSS), nil
 }
 
 // memoryStat is key's value in a cgroup v1 memory.stat file, in bytes.
 func memoryStat(path, key string) (int64, error) {
-	return memoryStatLine(path, key, 1)
-}
-
-func memoryStatLine(path, key string, unit int64) (int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
@@ -193,8 +185,7 @@ func memoryStatLine(path, key string, unit int64) (int64, error) {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == key {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			return v * unit, err
+			return strconv.ParseInt(f[1], 10, 64)
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s", path, key)

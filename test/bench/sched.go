@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/procfs"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -30,7 +31,6 @@ import (
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster"
 	"github.com/mlplane/mlplane/internal/cluster/runner"
-	"github.com/prometheus/procfs"
 )
 
 // Scheduling modes.

@@ -25,10 +25,12 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/mlplane/mlplane/internal/cluster/runner"
 	"github.com/moby/sys/mountinfo"
+	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
 // Spec names what a node may change, and so what Restore may undo.
@@ -251,16 +253,21 @@ func SysctlPath(name string) string {
 	return filepath.Join(procSys, strings.ReplaceAll(name, ".", "/"))
 }
 
-// ReadSysctl reads a sysctl, trimmed.
+// ReadSysctl reads a sysctl through procfs: its fields joined by one
+// space (a single value, trimmed, for every sysctl a Spec names here).
 func ReadSysctl(name string) (string, error) {
-	b, err := os.ReadFile(SysctlPath(name))
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimSpace(string(b)), nil
+	f, err := fs.SysctlStrings(name)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(f, " "), nil
 }
 
-// WriteSysctl sets a sysctl.
+// WriteSysctl sets a sysctl (procfs only reads them).
 func WriteSysctl(name, value string) error {
 	return os.WriteFile(SysctlPath(name), []byte(value), 0o644)
 }
@@ -404,20 +411,19 @@ func processes(exes []string) []proc {
 	if len(exes) == 0 {
 		return nil
 	}
-	ents, _ := os.ReadDir("/proc")
+	procs, _ := procfs.AllProcs()
 	var out []proc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
+	for _, p := range procs {
+		if p.PID == os.Getpid() {
 			continue
 		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil {
+		exe, err := p.Executable()
+		if err != nil || exe == "" {
 			continue
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
 		if slices.Contains(exes, exe) {
-			out = append(out, proc{pid, exe})
+			out = append(out, proc{p.PID, exe})
 		}
 	}
 	return out
@@ -483,9 +489,14 @@ func cgroupPids(dir string) []int {
 	return pids
 }
 
+// comm is pid's command name (proc(5)), "" when it cannot be read.
 func comm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return ""
+	}
+	c, _ := p.Comm()
+	return c
 }
 
 // unmountNew detaches every mount under the roots that base does not have,

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -241,8 +242,12 @@ func FreePort() (int, error) {
 // pid still runs binary ("" accepts any): SIGTERM to the group, up to grace
 // for the process to go, then SIGKILL. It reports whether it signalled.
 func KillGroup(pid int, binary string, grace time.Duration) bool {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || (binary != "" && strings.TrimSuffix(exe, " (deleted)") != binary) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	exe, err := p.Executable()
+	if err != nil || exe == "" || (binary != "" && strings.TrimSuffix(exe, " (deleted)") != binary) {
 		return false
 	}
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
@@ -264,15 +269,15 @@ func Alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return false
 	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
-	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
-		return b[i+2] != 'Z'
+	st, err := p.Stat()
+	if err != nil {
+		return false
 	}
-	return true
+	return st.State != "Z"
 }
 
 func isClosed(c chan struct{}) bool {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mlplane/mlplane/internal/cluster/runner"
 	"github.com/prometheus/procfs"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -79,8 +80,8 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 		out := map[string]float64{}
 		for _, p := range progs {
 			for _, pid := range p.pids {
-				if s, err := procCPUSeconds(pid); err == nil {
-					out[fmt.Sprintf("%s/%d", p.name, pid)] = s
+				if u, err := runner.ReadUsage(pid); err == nil {
+					out[fmt.Sprintf("%s/%d", p.name, pid)] = u.CPU.Seconds()
 				}
 			}
 		}
@@ -109,12 +110,12 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 		u := Usage{Name: p.name}
 		for _, pid := range p.pids {
 			cpu, ok := delta(fmt.Sprintf("%s/%d", p.name, pid))
-			rss, err := procRSS(pid)
+			pu, err := runner.ReadUsage(pid)
 			if !ok || err != nil {
 				continue
 			}
 			u.CPU += cpu
-			u.RSS += rss
+			u.RSS += pu.RSSBytes
 		}
 		programs = append(programs, u)
 	}
@@ -146,34 +147,6 @@ func pidsByComm(prefix string) ([]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// procCPUSeconds is utime+stime of pid, in seconds, from /proc/PID/stat
-// (parsed by procfs).
-func procCPUSeconds(pid int) (float64, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("process %d: %w", pid, err)
-	}
-	return st.CPUTime(), nil
-}
-
-// procRSS is pid's VmRSS in bytes, from /proc/PID/status (parsed by
-// procfs).
-func procRSS(pid int) (int64, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return 0, fmt.Errorf("process %d: %w", pid, err)
-	}
-	return int64(st.VmRSS), nil
 }
 
 // memoryStat is key's value in a cgroup v1 memory.stat file, in bytes.

@@ -26,13 +26,4 @@ func TestProcReaders(t *testing.T) {
 	if !slices.Contains(pids, self) {
 		t.Errorf("pidsByComm(%q) = %v, lacks this process %d", comm, pids, self)
 	}
-	if rss, err := procRSS(self); err != nil || rss <= 0 {
-		t.Errorf("procRSS(self) = %d, %v; want a positive size", rss, err)
-	}
-	if cpu, err := procCPUSeconds(self); err != nil || cpu < 0 {
-		t.Errorf("procCPUSeconds(self) = %v, %v", cpu, err)
-	}
-	if _, err := procRSS(-1); err == nil {
-		t.Error("procRSS of no process succeeded")
-	}
 }

@@ -35,7 +35,7 @@ type AgentReport struct {
 	RSSMiB    float64 `json:"rss_mib"`
 	MaxRSSMiB float64 `json:"max_rss_mib"`
 	// AnonMiB and FileMiB split RSSMiB: the agent's own memory and the
-	// resident pages of its binary and libraries (ProcUsage).
+	// resident pages of its binary and libraries (runner.Usage).
 	AnonMiB float64 `json:"anon_mib"`
 	FileMiB float64 `json:"file_mib"`
 	// CPUSeconds is utime+stime over the window; CPUPercent of one core.
@@ -100,18 +100,18 @@ func AgentFootprint(ctx context.Context, c *cluster.Cluster, o AgentOptions) (*A
 	if err := sleepCtx(ctx, o.Warmup); err != nil {
 		return nil, err
 	}
-	before, err := ReadProcUsage(agent.PID())
+	before, err := runner.ReadUsage(agent.PID())
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	maxRSS := before.RSSBytes
-	var last ProcUsage
+	var last runner.Usage
 	for time.Since(start) < o.Window {
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return nil, err
 		}
-		if last, err = ReadProcUsage(agent.PID()); err != nil {
+		if last, err = runner.ReadUsage(agent.PID()); err != nil {
 			return nil, fmt.Errorf("node agent: %w; log:\n%s", err, agent.Tail(20))
 		}
 		maxRSS = max(maxRSS, last.RSSBytes)

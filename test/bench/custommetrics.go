@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mlplane/mlplane/internal/cluster/runner"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -175,7 +177,7 @@ func CustomMetricsBench(ctx context.Context, c *cluster.Cluster, o CustomMetrics
 
 	pid := c.PID(cluster.MetricsAPIServer)
 	o.Logf("custom metrics: footprint over %s, no query", o.Window)
-	before, err := ReadProcUsage(pid)
+	before, err := runner.ReadUsage(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +188,7 @@ func CustomMetricsBench(ctx context.Context, c *cluster.Cluster, o CustomMetrics
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return nil, err
 		}
-		if last, err = ReadProcUsage(pid); err != nil {
+		if last, err = runner.ReadUsage(pid); err != nil {
 			return nil, err
 		}
 		maxRSS = max(maxRSS, last.RSSBytes)
@@ -206,7 +208,7 @@ func CustomMetricsBench(ctx context.Context, c *cluster.Cluster, o CustomMetrics
 	}
 
 	o.Logf("custom metrics: %d requests per series, one at a time", o.Requests)
-	qBefore, _ := ReadProcUsage(pid)
+	qBefore, _ := runner.ReadUsage(pid)
 	qStart := time.Now()
 	one := func(i int) (int, error) {
 		b, err := rc.Get().AbsPath("/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + cmNamespace + "/pods/" + pods[i%len(pods)].Name + "/" + custommetrics.MetricUtilization).DoRaw(ctx)
@@ -240,7 +242,7 @@ func CustomMetricsBench(ctx context.Context, c *cluster.Cluster, o CustomMetrics
 			items[k] = n
 		}
 	}
-	qAfter, _ := ReadProcUsage(pid)
+	qAfter, _ := runner.ReadUsage(pid)
 	rep.QueryCPUPercent = 100 * (qAfter.CPU - qBefore.CPU).Seconds() / time.Since(qStart).Seconds()
 	rep.OnePod, rep.BaselineGetPod = latency(lat[0], items[0]), latency(lat[1], items[1])
 	rep.AllPods, rep.BaselineListPod = latency(lat[2], items[2]), latency(lat[3], items[3])

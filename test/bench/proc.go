@@ -1,46 +1,8 @@
 package bench
 
 import (
-	"fmt"
-	"time"
-
 	"github.com/prometheus/procfs"
 )
-
-// ProcUsage is a process's resident memory and the CPU time it has used.
-type ProcUsage struct {
-	RSSBytes int64
-	// AnonBytes and FileBytes split the resident set (RssAnon and RssFile
-	// of /proc/PID/status): the process's own memory (heap, stacks) and the
-	// pages of mapped files, mostly its binary and shared libraries, which
-	// the kernel maps around each touched page (fault-around, large folios).
-	AnonBytes, FileBytes int64
-	CPU                  time.Duration // utime + stime
-}
-
-// ReadProcUsage reads a process's resident set and its user+system CPU time
-// from /proc/PID/stat and the split of the resident set from
-// /proc/PID/status (Linux), parsed by procfs.
-func ReadProcUsage(pid int) (ProcUsage, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return ProcUsage{}, err
-	}
-	s, err := p.Stat()
-	if err != nil {
-		return ProcUsage{}, fmt.Errorf("process %d: %w", pid, err)
-	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return ProcUsage{}, fmt.Errorf("process %d: %w", pid, err)
-	}
-	return ProcUsage{
-		RSSBytes:  int64(s.ResidentMemory()),
-		AnonBytes: int64(st.RssAnon),
-		FileBytes: int64(st.RssFile),
-		CPU:       time.Duration(s.CPUTime() * float64(time.Second)),
-	}, nil
-}
 
 // MachineCPU is the machine's CPU time since boot, from /proc/stat's "cpu"
 // line: busy (everything but idle, iowait and steal) and total (everything

@@ -687,7 +687,7 @@ func deleteAllPods(ctx context.Context, cs kubernetes.Interface, ns string, work
 // configuration file.
 func componentCPU(dir string) map[string]float64 {
 	out := map[string]float64{}
-	if u, err := ReadProcUsage(os.Getpid()); err == nil {
+	if u, err := runner.ReadUsage(os.Getpid()); err == nil {
 		out["bench"] = u.CPU.Seconds()
 	}
 	if dir == "" {
@@ -706,7 +706,7 @@ func componentCPU(dir string) map[string]float64 {
 		if name == "kube-scheduler" && strings.Contains(strings.Join(args, " "), cluster.MlplaneScheduler) {
 			name = cluster.MlplaneScheduler
 		}
-		if u, err := ReadProcUsage(p.PID); err == nil {
+		if u, err := runner.ReadUsage(p.PID); err == nil {
 			out[name] += u.CPU.Seconds()
 		}
 	}

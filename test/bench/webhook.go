@@ -483,15 +483,15 @@ func writePairs(b *strings.Builder, cs []WebhookCase, line func(noop, ml Webhook
 // server's and this process's (the load generator's) usage, and the
 // machine's CPU.
 type usage struct {
-	server, client ProcUsage
+	server, client runner.Usage
 	machine        MachineCPU
 }
 
 func takeUsage(serverPID int) (u usage, err error) {
-	if u.server, err = ReadProcUsage(serverPID); err != nil {
+	if u.server, err = runner.ReadUsage(serverPID); err != nil {
 		return u, err
 	}
-	if u.client, err = ReadProcUsage(os.Getpid()); err != nil {
+	if u.client, err = runner.ReadUsage(os.Getpid()); err != nil {
 		return u, err
 	}
 	u.machine, err = ReadMachineCPU()

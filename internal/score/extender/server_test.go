@@ -2,6 +2,7 @@ package extender
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -16,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/score"
@@ -237,4 +240,40 @@ func TestLeaderElection(t *testing.T) {
 	}
 	waitFor(t, "failover", func() bool { return leads(follower) })
 	waitFor(t, "the new leader's pod labelled, the old one's not", func() bool { return labelled(followerPod) && !labelled(leaderPod) })
+}
+
+// TestLeaderLossEndsServe: a leader that can no longer renew its Lease
+// (cut off from the API server) stops answering as the leader and Serve
+// ends with the manager's error, so that the process exits and restarts as
+// a follower; its pod loses the leader label.
+func TestLeaderLossEndsServe(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-a", Namespace: api.DefaultNamespace}}
+	client := fake.NewClientset(gpuNode("n", 1, 80), agentLease("n", time.Now()), pod)
+	s := startServer(t, ServerOptions{Client: client, LeaderElect: true, Identity: "a", PodNamespace: api.DefaultNamespace, PodName: "pod-a"})
+	labelled := func() bool {
+		p, err := client.CoreV1().Pods(api.DefaultNamespace).Get(context.Background(), "pod-a", metav1.GetOptions{})
+		return err == nil && p.Labels[api.LabelExtenderLeader] == "true"
+	}
+	waitFor(t, "leading with its pod labelled", func() bool { code, _ := s.get("/leaderz"); return code == http.StatusOK && labelled() })
+
+	// From now on every renewal fails.
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("cut off")
+	})
+	var served error
+	waitFor(t, "Serve to end", func() bool {
+		select {
+		case served = <-s.done:
+			s.once.Do(func() { s.err = served })
+			return true
+		default:
+			return false
+		}
+	})
+	if served == nil || served.Error() != "leader election lost" {
+		t.Fatalf("Serve ended with %v, want the error %q", served, "leader election lost")
+	}
+	if labelled() {
+		t.Error("the former leader's pod keeps the leader label")
+	}
 }

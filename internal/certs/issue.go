@@ -13,6 +13,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
@@ -330,10 +332,10 @@ func Issue(crt *cmapi.Certificate, issuer *KeyPair) (*KeyPair, error) {
 // clients that take two file paths (kube-apiserver's --tls-cert-file and
 // --tls-private-key-file) rather than a cert-manager cert dir (WriteFiles).
 func (kp *KeyPair) WritePair(certFile, keyFile string) error {
-	if err := writeAtomic(keyFile, kp.KeyPEM, 0o600); err != nil {
+	if err := renameio.WriteFile(keyFile, kp.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(certFile, kp.CertPEM, 0o644)
+	return renameio.WriteFile(certFile, kp.CertPEM, 0o644)
 }
 
 // ParseKeyPair reads a certificate and its key (tls.crt and tls.key, or a
@@ -411,30 +413,10 @@ func WriteFiles(dir string, data map[string][]byte) (bool, error) {
 		if name == KeyKey {
 			mode = 0o600
 		}
-		if err := writeAtomic(path, b, mode); err != nil {
+		if err := renameio.WriteFile(path, b, mode); err != nil {
 			return changed, err
 		}
 		changed = true
 	}
 	return changed, nil
-}
-
-// writeAtomic replaces path with b (mode perm) through a temporary file in
-// the same directory and a rename.
-func writeAtomic(path string, b []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(b)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), perm)); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
 }

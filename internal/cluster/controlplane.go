@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/mlplane/mlplane/internal/cluster/runner"
@@ -127,7 +129,7 @@ func (c *Cluster) defaultScheduler() (*component, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(cfgPath, b, 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, b, 0o644); err != nil {
 		return nil, err
 	}
 	return c.schedulerComponent(Scheduler, cfgPath, c.addr(Scheduler)), nil
@@ -166,7 +168,7 @@ func (c *Cluster) kwok() (*component, error) {
 		stages = append(stages, strings.TrimSpace(string(b)))
 	}
 	cfgPath := c.path("config", "kwok-stages.yaml")
-	if err := writeFileAtomic(cfgPath, []byte(strings.Join(stages, "\n---\n")+"\n"), 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, []byte(strings.Join(stages, "\n---\n")+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	addr := c.addr(KWOK)

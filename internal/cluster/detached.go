@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
 
@@ -43,7 +45,7 @@ func (c *Cluster) SaveState(extra ...StateProcess) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(StateFile(c.dir), b, 0o644)
+	return renameio.WriteFile(StateFile(c.dir), b, 0o644)
 }
 
 // Down stops the detached cluster recorded in dir (reverse start order) and

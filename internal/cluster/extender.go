@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/cluster/runner"
 )
@@ -99,7 +101,7 @@ func (c *Cluster) StartMlplaneScheduler(ctx context.Context, extenderURL, config
 		return err
 	}
 	cfgPath := c.path("config", "mlplane-scheduler.yaml")
-	if err := writeFileAtomic(cfgPath, b, 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, b, 0o644); err != nil {
 		return err
 	}
 	if _, err := c.port(MlplaneScheduler); err != nil {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -50,7 +52,7 @@ func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, name,
 		file = namespace + "-" + name + ".kubeconfig"
 	}
 	path := c.path("config", file)
-	return path, writeFileAtomic(path, b, 0o600)
+	return path, renameio.WriteFile(path, b, 0o600)
 }
 
 // ApplyConfig applies files of the module's config/ directory (paths

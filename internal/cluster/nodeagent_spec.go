@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/renameio/v2"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -49,4 +51,4 @@ func (c *Cluster) RemoveNode(ctx context.Context, name string) error {
 // WriteFakeSpec writes a fake GPU spec file (YAML) for an agent started by
 // StartNodeAgent, which re-reads it at every poll: written aside and
 // renamed, so that the agent never reads half a file.
-func WriteFakeSpec(path string, yaml []byte) error { return writeFileAtomic(path, yaml, 0o644) }
+func WriteFakeSpec(path string, yaml []byte) error { return renameio.WriteFile(path, yaml, 0o644) }

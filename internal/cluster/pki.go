@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/cert-manager/cert-manager/pkg/util/pki"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,7 +24,7 @@ func (c *Cluster) writePKI() error {
 		return err
 	}
 	c.ca = ca
-	if err := writeFileAtomic(c.path("pki", "ca.crt"), ca.CertPEM, 0o644); err != nil {
+	if err := renameio.WriteFile(c.path("pki", "ca.crt"), ca.CertPEM, 0o644); err != nil {
 		return err
 	}
 	hosts := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "127.0.0.1", "10.96.0.1"}
@@ -50,7 +52,7 @@ func (c *Cluster) writePKI() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(c.path("pki", "sa.key"), sa, 0o600); err != nil {
+	if err := renameio.WriteFile(c.path("pki", "sa.key"), sa, 0o600); err != nil {
 		return err
 	}
 	if _, err := c.port(APIServer); err != nil {
@@ -108,7 +110,7 @@ func (c *Cluster) writeKubeconfig(path, user string, kp *certs.KeyPair) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o600)
+	return renameio.WriteFile(path, b, 0o600)
 }
 
 // newServiceAccountKey returns an RSA key in PEM (PKCS#1), what the API

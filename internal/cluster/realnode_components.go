@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
@@ -73,7 +75,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		PauseImage, r.path("containerd", "certs.d"), c.Bin("containerd-shim-runc-v2"), runc, r.path("runc"),
 		c.Bin("cni"), r.path("cni", "net.d"))
 	cfgPath := r.path("containerd", "config.toml")
-	if err := writeFileAtomic(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
 	if err := c.writeRegistryHosts(); err != nil {
@@ -111,7 +113,7 @@ func (c *Cluster) writeRegistryHosts() error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(d, "hosts.toml"), []byte(body), 0o644); err != nil {
+		if err := renameio.WriteFile(filepath.Join(d, "hosts.toml"), []byte(body), 0o644); err != nil {
 			return err
 		}
 	}
@@ -168,7 +170,7 @@ func (c *Cluster) kubelet() (*component, error) {
 		return nil, err
 	}
 	cfgPath := r.path("kubelet", "config.yaml")
-	if err := writeFileAtomic(cfgPath, b, 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, b, 0o644); err != nil {
 		return nil, err
 	}
 	comp := c.newComponent(Kubelet, "kubelet",
@@ -229,7 +231,7 @@ func (c *Cluster) kubeProxy() (*component, error) {
 		return nil, err
 	}
 	cfgPath := r.path("kube-proxy.yaml")
-	if err := writeFileAtomic(cfgPath, b, 0o644); err != nil {
+	if err := renameio.WriteFile(cfgPath, b, 0o644); err != nil {
 		return nil, err
 	}
 	comp := c.newComponent(KubeProxy, "kube-proxy", "--config="+cfgPath)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
@@ -191,5 +193,5 @@ func (c *Cluster) writeCNIConfig() error {
   ]
 }
 `, realBridge, RealPodCIDR, realPodGateway, r.path("cni", "ipam"))
-	return writeFileAtomic(r.path("cni", "net.d", "10-mlplane-realnode.conflist"), []byte(conf), 0o644)
+	return renameio.WriteFile(r.path("cni", "net.d", "10-mlplane-realnode.conflist"), []byte(conf), 0o644)
 }

@@ -3,8 +3,9 @@ package cluster
 import (
 	"path/filepath"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/moby/sys/mountinfo"
@@ -678,11 +680,7 @@ func (s *Snapshot) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return renameio.WriteFile(path, b, 0o644)
 }
 
 // Load reads a snapshot Save wrote; (nil, nil) when there is none.

@@ -164,6 +164,18 @@ func TestWriteFiles(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("temporary files left behind: %v", left)
 	}
+	// A key an earlier writer left readable is made 0600 again, whatever
+	// the umask or the old file's mode.
+	if err := os.Chmod(filepath.Join(dir, KeyKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data[KeyKey] = []byte("k2")
+	if _, err := WriteFiles(dir, data); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, KeyKey)); fi.Mode().Perm() != 0o600 {
+		t.Errorf("rewritten tls.key mode %v, want 0600", fi.Mode().Perm())
+	}
 }
 
 func TestTrustBundle(t *testing.T) {

@@ -332,10 +332,26 @@ func Issue(crt *cmapi.Certificate, issuer *KeyPair) (*KeyPair, error) {
 // clients that take two file paths (kube-apiserver's --tls-cert-file and
 // --tls-private-key-file) rather than a cert-manager cert dir (WriteFiles).
 func (kp *KeyPair) WritePair(certFile, keyFile string) error {
-	if err := renameio.WriteFile(keyFile, kp.KeyPEM, 0o600); err != nil {
+	if err := writeFile(keyFile, kp.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	return renameio.WriteFile(certFile, kp.CertPEM, 0o644)
+	return writeFile(certFile, kp.CertPEM, 0o644)
+}
+
+// writeFile replaces path with b through renameio (a temporary file, synced,
+// then renamed over path), with mode perm exactly: not the umask's nor an
+// existing file's, which renameio.WriteFile would keep, so that a key left
+// readable by an earlier writer is made 0600 again.
+func writeFile(path string, b []byte, perm os.FileMode) error {
+	f, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm))
+	if err != nil {
+		return err
+	}
+	defer f.Cleanup()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	return f.CloseAtomicallyReplace()
 }
 
 // ParseKeyPair reads a certificate and its key (tls.crt and tls.key, or a
@@ -413,7 +429,7 @@ func WriteFiles(dir string, data map[string][]byte) (bool, error) {
 		if name == KeyKey {
 			mode = 0o600
 		}
-		if err := renameio.WriteFile(path, b, mode); err != nil {
+		if err := writeFile(path, b, mode); err != nil {
 			return changed, err
 		}
 		changed = true

@@ -31,22 +31,37 @@ import (
 // once from the library's default checks, immutable.
 var podSecurityChecks = newEvaluator(policy.DefaultChecks())
 
-// baselineChecks and restrictedOnlyChecks split the default checks by the
-// level that defines them, so that PodSecurityLevel runs each check once.
-// A restricted check that overrides a baseline one is its stricter form
-// (the library's contract: restricted implies baseline), so a pod passes
-// restricted exactly when it passes all the baseline checks and all the
-// restricted ones.
-var baselineChecks, restrictedOnlyChecks = func() (policy.Evaluator, policy.Evaluator) {
-	var baseline, restricted []policy.Check
-	for _, c := range policy.DefaultChecks() {
-		if c.Level == psaapi.LevelBaseline {
-			baseline = append(baseline, c)
-		} else {
-			restricted = append(restricted, c)
+// The default checks in three parts, so that PodSecurityLevel runs each
+// check once and answers as podSecurityChecks would: the restricted-level
+// checks; the baseline checks one of them overrides at the latest version
+// (its stricter form, which may also exempt a pod the baseline form does
+// not: capabilities and seccomp exempt Windows pods at restricted); and the
+// other baseline checks. A pod passes baseline when it passes both baseline
+// parts, and restricted when it passes the restricted checks and the
+// baseline checks not overridden, as the library's evaluator composes them
+// (k8s.io/pod-security-admission/policy, registry.go).
+var sharedBaselineChecks, overriddenBaselineChecks, restrictedOnlyChecks = func() (policy.Evaluator, policy.Evaluator, policy.Evaluator) {
+	all := policy.DefaultChecks()
+	overridden := map[policy.CheckID]bool{}
+	for _, c := range all {
+		if c.Level == psaapi.LevelRestricted {
+			for _, id := range c.Versions[len(c.Versions)-1].OverrideCheckIDs {
+				overridden[id] = true
+			}
 		}
 	}
-	return newEvaluator(baseline), newEvaluator(restricted)
+	var shared, over, restricted []policy.Check
+	for _, c := range all {
+		switch {
+		case c.Level == psaapi.LevelRestricted:
+			restricted = append(restricted, c)
+		case overridden[c.ID]:
+			over = append(over, c)
+		default:
+			shared = append(shared, c)
+		}
+	}
+	return newEvaluator(shared), newEvaluator(over), newEvaluator(restricted)
 }()
 
 func newEvaluator(checks []policy.Check) policy.Evaluator {
@@ -64,13 +79,16 @@ var latest = psaapi.LatestVersion()
 // baseline or privileged) that a pod with meta and spec passes at the
 // latest policy version.
 func PodSecurityLevel(meta *metav1.ObjectMeta, spec *corev1.PodSpec) psaapi.Level {
-	if !allowed(baselineChecks.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelBaseline, Version: latest}, meta, spec)) {
+	baseline := psaapi.LevelVersion{Level: psaapi.LevelBaseline, Version: latest}
+	switch {
+	case !allowed(sharedBaselineChecks.EvaluatePod(baseline, meta, spec)):
 		return psaapi.LevelPrivileged
-	}
-	if !allowed(restrictedOnlyChecks.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: latest}, meta, spec)) {
+	case allowed(restrictedOnlyChecks.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: latest}, meta, spec)):
+		return psaapi.LevelRestricted
+	case allowed(overriddenBaselineChecks.EvaluatePod(baseline, meta, spec)):
 		return psaapi.LevelBaseline
 	}
-	return psaapi.LevelRestricted
+	return psaapi.LevelPrivileged
 }
 
 func allowed(results []policy.CheckResult) bool {

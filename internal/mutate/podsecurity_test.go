@@ -265,3 +265,41 @@ templates:
 		t.Errorf("the config's loader securityContext was changed: %+v", sc)
 	}
 }
+
+// TestPodSecurityLevelAsWholeEvaluator: pods where the restricted form of
+// a check exempts what its baseline form forbids (Windows pods, for
+// capabilities and seccomp) get the level the library's whole evaluator
+// gives, not one made from "restricted implies baseline" (found in review:
+// such a pod read as privileged).
+func TestPodSecurityLevelAsWholeEvaluator(t *testing.T) {
+	yes, no := true, false
+	windows := func(sc *corev1.SecurityContext) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{
+			OS:              &corev1.PodOS{Name: corev1.Windows},
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes},
+			Containers:      []corev1.Container{{Name: "app", Image: "app", SecurityContext: sc}},
+		}}
+	}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want psaapi.Level
+	}{
+		{"windows, a capability added", windows(&corev1.SecurityContext{AllowPrivilegeEscalation: &no,
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}), psaapi.LevelRestricted},
+		{"windows, seccomp unconfined", windows(&corev1.SecurityContext{AllowPrivilegeEscalation: &no,
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}), psaapi.LevelRestricted},
+		{"linux, a capability added", &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app",
+			SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_ADMIN"}}}}}}},
+			psaapi.LevelPrivileged},
+		{"linux, plain", &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}, psaapi.LevelBaseline},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := levelByWholeEvaluator(&tc.pod.ObjectMeta, &tc.pod.Spec)
+			got := PodSecurityLevel(&tc.pod.ObjectMeta, &tc.pod.Spec)
+			if ref != tc.want || got != ref {
+				t.Errorf("PodSecurityLevel = %s, the whole evaluator %s, want %s", got, ref, tc.want)
+			}
+		})
+	}
+}

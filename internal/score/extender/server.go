@@ -231,11 +231,27 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		if err := leaderElection(&mopts, o); err != nil {
 			return err
 		}
+		// A restarted container of a former leader must not keep receiving
+		// the scheduler's calls. Done before any listener is opened, so that
+		// a failure here leaves no port bound.
+		lctx, done := context.WithTimeout(ctx, 30*time.Second)
+		err := labelLeader(lctx, o, false)
+		done()
+		if err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.Addr, err)
 	}
+	// Until the manager owns it (mgr.Start), an early return closes it.
+	started := false
+	defer func() {
+		if !started {
+			ln.Close()
+		}
+	}()
 	verbs := &http.Server{Handler: ext.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if files != nil {
 		verbs.TLSConfig, verbs.ErrorLog = files.config(), handshakeLog(log.WithName("tls"))
@@ -243,7 +259,6 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	}
 	mgr, err := manager.New(o.Config, mopts)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -319,16 +334,12 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	}
 	var led atomic.Bool
 	if o.LeaderElect {
-		// A restarted container of a former leader must not keep receiving
-		// the scheduler's calls.
-		if err := labelLeader(ctx, o, false); err != nil {
-			return err
-		}
 		if err := mgr.Add(leading(o, st, syncedCh, &leader, &led, log.WithName("leader"))); err != nil {
 			return err
 		}
 	}
 	log.Info("Starting mlplane extender", "addr", o.Addr, "tls", files != nil, "leaderElect", o.LeaderElect, "identity", o.Identity)
+	started = true
 	err = mgr.Start(ctx)
 	if led.Load() {
 		// Whether it stepped down or lost the Lease: the replica exits,

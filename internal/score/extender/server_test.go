@@ -277,3 +277,30 @@ func TestLeaderLossEndsServe(t *testing.T) {
 		t.Error("the former leader's pod keeps the leader label")
 	}
 }
+
+// TestServeFailsWithoutListening: a replica that cannot remove its pod's
+// leader label at start (here RBAC forbids it) ends Serve with that error
+// before opening any port (found in review: the verbs and health ports
+// stayed bound).
+func TestServeFailsWithoutListening(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod-a", Namespace: api.DefaultNamespace}}
+	client := fake.NewClientset(pod)
+	client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("forbidden")
+	})
+	o := ServerOptions{Client: client, LeaderElect: true, Identity: "a", PodNamespace: api.DefaultNamespace, PodName: "pod-a",
+		Addr: freeAddr(t), HealthAddr: freeAddr(t), MetricsAddr: freeAddr(t), Logger: logr.Discard()}
+	err := Serve(context.Background(), o)
+	want := "label pod mlplane-system/pod-a mlplane.io/extender-leader=false: forbidden"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Serve = %v, want %q", err, want)
+	}
+	for _, addr := range []string{o.Addr, o.HealthAddr, o.MetricsAddr} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s is still bound after Serve returned: %v", addr, err)
+			continue
+		}
+		l.Close()
+	}
+}

@@ -76,25 +76,34 @@ func (n *nodeInformer) Node() (*corev1.Node, bool) {
 //     series carry its name and booking from its first or second poll;
 //   - a UID the last list did not have (a pod already deleted whose process
 //     lingers, or one the watch cache did not show yet) is asked again after
-//     interval (the agent's --report-interval), so a stale UID costs one list
-//     per interval, not one per poll.
+//     interval (the agent's --report-interval), so stale UIDs together cost
+//     one list per interval, not one per poll;
+//   - a list that fails is tried again at the next poll after the relist
+//     gap.
 type podLister struct {
 	client   API
 	node     string
 	clock    clock.Clock
 	interval time.Duration
 
-	mu       sync.Mutex
-	pods     map[string]PodInfo   // by UID, from the last list
-	missed   map[string]time.Time // UIDs the list at that time did not have
+	mu     sync.Mutex
+	pods   map[string]PodInfo // by UID, from the last list
+	missed map[string]*miss   // UIDs the last list did not have
+	// lastList is when the node's pods were last listed (successfully or
+	// not).
 	lastList time.Time
 }
+
+// miss is a UID the last list did not have: when that list was, and when
+// the agent last asked for the UID (entries not asked for in two
+// intervals are dropped).
+type miss struct{ listed, asked time.Time }
 
 // podRelistGap is the shortest time between two lists of the node's pods.
 const podRelistGap = time.Second
 
 func newPodLister(client API, node string, c clock.Clock, interval time.Duration) *podLister {
-	return &podLister{client: client, node: node, clock: c, interval: interval, missed: map[string]time.Time{}}
+	return &podLister{client: client, node: node, clock: c, interval: interval, missed: map[string]*miss{}}
 }
 
 func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
@@ -104,8 +113,11 @@ func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 		return n, true
 	}
 	now := p.clock.Now()
-	if at, ok := p.missed[uid]; ok && now.Sub(at) < p.interval {
-		return PodInfo{}, false
+	if m, ok := p.missed[uid]; ok {
+		m.asked = now
+		if now.Sub(m.listed) < p.interval {
+			return PodInfo{}, false
+		}
 	}
 	if !p.lastList.IsZero() && now.Sub(p.lastList) < podRelistGap {
 		return PodInfo{}, false
@@ -116,21 +128,25 @@ func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 		ResourceVersion: "0", // served from the API server's cache
 	})
 	if err != nil {
-		p.missed[uid] = now
+		// Not a miss: the next poll after the relist gap tries again.
 		return PodInfo{}, false
 	}
 	p.pods = make(map[string]PodInfo, len(list.Items))
 	for i := range list.Items {
 		p.pods[string(list.Items[i].UID)] = podInfo(&list.Items[i])
 	}
-	for u, at := range p.missed {
-		if _, found := p.pods[u]; found || now.Sub(at) >= 2*p.interval {
+	// Every UID still missing waits the interval from this list, so that
+	// lingering UIDs together cost one list per interval.
+	for u, m := range p.missed {
+		if _, found := p.pods[u]; found || now.Sub(m.asked) >= 2*p.interval {
 			delete(p.missed, u) // found, or not asked for lately
+		} else {
+			m.listed = now
 		}
 	}
 	n, ok := p.pods[uid]
 	if !ok {
-		p.missed[uid] = now
+		p.missed[uid] = &miss{listed: now, asked: now}
 	}
 	return n, ok
 }

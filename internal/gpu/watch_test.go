@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -63,4 +64,33 @@ func TestPodListerFindsNewPodsWithinARelistGap(t *testing.T) {
 	ask("uid-c", true, 4) // a new UID still lists at once
 	clk.Step(30 * time.Second)
 	ask("uid-gone", false, 5) // the interval has passed: asked again
+
+	// Two lingering UIDs: one list per interval for both, not one each.
+	clk.Step(podRelistGap)
+	ask("uid-gone-2", false, 6)
+	clk.Step(30*time.Second - podRelistGap)
+	ask("uid-gone", false, 6) // list 6 did not have it either: it waits from there
+	clk.Step(podRelistGap)
+	ask("uid-gone", false, 7) // an interval after list 6: one list for both
+	ask("uid-gone-2", false, 7)
+	clk.Step(podRelistGap)
+	ask("uid-gone-2", false, 7) // and both wait from list 7
+
+	// A failed list is not a miss: a new pod is found at the next poll
+	// after the relist gap, not an interval later.
+	fail := true
+	cs.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if fail {
+			lists++ // the counting reactor behind this one does not see it
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
+	if _, err := cs.CoreV1().Pods("ml").Create(ctx, pod("d", "uid-d"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ask("uid-d", false, 8)
+	fail = false
+	clk.Step(podRelistGap)
+	ask("uid-d", true, 9)
 }

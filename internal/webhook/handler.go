@@ -197,15 +197,20 @@ type reviewOnePass struct {
 	} `json:"request"`
 }
 
-// readReview reads an AdmissionReview. Every review the API server sends is
-// read in one pass with sigs.k8s.io/json, the object straight into podIn
-// (decodePod's fields, case-sensitively, as the API server reads a pod).
-// Anything else (a syntax or type error anywhere, no request, a null or
-// missing object, keys in another case) is read again the older way:
-// encoding/json for the review, keys in any case, the object kept as JSON
-// for admit to decode only when it is a pod; so every such review gets the
-// answer and the error message it always had. The one-pass read costs
-// about a third less CPU than the two (BENCHMARKS.md, issue 14).
+// readReview reads an AdmissionReview. A review as the API server writes it
+// (exact keys, each once) is read in one pass with sigs.k8s.io/json: the
+// review's own keys and the object's case-sensitively, as the API server's
+// decoder and controller-runtime's read them, the object straight into podIn
+// (decodePod's fields). A review that has no exact "request" with a
+// non-null "object", or that fails to decode that way (a syntax or type
+// error anywhere), is read again the older way: encoding/json for the
+// review, keys in any case, the object kept as JSON for admit to decode
+// only when it is a pod, so it gets the answer and the error message it
+// always had. Reviews no API server writes (a review key in another case
+// beside "request" and "object", a key twice) may be read differently by
+// the two ways; FuzzReadReview checks that they agree on every other body.
+// Whole handler with the Pod Security change: 0.80x the CPU (BENCHMARKS.md,
+// "Webhook handler CPU, second pass").
 func readReview(data []byte) (*reviewIn, error) {
 	var one reviewOnePass
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, &one); err == nil && one.Request != nil && one.Request.Object != nil {

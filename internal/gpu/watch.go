@@ -86,24 +86,21 @@ type podLister struct {
 	clock    clock.Clock
 	interval time.Duration
 
-	mu     sync.Mutex
-	pods   map[string]PodInfo // by UID, from the last list
-	missed map[string]*miss   // UIDs the last list did not have
-	// lastList is when the node's pods were last listed (successfully or
-	// not).
-	lastList time.Time
+	mu   sync.Mutex
+	pods map[string]PodInfo // by UID, from the last successful list
+	// missed are the UIDs that list did not have, with when each was last
+	// asked for (entries not asked for in two intervals are dropped).
+	missed map[string]time.Time
+	// listed is when that list was; lastList when the node's pods were last
+	// listed, successfully or not.
+	listed, lastList time.Time
 }
-
-// miss is a UID the last list did not have: when that list was, and when
-// the agent last asked for the UID (entries not asked for in two
-// intervals are dropped).
-type miss struct{ listed, asked time.Time }
 
 // podRelistGap is the shortest time between two lists of the node's pods.
 const podRelistGap = time.Second
 
 func newPodLister(client API, node string, c clock.Clock, interval time.Duration) *podLister {
-	return &podLister{client: client, node: node, clock: c, interval: interval, missed: map[string]*miss{}}
+	return &podLister{client: client, node: node, clock: c, interval: interval, missed: map[string]time.Time{}}
 }
 
 func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
@@ -113,9 +110,9 @@ func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 		return n, true
 	}
 	now := p.clock.Now()
-	if m, ok := p.missed[uid]; ok {
-		m.asked = now
-		if now.Sub(m.listed) < p.interval {
+	if _, ok := p.missed[uid]; ok {
+		p.missed[uid] = now
+		if now.Sub(p.listed) < p.interval {
 			return PodInfo{}, false
 		}
 	}
@@ -131,22 +128,21 @@ func (p *podLister) Pod(ctx context.Context, uid string) (PodInfo, bool) {
 		// Not a miss: the next poll after the relist gap tries again.
 		return PodInfo{}, false
 	}
+	p.listed = now
 	p.pods = make(map[string]PodInfo, len(list.Items))
 	for i := range list.Items {
 		p.pods[string(list.Items[i].UID)] = podInfo(&list.Items[i])
 	}
 	// Every UID still missing waits the interval from this list, so that
 	// lingering UIDs together cost one list per interval.
-	for u, m := range p.missed {
-		if _, found := p.pods[u]; found || now.Sub(m.asked) >= 2*p.interval {
+	for u, asked := range p.missed {
+		if _, found := p.pods[u]; found || now.Sub(asked) >= 2*p.interval {
 			delete(p.missed, u) // found, or not asked for lately
-		} else {
-			m.listed = now
 		}
 	}
 	n, ok := p.pods[uid]
 	if !ok {
-		p.missed[uid] = &miss{listed: now, asked: now}
+		p.missed[uid] = now
 	}
 	return n, ok
 }

@@ -182,8 +182,10 @@ func (b *builder) podSecurity(inits, containers []*corev1.Container, vols []*cor
 		return nil
 	}
 	if level == psaapi.LevelRestricted {
-		for _, c := range slices.Concat(inits, containers) {
-			c.SecurityContext = restrictedContext(spec, c.SecurityContext)
+		for _, cs := range [...][]*corev1.Container{inits, containers} {
+			for _, c := range cs {
+				c.SecurityContext = restrictedContext(spec, c.SecurityContext)
+			}
 		}
 	}
 	// The checks are conjunctions over the pod's own fields and over each

@@ -73,15 +73,6 @@ func (pf *PolicyFile) Placer() *score.Placer {
 	return pf.file.Current()
 }
 
-// reload re-reads the file now; an error means a new version was rejected.
-func (pf *PolicyFile) reload() error {
-	if pf.file == nil {
-		return nil
-	}
-	_, err := pf.file.Reload()
-	return err
-}
-
 // Watch keeps the policy current until ctx ends: fsnotify events on the
 // file's directory, and a re-read every interval (filereload.File.Watch).
 func (pf *PolicyFile) Watch(ctx context.Context, interval time.Duration) {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -194,9 +196,18 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		}
 	}
 
-	var synced, leader atomic.Bool
+	var leader atomic.Bool
 	leader.Store(!o.LeaderElect)
-	ready := func() bool { return synced.Load() && leader.Load() }
+	syncedCh := make(chan struct{}) // closed once the caches have synced
+	synced := func() bool {
+		select {
+		case <-syncedCh:
+			return true
+		default:
+			return false
+		}
+	}
+	ready := func() bool { return synced() && leader.Load() }
 	pdbInformers := informers.NewSharedInformerFactory(o.Client, 0)
 	pdbs := pdbInformers.Policy().V1().PodDisruptionBudgets()
 	pdbLister := pdbs.Lister()
@@ -267,7 +278,7 @@ func Serve(ctx context.Context, o ServerOptions) error {
 	// Every synced replica is ready, so that a Deployment's rolling update
 	// can finish; the Service reaches the leader by its label.
 	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
-		if !synced.Load() {
+		if !synced() {
 			return errors.New("caches not synced")
 		}
 		return nil
@@ -281,7 +292,6 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		return err
 	}
 
-	syncedCh := make(chan struct{})
 	everyReplica := []func(context.Context) error{
 		func(ctx context.Context) error {
 			if err := st.Start(ctx, o.Client); err != nil {
@@ -304,7 +314,6 @@ func Serve(ctx context.Context, o ServerOptions) error {
 				}
 				log.Info("state rebuilt from the API server", "seeded", n)
 			}
-			synced.Store(true)
 			close(syncedCh)
 			log.Info("caches synced")
 			return nil
@@ -312,16 +321,8 @@ func Serve(ctx context.Context, o ServerOptions) error {
 		func(ctx context.Context) error { policy.Watch(ctx, o.PolicyPollInterval); return nil },
 		func(ctx context.Context) error { ext.RunPreemption(ctx, PreemptionInterval); return nil },
 		func(ctx context.Context) error {
-			t := time.NewTicker(10 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					st.Sweep()
-				}
-			}
+			wait.UntilWithContext(ctx, func(context.Context) { st.Sweep() }, 10*time.Second)
+			return nil
 		},
 	}
 	if files != nil {

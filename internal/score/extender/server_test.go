@@ -184,7 +184,7 @@ func TestPolicyFileKeepsLastGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.WriteFile(path, []byte("kind: Nope\n"), 0o644)
-	if err := pf.reload(); err == nil {
+	if _, err := pf.file.Reload(); err == nil {
 		t.Fatal("invalid policy accepted")
 	}
 	if got := pf.Placer().Policy().GPUStrategy; got != score.Spread {

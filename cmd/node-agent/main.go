@@ -127,7 +127,7 @@ func inventory(o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("reading the GPUs: %w", err)
 	}
-	podUIDs := gpu.ProcPodUIDs{}
+	podUIDs := gpu.NewProcPodUIDs("")
 	if o.processes {
 		// What the agent reads per process, for hack/gpu-check.sh to set
 		// beside nvidia-smi --query-compute-apps.

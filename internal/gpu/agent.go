@@ -196,7 +196,7 @@ func NewAgent(opts Options) (*Agent, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.PodUIDs == nil {
-		opts.PodUIDs = ProcPodUIDs{}
+		opts.PodUIDs = NewProcPodUIDs("")
 	}
 	if opts.Pods == nil {
 		opts.Pods = newPodLister(opts.Client, opts.NodeName, opts.Clock, opts.ReportInterval)

@@ -89,7 +89,7 @@ func newHarness(t testing.TB, devs []Device, objs ...runtime.Object) *harness {
 		NodeName: "n1", Client: clientsetAPI{client}, Backend: h.backend, BackendName: "fake", Clock: h.clock,
 		Nodes:      NodeSourceFunc(h.node),
 		Registerer: h.reg,
-		PodUIDs:    ProcPodUIDs{Root: t.TempDir()},
+		PodUIDs:    NewProcPodUIDs(t.TempDir()),
 	})
 	if err != nil {
 		t.Fatal(err)

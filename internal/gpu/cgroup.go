@@ -31,24 +31,29 @@ func PodUIDFromCgroups(cgroups []procfs.Cgroup) (uid string, ok bool) {
 
 // ProcPodUIDs resolves process IDs to pod UIDs through /proc/<pid>/cgroup,
 // read by procfs. The agent runs with hostPID so that NVML's PIDs are its
-// own.
+// own. Make one with NewProcPodUIDs.
 type ProcPodUIDs struct {
-	// Root is the proc filesystem (default /proc).
-	Root string
+	fs  procfs.FS
+	err error // why the proc filesystem cannot be used; every lookup fails
 }
 
-// PodUID returns the pod UID of process pid; ok is false when the process is
-// gone, its cgroup file cannot be read or parsed, or it is not in a pod.
-func (p ProcPodUIDs) PodUID(pid uint32) (string, bool) {
-	root := p.Root
+// NewProcPodUIDs resolves through the proc filesystem at root (default
+// /proc), opened once here rather than at every lookup.
+func NewProcPodUIDs(root string) *ProcPodUIDs {
 	if root == "" {
 		root = procfs.DefaultMountPoint
 	}
 	fs, err := procfs.NewFS(root)
-	if err != nil {
+	return &ProcPodUIDs{fs: fs, err: err}
+}
+
+// PodUID returns the pod UID of process pid; ok is false when the process is
+// gone, its cgroup file cannot be read or parsed, or it is not in a pod.
+func (p *ProcPodUIDs) PodUID(pid uint32) (string, bool) {
+	if p.err != nil {
 		return "", false
 	}
-	proc, err := fs.Proc(int(pid))
+	proc, err := p.fs.Proc(int(pid))
 	if err != nil {
 		return "", false
 	}

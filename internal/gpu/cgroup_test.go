@@ -50,7 +50,7 @@ func TestPodUIDFromCgroup(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(root, "7", "cgroup"), []byte(tc.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got, ok := ProcPodUIDs{Root: root}.PodUID(7)
+			got, ok := NewProcPodUIDs(root).PodUID(7)
 			if got != tc.want || ok != (tc.want != "") {
 				t.Errorf("PodUID() = %q, %v; want %q, %v", got, ok, tc.want, tc.want != "")
 			}
@@ -67,7 +67,7 @@ func TestProcPodUIDs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "42", "cgroup"), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := ProcPodUIDs{Root: root}
+	p := NewProcPodUIDs(root)
 	if uid, ok := p.PodUID(42); !ok || uid != "0b6c1c9a-1111-2222-3333-444455556666" {
 		t.Errorf("PodUID(42) = %q, %v", uid, ok)
 	}

@@ -50,13 +50,10 @@ func run(args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if err := o.Validate(); err != nil {
-		return err
-	}
 	log := textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(*verbosity), textlogger.Output(stderr)))
 	// The generic API server logs through klog.
 	klog.SetLogger(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return custommetrics.Run(ctx, o, log)
+	return custommetrics.Run(ctx, o, log) // validates o first
 }

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -118,7 +116,7 @@ func (l *FakeLoad) Sync(pods []corev1.Pod) error {
 	if bytes.Equal(b, l.last) {
 		return nil
 	}
-	if err := renameio.WriteFile(l.opts.Path, b, 0o644); err != nil {
+	if err := WriteFakeSpec(l.opts.Path, b); err != nil {
 		return fmt.Errorf("fake GPU spec %s: %w", l.opts.Path, err)
 	}
 	l.last = b

@@ -64,7 +64,7 @@ func (c *Cluster) ApplyConfig(ctx context.Context, files ...string) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"--kubeconfig", c.Kubeconfig(), "apply", "--server-side", "--force-conflicts", "--field-manager=mlplane-install"}
+	args := []string{"--kubeconfig", c.Kubeconfig(), "apply", "--server-side", "--force-conflicts", "--field-manager=" + installFieldManager}
 	for _, f := range files {
 		args = append(args, "-f", filepath.Join(root, "config", f))
 	}

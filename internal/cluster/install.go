@@ -99,7 +99,7 @@ func (c *Cluster) Install(ctx context.Context, o InstallOptions) (*Installed, er
 
 	start = time.Now()
 	apply := exec.CommandContext(ctx, c.Bin("kubectl"), "--kubeconfig", c.Kubeconfig(),
-		"apply", "--server-side", "--field-manager=mlplane-install", "-f", "-")
+		"apply", "--server-side", "--field-manager="+installFieldManager, "-f", "-")
 	apply.Stdin = bytes.NewReader(rendered)
 	if b, err := apply.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("install: kubectl apply: %w\n%s", err, b)

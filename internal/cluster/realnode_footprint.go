@@ -74,32 +74,33 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 	}
 
 	// CPU seconds per program pid ("name/pid") and per pod, at both ends
-	// of the window; what exits or goes meanwhile (a pod deleted) is left
-	// out.
-	cpuOf := func() map[string]float64 {
-		out := map[string]float64{}
+	// of the window, and each program pid's resident memory; what exits or
+	// goes meanwhile (a pod deleted) is left out.
+	sample := func() (map[string]float64, map[string]int64) {
+		cpu, rss := map[string]float64{}, map[string]int64{}
 		for _, p := range progs {
 			for _, pid := range p.pids {
 				if u, err := runner.ReadUsage(pid); err == nil {
-					out[fmt.Sprintf("%s/%d", p.name, pid)] = u.CPU.Seconds()
+					key := fmt.Sprintf("%s/%d", p.name, pid)
+					cpu[key], rss[key] = u.CPU.Seconds(), u.RSSBytes
 				}
 			}
 		}
 		for name, dir := range podDirs {
 			if ns, err := readInt(filepath.Join("/sys/fs/cgroup/cpuacct", dir, "cpuacct.usage")); err == nil {
-				out[name] = float64(ns) / 1e9
+				cpu[name] = float64(ns) / 1e9
 			}
 		}
-		return out
+		return cpu, rss
 	}
-	before := cpuOf()
+	before, _ := sample()
 	start := time.Now()
 	select {
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	case <-time.After(window):
 	}
-	after := cpuOf()
+	after, rssAfter := sample()
 	elapsed := time.Since(start).Seconds()
 	delta := func(key string) (float64, bool) {
 		b, ok1 := before[key]
@@ -109,13 +110,13 @@ func (c *Cluster) RealNodeFootprint(ctx context.Context, window time.Duration) (
 	for _, p := range progs {
 		u := Usage{Name: p.name}
 		for _, pid := range p.pids {
-			cpu, ok := delta(fmt.Sprintf("%s/%d", p.name, pid))
-			pu, err := runner.ReadUsage(pid)
-			if !ok || err != nil {
+			key := fmt.Sprintf("%s/%d", p.name, pid)
+			cpu, ok := delta(key)
+			if !ok {
 				continue
 			}
 			u.CPU += cpu
-			u.RSS += pu.RSSBytes
+			u.RSS += rssAfter[key]
 		}
 		programs = append(programs, u)
 	}

@@ -77,8 +77,9 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 	if err != nil {
 		return err
 	}
-	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	st.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
+	c.mu.Lock() // st is published: WebhookAddr and WebhookMetricsURL read it under c.mu
+	st.addr, st.metricsURL = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
+	c.mu.Unlock()
 	readyz := comp.ready
 	comp.ready = func(ctx context.Context) error {
 		if err := readyz(ctx); err != nil {
@@ -87,7 +88,7 @@ func (c *Cluster) StartWebhook(ctx context.Context, opts WebhookOptions) error {
 		_, err := c.WebhookServingCert(ctx)
 		return err
 	}
-	reg, err := webhookRegistration(opts.Registration, "https://"+st.addr+api.WebhookPath, ca.CertPEM)
+	reg, err := webhookRegistration(opts.Registration, fmt.Sprintf("https://127.0.0.1:%d%s", port, api.WebhookPath), ca.CertPEM)
 	if err != nil {
 		return err
 	}

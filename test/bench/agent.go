@@ -100,31 +100,48 @@ func AgentFootprint(ctx context.Context, c *cluster.Cluster, o AgentOptions) (*A
 	if err := sleepCtx(ctx, o.Warmup); err != nil {
 		return nil, err
 	}
-	before, err := runner.ReadUsage(agent.PID())
+	fp, err := sampleUsage(ctx, agent.PID(), o.Window)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node agent: %w; log:\n%s", err, agent.Tail(20))
 	}
-	start := time.Now()
-	maxRSS := before.RSSBytes
-	var last runner.Usage
-	for time.Since(start) < o.Window {
-		if err := sleepCtx(ctx, time.Second); err != nil {
-			return nil, err
-		}
-		if last, err = runner.ReadUsage(agent.PID()); err != nil {
-			return nil, fmt.Errorf("node agent: %w; log:\n%s", err, agent.Tail(20))
-		}
-		maxRSS = max(maxRSS, last.RSSBytes)
-	}
-	elapsed := time.Since(start)
-	cpu := (last.CPU - before.CPU).Seconds()
 	return &AgentReport{
-		Machine: ThisMachine(), FakeSpec: o.FakeSpec, PollInterval: o.PollInterval.String(), Window: elapsed.Round(time.Second).String(),
-		RSSMiB: float64(last.RSSBytes) / (1 << 20), MaxRSSMiB: float64(maxRSS) / (1 << 20),
-		AnonMiB: float64(last.AnonBytes) / (1 << 20), FileMiB: float64(last.FileBytes) / (1 << 20),
-		CPUSeconds: cpu, CPUPercent: 100 * cpu / elapsed.Seconds(),
+		Machine: ThisMachine(), FakeSpec: o.FakeSpec, PollInterval: o.PollInterval.String(), Window: fp.elapsed.Round(time.Second).String(),
+		RSSMiB: mib(fp.last.RSSBytes), MaxRSSMiB: mib(fp.maxRSS), AnonMiB: mib(fp.last.AnonBytes), FileMiB: mib(fp.last.FileBytes),
+		CPUSeconds: fp.cpu.Seconds(), CPUPercent: 100 * fp.cpu.Seconds() / fp.elapsed.Seconds(),
 	}, nil
 }
+
+// footprint is a process's usage sampled every second over a window.
+type footprint struct {
+	last    runner.Usage  // at the end
+	maxRSS  int64         // the most resident memory sampled, bytes
+	cpu     time.Duration // CPU time used over the window
+	elapsed time.Duration // the window as it was
+}
+
+// sampleUsage reads pid's usage at the start, then every second for
+// window.
+func sampleUsage(ctx context.Context, pid int, window time.Duration) (footprint, error) {
+	before, err := runner.ReadUsage(pid)
+	if err != nil {
+		return footprint{}, err
+	}
+	start := time.Now()
+	fp := footprint{last: before, maxRSS: before.RSSBytes}
+	for time.Since(start) < window {
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return footprint{}, err
+		}
+		if fp.last, err = runner.ReadUsage(pid); err != nil {
+			return footprint{}, err
+		}
+		fp.maxRSS = max(fp.maxRSS, fp.last.RSSBytes)
+	}
+	fp.elapsed, fp.cpu = time.Since(start), fp.last.CPU-before.CPU
+	return fp, nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/procfs"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -177,32 +176,15 @@ func CustomMetricsBench(ctx context.Context, c *cluster.Cluster, o CustomMetrics
 
 	pid := c.PID(cluster.MetricsAPIServer)
 	o.Logf("custom metrics: footprint over %s, no query", o.Window)
-	before, err := runner.ReadUsage(pid)
+	fp, err := sampleUsage(ctx, pid, o.Window)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	maxRSS := before.RSSBytes
-	last := before
-	for time.Since(start) < o.Window {
-		if err := sleepCtx(ctx, time.Second); err != nil {
-			return nil, err
-		}
-		if last, err = runner.ReadUsage(pid); err != nil {
-			return nil, err
-		}
-		maxRSS = max(maxRSS, last.RSSBytes)
-	}
-	elapsed := time.Since(start)
-	rep.Window = elapsed.Round(time.Second).String()
-	rep.RSSMiB, rep.MaxRSSMiB = float64(last.RSSBytes)/(1<<20), float64(maxRSS)/(1<<20)
-	rep.CPUSeconds = (last.CPU - before.CPU).Seconds()
-	rep.CPUPercent = 100 * rep.CPUSeconds / elapsed.Seconds()
-	if p, err := procfs.NewProc(pid); err == nil {
-		if st, err := p.NewStatus(); err == nil {
-			rep.RSSAnonMiB, rep.RSSFileMiB = float64(st.RssAnon)/(1<<20), float64(st.RssFile)/(1<<20)
-		}
-	}
+	rep.Window = fp.elapsed.Round(time.Second).String()
+	rep.RSSMiB, rep.MaxRSSMiB = mib(fp.last.RSSBytes), mib(fp.maxRSS)
+	rep.RSSAnonMiB, rep.RSSFileMiB = mib(fp.last.AnonBytes), mib(fp.last.FileBytes)
+	rep.CPUSeconds = fp.cpu.Seconds()
+	rep.CPUPercent = 100 * rep.CPUSeconds / fp.elapsed.Seconds()
 	if rep.RoundSeconds, err = serverRound(ctx, c); err != nil {
 		return nil, err
 	}

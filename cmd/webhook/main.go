@@ -65,7 +65,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.ConfigFile, "config", "", "InjectionConfig file, reloaded on change (default: the built-in config)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig to read namespace labels with (default in-cluster)")
 	fs.StringVar(&o.Namespace, "namespace", api.DefaultNamespace, "the webhook's own namespace, never mutated")
-	fs.StringVar(&o.Cert.Mode, "cert-mode", webhook.CertModeCertManager, "where the serving certificate comes from: cert-manager (files in --cert-dir, as cert-manager's Secret mounts them) or self-signed (the webhook is its own CA)")
+	fs.StringVar(&o.Cert.Mode, "cert-mode", certs.ModeCertManager, "where the serving certificate comes from: cert-manager (files in --cert-dir, as cert-manager's Secret mounts them) or self-signed (the webhook is its own CA)")
 	fs.StringVar(&o.Cert.WebhookConfigurationName, "webhook-config-name", certs.WebhookConfigurationName, "self-signed mode: the MutatingWebhookConfiguration whose caBundle it keeps")
 	fs.Func("cert-hosts", "self-signed mode: extra DNS names or IPs for the serving certificate, comma-separated", func(s string) error {
 		o.Cert.ExtraHosts = append(o.Cert.ExtraHosts, strings.Split(s, ",")...)

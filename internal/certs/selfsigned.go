@@ -305,7 +305,6 @@ func (s *SelfSigned) writeFiles(data map[string][]byte) error {
 // target before any certificate it signed is served;
 // then store the Secret and write CertDir.
 func (s *SelfSigned) Reconcile(ctx context.Context) error {
-	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
 	sec, data, err := s.secret(ctx, s.opts.Server.Secret)
 	if err != nil {
 		return err
@@ -335,22 +334,8 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 	want := serving.SecretData()
 	want[KeyCAKey] = ca.KeyPEM
 	if caReason != "" || servingReason != "" {
-		if sec == nil {
-			sec = &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: s.opts.Server.Secret, Namespace: s.opts.Namespace,
-					Labels: map[string]string{"app.kubernetes.io/name": s.opts.Server.Service, "app.kubernetes.io/part-of": "mlplane"}},
-				Type: corev1.SecretTypeTLS,
-				Data: want,
-			}
-			if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
-				return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, s.opts.Server.Secret, err)
-			}
-		} else {
-			sec = sec.DeepCopy()
-			sec.Data = want
-			if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
-				return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, s.opts.Server.Secret, err)
-			}
+		if err := s.storeSecret(ctx, sec, s.opts.Server.Secret, s.opts.Server.Service, want); err != nil {
+			return err
 		}
 	}
 	if err := s.writeFiles(want); err != nil {
@@ -366,7 +351,6 @@ func (s *SelfSigned) Reconcile(ctx context.Context) error {
 // reconcileLeaf issues leaf from ca into its Secret when the Secret has no
 // valid certificate for leaf from ca, or it is due for renewal.
 func (s *SelfSigned) reconcileLeaf(ctx context.Context, leaf *cmapi.Certificate, ca *KeyPair, now time.Time) error {
-	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
 	name := leaf.Spec.SecretName
 	sec, data, err := s.secret(ctx, name)
 	if err != nil {
@@ -383,12 +367,20 @@ func (s *SelfSigned) reconcileLeaf(ctx context.Context, leaf *cmapi.Certificate,
 	s.log.Info("issued a certificate", "certificate", leaf.Name, "secret", name, "reason", reason, "notAfter", kp.Cert.NotAfter)
 	want := kp.SecretData()
 	want[KeyCA] = TrustBundle(ca.Cert, data[KeyCA], now)
+	return s.storeSecret(ctx, sec, name, leaf.Name, want)
+}
+
+// storeSecret writes data as the TLS Secret name: creates it (labelled
+// app.kubernetes.io/name=app) when sec, its current copy, is nil, else
+// updates sec's data.
+func (s *SelfSigned) storeSecret(ctx context.Context, sec *corev1.Secret, name, app string, data map[string][]byte) error {
+	secrets := s.opts.Client.CoreV1().Secrets(s.opts.Namespace)
 	if sec == nil {
 		sec = &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.opts.Namespace,
-				Labels: map[string]string{"app.kubernetes.io/name": leaf.Name, "app.kubernetes.io/part-of": "mlplane"}},
+				Labels: map[string]string{"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "mlplane"}},
 			Type: corev1.SecretTypeTLS,
-			Data: want,
+			Data: data,
 		}
 		if _, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: api.FieldManager}); err != nil {
 			return fmt.Errorf("create secret %s/%s: %w", s.opts.Namespace, name, err)
@@ -396,7 +388,7 @@ func (s *SelfSigned) reconcileLeaf(ctx context.Context, leaf *cmapi.Certificate,
 		return nil
 	}
 	sec = sec.DeepCopy()
-	sec.Data = want
+	sec.Data = data
 	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: api.FieldManager}); err != nil {
 		return fmt.Errorf("update secret %s/%s: %w", s.opts.Namespace, name, err)
 	}

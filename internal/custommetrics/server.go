@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -28,21 +27,6 @@ import (
 	"github.com/mlplane/mlplane/internal/api"
 	"github.com/mlplane/mlplane/internal/certs"
 )
-
-// Where the serving certificate comes from (--cert-mode), as for the
-// webhook.
-const (
-	// CertModeCertManager serves tls.crt and tls.key from --cert-dir as
-	// someone else writes them (cert-manager's Secret, config/default).
-	CertModeCertManager = "cert-manager"
-	// CertModeSelfSigned makes the server its own CA (internal/certs): it
-	// issues and renews its certificate, keeps it in the Secret
-	// certs.MetricsAPIServer.Secret, writes --cert-dir and patches the
-	// caBundle of the APIServices.
-	CertModeSelfSigned = "self-signed"
-)
-
-var certModes = []string{CertModeCertManager, CertModeSelfSigned}
 
 // DefaultSecurePort is the HTTPS port: above 1024, for a non-root
 // container (the APIServices reach it through the Service's port 443).
@@ -65,7 +49,7 @@ type Options struct {
 	// Namespace holds the self-signed mode's Secret and Lease and names
 	// the Service of the serving certificate. Default api.DefaultNamespace.
 	Namespace string
-	// CertMode is CertModeCertManager (default) or CertModeSelfSigned.
+	// CertMode is certs.ModeCertManager (default) or certs.ModeSelfSigned.
 	CertMode string
 	// CertHosts are more DNS names or IPs for the self-signed serving
 	// certificate.
@@ -91,7 +75,7 @@ func NewOptions() *Options {
 		Interval:         DefaultInterval,
 		ScrapeTimeout:    DefaultScrapeTimeout,
 		Namespace:        api.DefaultNamespace,
-		CertMode:         CertModeCertManager,
+		CertMode:         certs.ModeCertManager,
 		CertSyncInterval: 30 * time.Second,
 		base:             &basecmd.AdapterBase{Name: "mlplane-metrics-apiserver", CustomMetricsAdapterServerOptions: srv},
 	}
@@ -129,16 +113,16 @@ func (o *Options) Validate() error {
 	certDir := serving.ServerCert.CertDirectory
 	files := serving.ServerCert.CertKey.CertFile != "" || serving.ServerCert.CertKey.KeyFile != ""
 	switch o.CertMode {
-	case CertModeCertManager:
+	case certs.ModeCertManager:
 		if certDir == "" && !files {
-			errs = append(errs, fmt.Errorf("--cert-mode %s needs --cert-dir (where cert-manager's Secret is mounted) or --tls-cert-file and --tls-private-key-file", CertModeCertManager))
+			errs = append(errs, fmt.Errorf("--cert-mode %s needs --cert-dir (where cert-manager's Secret is mounted) or --tls-cert-file and --tls-private-key-file", certs.ModeCertManager))
 		}
-	case CertModeSelfSigned:
+	case certs.ModeSelfSigned:
 		if certDir == "" || files {
-			errs = append(errs, fmt.Errorf("--cert-mode %s needs --cert-dir, where it writes tls.crt and tls.key, and no --tls-cert-file or --tls-private-key-file", CertModeSelfSigned))
+			errs = append(errs, fmt.Errorf("--cert-mode %s needs --cert-dir, where it writes tls.crt and tls.key, and no --tls-cert-file or --tls-private-key-file", certs.ModeSelfSigned))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("--cert-mode %q: want one of %s", o.CertMode, strings.Join(certModes, ", ")))
+		errs = append(errs, certs.ValidateMode(o.CertMode))
 	}
 	for _, err := range o.base.CustomMetricsAdapterServerOptions.Validate() {
 		errs = append(errs, err)
@@ -229,13 +213,13 @@ func Run(ctx context.Context, o *Options, log logr.Logger) error {
 // make an unrelated self-signed certificate of its own).
 func (o *Options) certificates(ctx context.Context, cfg *rest.Config, log logr.Logger) error {
 	dir := o.base.SecureServing.ServerCert.CertDirectory
-	if o.CertMode == CertModeCertManager {
+	if o.CertMode == certs.ModeCertManager {
 		if dir == "" {
 			return nil // --tls-cert-file and --tls-private-key-file
 		}
 		for _, f := range []string{certs.KeyCert, certs.KeyKey} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-				return fmt.Errorf("--cert-mode %s: %w (mount cert-manager's Secret %s at --cert-dir)", CertModeCertManager, err, certs.MetricsAPIServer.Secret)
+				return fmt.Errorf("--cert-mode %s: %w (mount cert-manager's Secret %s at --cert-dir)", certs.ModeCertManager, err, certs.MetricsAPIServer.Secret)
 			}
 		}
 		return nil

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,28 +12,13 @@ import (
 	"github.com/mlplane/mlplane/internal/certs"
 )
 
-// Where the serving certificate comes from (--cert-mode).
-const (
-	// CertModeCertManager serves tls.crt and tls.key from CertDir as someone
-	// else writes them: cert-manager's Secret mounted there (config/default),
-	// or any other tool. The default.
-	CertModeCertManager = "cert-manager"
-	// CertModeSelfSigned makes the webhook its own CA (internal/certs): it
-	// issues and renews the certificates config/certmanager describes, keeps
-	// them in a Secret, writes CertDir and patches the caBundle
-	// (config/overlays/self-signed). It also issues the extender's serving
-	// certificate and the scheduler's client certificate for it
-	// (certs.ExtenderCertificates) into the Secrets the extender and the
-	// mlplane-scheduler mount.
-	CertModeSelfSigned = "self-signed"
-)
-
-var certModes = []string{CertModeCertManager, CertModeSelfSigned}
-
-// CertOptions configure the self-signed mode; the cert-manager mode needs
-// none of them.
+// CertOptions configure the self-signed mode (certs.ModeSelfSigned); the
+// cert-manager mode needs none of them. Self-signed, the webhook issues its
+// own serving certificate and, for the extender, its serving certificate
+// and the scheduler's client certificate (certs.ExtenderCertificates) into
+// the Secrets the extender and the mlplane-scheduler mount.
 type CertOptions struct {
-	// Mode is CertModeCertManager (default) or CertModeSelfSigned.
+	// Mode is certs.ModeCertManager (default) or certs.ModeSelfSigned.
 	Mode string
 	// WebhookConfigurationName is the MutatingWebhookConfiguration whose
 	// caBundle the self-signed mode keeps. Default certs.WebhookConfigurationName.
@@ -49,24 +33,15 @@ type CertOptions struct {
 	SyncInterval time.Duration
 }
 
-func validateCertMode(mode string) error {
-	for _, m := range certModes {
-		if mode == m {
-			return nil
-		}
-	}
-	return fmt.Errorf("--cert-mode %q: want one of %s", mode, strings.Join(certModes, ", "))
-}
-
 // startCertificates, in self-signed mode, starts the certificate keeper and
 // returns once CertDir holds a serving certificate, so that the webhook
 // server finds its files. In cert-manager mode it does nothing.
 func startCertificates(ctx context.Context, cfg *rest.Config, o Options, log logr.Logger) error {
-	if o.Cert.Mode != CertModeSelfSigned {
+	if o.Cert.Mode != certs.ModeSelfSigned {
 		return nil
 	}
 	if o.CertDir == "" {
-		return fmt.Errorf("--cert-mode %s needs --cert-dir, where it writes the certificate", CertModeSelfSigned)
+		return fmt.Errorf("--cert-mode %s needs --cert-dir, where it writes the certificate", certs.ModeSelfSigned)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mlplane/mlplane/internal/certs"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -73,14 +75,14 @@ func (o *Options) setDefaults() {
 		o.ShutdownTimeout = 30 * time.Second
 	}
 	if o.Cert.Mode == "" {
-		o.Cert.Mode = CertModeCertManager
+		o.Cert.Mode = certs.ModeCertManager
 	}
 }
 
 // Run serves the webhook until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, o Options, log logr.Logger) error {
 	o.setDefaults()
-	if err := validateCertMode(o.Cert.Mode); err != nil {
+	if err := certs.ValidateMode(o.Cert.Mode); err != nil {
 		return err
 	}
 	cfg, err := kube.RESTConfig(o.Kubeconfig)

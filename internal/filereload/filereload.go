@@ -94,6 +94,16 @@ func Load[T any](o Options[T]) (*File[T], error) {
 	return f, nil
 }
 
+// Fixed is a File that holds v and no file: for a component started
+// without one (the built-in InjectionConfig or placement policy, an inline
+// fake GPU spec), so that its callers need no second path. Reload reports
+// no change, Err is nil, and Watch waits for its context to end.
+func Fixed[T any](v T) *File[T] {
+	f := &File[T]{}
+	f.cur.Store(&v)
+	return f
+}
+
 // Current is the value of the last good version.
 func (f *File[T]) Current() T { return *f.cur.Load() }
 
@@ -114,6 +124,9 @@ func (f *File[T]) Err() error {
 // before, or the same read error again, is not parsed, logged or counted
 // again: Reload returns false, nil, and Err still reports the problem.
 func (f *File[T]) Reload() (changed bool, err error) {
+	if f.o.Path == "" { // Fixed
+		return false, nil
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	data, err := os.ReadFile(f.o.Path)
@@ -172,6 +185,10 @@ var settle = 100 * time.Millisecond
 // and every poll interval, until ctx ends. When the directory cannot be
 // watched it says so in the log and polls only.
 func (f *File[T]) Watch(ctx context.Context, poll time.Duration) {
+	if f.o.Path == "" { // Fixed
+		<-ctx.Done()
+		return
+	}
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	if w, err := watchDir(filepath.Dir(f.o.Path)); err != nil {

@@ -284,3 +284,22 @@ func TestLoadPanicsWithoutOptions(t *testing.T) {
 	}()
 	_, _ = Load(Options[int]{Path: "x", What: "x"})
 }
+
+// TestFixed: a File without a file holds its value; Reload reports no
+// change, Err nil, and Watch returns only when its context ends.
+func TestFixed(t *testing.T) {
+	f := Fixed("built-in")
+	if changed, err := f.Reload(); changed || err != nil || f.Current() != "built-in" || f.Err() != nil {
+		t.Fatalf("Reload = %v, %v; Current %q, Err %v", changed, err, f.Current(), f.Err())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Watch(ctx, time.Millisecond); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("Watch returned before its context ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	<-done
+}

@@ -201,10 +201,9 @@ func FakeUUID(nodeName string, index int) string {
 // Tests in the same process use SetUsed, SetHealthy and SetError instead.
 type Fake struct {
 	node string
-	file *filereload.File[FakeSpec] // nil: an inline spec
+	file *filereload.File[FakeSpec] // filereload.Fixed: an inline spec
 
 	mu     sync.Mutex
-	spec   FakeSpec // the inline spec
 	used   map[int]int64
 	health map[int]string // index -> reason; "" means healthy again
 	err    error
@@ -229,7 +228,7 @@ func NewFake(nodeName, spec string, log logr.Logger) (*Fake, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.spec = s
+	f.file = filereload.Fixed(s)
 	return f, nil
 }
 
@@ -242,11 +241,8 @@ func IsFakeSpecFile(spec string) bool {
 func (f *Fake) Devices() ([]Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	spec := f.spec
-	if f.file != nil {
-		_, _ = f.file.Reload() // a rejected version is logged there
-		spec = f.file.Current()
-	}
+	_, _ = f.file.Reload() // a rejected version is logged there
+	spec := f.file.Current()
 	if f.err != nil {
 		return nil, f.err
 	}

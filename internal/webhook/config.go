@@ -37,8 +37,7 @@ type ConfigSource struct {
 	// events on its directory (see filereload). Default 10s.
 	PollInterval time.Duration
 
-	file *filereload.File[*mutate.Mutator] // nil: the built-in config
-	def  *mutate.Mutator
+	file *filereload.File[*mutate.Mutator] // filereload.Fixed: the built-in config
 }
 
 // NewConfigSource loads the file at path (empty: the built-in default
@@ -50,7 +49,7 @@ func NewConfigSource(path, namespace string, metrics *Metrics, log logr.Logger) 
 		if err != nil {
 			return nil, err
 		}
-		s.def = m
+		s.file = filereload.Fixed(m)
 		return s, nil
 	}
 	f, err := filereload.Load(filereload.Options[*mutate.Mutator]{
@@ -71,28 +70,14 @@ func NewConfigSource(path, namespace string, metrics *Metrics, log logr.Logger) 
 }
 
 // Mutator returns the current Mutator.
-func (s *ConfigSource) Mutator() *mutate.Mutator {
-	if s.file == nil {
-		return s.def
-	}
-	return s.file.Current()
-}
+func (s *ConfigSource) Mutator() *mutate.Mutator { return s.file.Current() }
 
 // Reload re-reads the file now. It reports whether the configuration
 // changed; on error the previous configuration stays in force.
-func (s *ConfigSource) Reload() (bool, error) {
-	if s.file == nil {
-		return false, nil
-	}
-	return s.file.Reload()
-}
+func (s *ConfigSource) Reload() (bool, error) { return s.file.Reload() }
 
 // Start watches the file until ctx ends; it implements manager.Runnable.
 func (s *ConfigSource) Start(ctx context.Context) error {
-	if s.file == nil {
-		<-ctx.Done()
-		return nil
-	}
 	s.file.Watch(ctx, s.PollInterval)
 	return nil
 }

@@ -18,8 +18,7 @@ import (
 // policy stays; every version taken, the first included, counts as
 // result="ok".
 type PolicyFile struct {
-	file *filereload.File[*score.Placer] // nil: the built-in policy
-	def  *score.Placer
+	file *filereload.File[*score.Placer] // filereload.Fixed: the built-in policy
 }
 
 var _ PlacerSource = (*PolicyFile)(nil)
@@ -33,7 +32,7 @@ func LoadPolicyFile(path string, m *Metrics, log logr.Logger) (*PolicyFile, erro
 		if err != nil {
 			return nil, err
 		}
-		return &PolicyFile{def: p}, nil
+		return &PolicyFile{file: filereload.Fixed(p)}, nil
 	}
 	o := filereload.Options[*score.Placer]{
 		Path: path, What: "placement policy", Log: log,
@@ -66,18 +65,11 @@ func LoadPolicyFile(path string, m *Metrics, log logr.Logger) (*PolicyFile, erro
 }
 
 // Placer is the current policy.
-func (pf *PolicyFile) Placer() *score.Placer {
-	if pf.file == nil {
-		return pf.def
-	}
-	return pf.file.Current()
-}
+func (pf *PolicyFile) Placer() *score.Placer { return pf.file.Current() }
 
 // Watch keeps the policy current until ctx ends: fsnotify events on the
-// file's directory, and a re-read every interval (filereload.File.Watch).
+// file's directory, and a re-read every interval (filereload.File.Watch);
+// with the built-in policy it only waits for ctx to end.
 func (pf *PolicyFile) Watch(ctx context.Context, interval time.Duration) {
-	if pf.file == nil {
-		return
-	}
 	pf.file.Watch(ctx, interval)
 }

@@ -316,15 +316,15 @@ type admissionScrape struct {
 
 func scrapeAdmission(ctx context.Context, c *cluster.Cluster, cs kubernetes.Interface, webhookNames []string) (admissionScrape, error) {
 	var s admissionScrape
-	_, reqs, err := apiMetrics(ctx, cs)
-	if err != nil {
-		return s, err
-	}
-	s.post = reqs["POST pods"]
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		return s, err
 	}
+	_, reqs, err := requestMetrics(raw)
+	if err != nil {
+		return s, err
+	}
+	s.post = reqs["POST pods"]
 	steps, err := ParseHistograms(bytes.NewReader(raw), "apiserver_admission_step_admission_duration_seconds", "type", "operation")
 	if err != nil {
 		return s, err
@@ -337,12 +337,20 @@ func scrapeAdmission(ctx context.Context, c *cluster.Cluster, cs kubernetes.Inte
 	for _, n := range webhookNames {
 		s.webhook = s.webhook.Add(hooks[n+" admit CREATE"])
 	}
-	server, err := ScrapeHistograms(ctx, c.WebhookMetricsURL(), "mlplane_webhook_request_duration_seconds")
+	body, err := getMetrics(ctx, c.WebhookMetricsURL())
+	if err != nil {
+		return s, err
+	}
+	defer body.Close()
+	if raw, err = io.ReadAll(body); err != nil {
+		return s, err
+	}
+	server, err := ParseHistograms(bytes.NewReader(raw), "mlplane_webhook_request_duration_seconds")
 	if err != nil {
 		return s, err
 	}
 	s.server = server[""]
-	s.calls, err = ScrapeCounters(ctx, c.WebhookMetricsURL(), "mlplane_webhook_requests_total", "result")
+	s.calls, err = ParseCounters(bytes.NewReader(raw), "mlplane_webhook_requests_total", "result")
 	return s, err
 }
 

@@ -616,6 +616,11 @@ func apiMetrics(ctx context.Context, cs kubernetes.Interface) (map[string]float6
 	if err != nil {
 		return nil, nil, err
 	}
+	return requestMetrics(raw)
+}
+
+// requestMetrics is apiMetrics of a /metrics text already read.
+func requestMetrics(raw []byte) (map[string]float64, map[string]Histogram, error) {
 	counts, err := ParseCounters(bytes.NewReader(raw), "apiserver_request_total", "verb", "resource", "subresource")
 	if err != nil {
 		return nil, nil, err
